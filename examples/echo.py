@@ -1,0 +1,59 @@
+"""Echo server: the seed's node:http example, in Python.
+
+    const server = http.createServer();
+    server.on("upgrade", (req, socket, head) => {
+      const { socket: ws } = Deno.upgradeWebSocket(req, { socket, head });
+      ws.onmessage = (e) => ws.send(e.data);
+    });
+
+Run: python examples/echo.py --host 127.0.0.1 --port 9001 [--idle-timeout 30]
+Text is echoed as text and binary as binary, on any path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from typing import Any
+
+import gevent
+
+from takeover import create_server, upgrade_websocket
+
+
+def http_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """Answer plain HTTP requests: this server only speaks WebSocket."""
+    body = b"takeover echo server: connect with a WebSocket client\n"
+    start_response("426 Upgrade Required", [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", str(len(body))),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+    ])
+    return [body]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--idle-timeout", type=float, default=30, help="seconds; 0 disables")
+    args = parser.parse_args()
+
+    server = create_server(http_app)
+
+    def on_upgrade(request: Any, socket: Any, head: bytes) -> None:
+        ws, _ = upgrade_websocket(request, socket=socket, head=head, idle_timeout=args.idle_timeout)
+        ws.onmessage = lambda event: ws.send(event.data)
+
+    server.on("upgrade", on_upgrade)
+    server.listen(args.port, args.host)
+    host, port = server.address
+    print(f"echo server listening on ws://{host}:{port}/", flush=True)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, server.close)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The I/O layer: drives the sans-I/O core over real sockets."""

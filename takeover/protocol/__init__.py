@@ -1,0 +1,1 @@
+"""The sans-I/O WebSocket core: handshake, framing, masking, connection state."""

@@ -1,0 +1,411 @@
+"""The server side of an open WebSocket connection, without I/O (RFC 6455 §5–§7).
+
+:class:`Connection` takes the bytes read from the client and gives back events,
+and turns what the application sends into bytes to write. It never reads or
+writes a socket and never raises at the caller because of what the peer sent:
+every remote protocol violation ends in :meth:`Connection._fail`, which queues
+the close frame with the RFC code (1002, 1007, 1009, or 1011 for a bug of ours)
+and reports a :class:`Failure` event carrying the original exception for logs.
+
+State machine (RFC 6455 §7)::
+
+    OPEN    --send_close-->      CLOSING   (our close frame is queued)
+    OPEN    --close received-->  CLOSED    (our echo of it is queued)
+    CLOSING --close received-->  CLOSED
+    any     --violation-->       CLOSED    (a close frame with the code is queued)
+
+After CLOSED, received bytes are discarded; the I/O layer closes the TCP
+connection once the queued bytes are written (§7.1.1: the server closes first).
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from typing import NamedTuple
+
+from takeover.errors import InvalidStateError
+from takeover.protocol.frames import (
+    MAX_CLOSE_REASON,
+    MAX_CONTROL_PAYLOAD,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    CloseCode,
+    encode_close,
+    encode_frame,
+    is_sendable_close_code,
+    is_valid_close_code,
+)
+from takeover.protocol.mask import apply_mask
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "Close",
+    "Connection",
+    "Event",
+    "Failure",
+    "Message",
+    "Ping",
+    "Pong",
+    "State",
+]
+
+#: Deno's cap on a message, and our default (``ws`` uses 100 MiB).
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+class State(enum.IntEnum):
+    """Connection states, numbered as the DOM's ``readyState``."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Message(NamedTuple):
+    """A complete data message: ``str`` for text, ``bytes`` for binary."""
+
+    data: str | bytes
+
+
+class Ping(NamedTuple):
+    """A ping was received; the pong is already queued (§5.5.2)."""
+
+    payload: bytes
+
+
+class Pong(NamedTuple):
+    """A pong was received (§5.5.3)."""
+
+    payload: bytes
+
+
+class Close(NamedTuple):
+    """The peer's close frame: ``code`` is 1005 when it carried none (§7.1.5)."""
+
+    code: int
+    reason: str
+
+
+class Failure(NamedTuple):
+    """We failed the connection (§7.1.7) with ``code``; ``cause`` is for logs."""
+
+    code: int
+    reason: str
+    cause: BaseException | None
+
+
+Event = Message | Ping | Pong | Close | Failure
+
+
+class _ProtocolViolation(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _violation(reason: str, code: int = CloseCode.PROTOCOL_ERROR) -> _ProtocolViolation:
+    return _ProtocolViolation(code, reason)
+
+
+# State as data: (state, what happened) -> next state.
+_TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.OPEN, "send_close"): State.CLOSING,
+    (State.OPEN, "close_received"): State.CLOSED,
+    (State.CLOSING, "close_received"): State.CLOSED,
+    (State.OPEN, "fail"): State.CLOSED,
+    (State.CLOSING, "fail"): State.CLOSED,
+}
+
+_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class Connection:
+    """An open server-side WebSocket connection (sans-I/O).
+
+    ``trailing_data`` is the bytes already read past the handshake (Node's
+    ``head``); they are parsed before anything passed to :meth:`receive_data`.
+    Bytes to write accumulate until :meth:`data_to_send`: pongs, the close echo
+    and the failure close. ``send_*`` methods return their frame's bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        trailing_data: bytes = b"",
+    ) -> None:
+        self.max_message_size = max_message_size if max_message_size else None
+        self.state = State.OPEN
+        self.close_sent = False
+        self.close_received = False
+        #: The close frame we received, once we have.
+        self.close: Close | None = None
+        #: Why we failed the connection, if we did.
+        self.failure: Failure | None = None
+        self._buffer = bytearray(trailing_data)
+        self._out = bytearray()
+        # The message being reassembled from fragments (§5.4).
+        self._fragment_opcode: int | None = None
+        self._fragments: list[bytes] = []
+        self._text_parts: list[str] = []
+        self._fragment_size = 0
+        self._decoder: codecs.IncrementalDecoder | None = None
+
+    # -- input ------------------------------------------------------------
+
+    def receive_data(self, data: bytes = b"") -> list[Event]:
+        """Feed bytes read from the client; return the events they complete."""
+        if self.state is State.CLOSED:
+            return []  # §7.1.1: nothing after the close handshake (or a failure) is read
+        buffer = self._buffer
+        if data:
+            buffer += data
+        events: list[Event] = []
+        try:
+            consumed = self._parse(buffer, events)
+        except _ProtocolViolation as violation:
+            self._fail(violation.code, violation.reason, violation, events)
+            return events
+        except UnicodeDecodeError as error:
+            self._fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in text message", error, events)
+            return events
+        except Exception as error:  # a bug of ours: close with 1011 and no details (§7.4.1)
+            self._fail(CloseCode.INTERNAL_ERROR, "Internal error", error, events)
+            return events
+        if consumed:
+            del buffer[:consumed]
+        return events
+
+    def _parse(self, buffer: bytearray, events: list[Event]) -> int:
+        """Parse every complete frame in ``buffer``; return how many bytes were used."""
+        pos = 0
+        end = len(buffer)
+        while end - pos >= 2 and self.state is not State.CLOSED:
+            first = buffer[pos]
+            second = buffer[pos + 1]
+            length = second & 0x7F
+            if length < 126:
+                header = 6
+            elif length == 126:
+                if end - pos < 4:
+                    break
+                length = (buffer[pos + 2] << 8) | buffer[pos + 3]
+                header = 8
+                if length < 126:
+                    raise _violation("Non-minimal payload length")  # §5.2
+            else:
+                if end - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                header = 14
+                if length >> 63:
+                    raise _violation("Payload length has its most significant bit set")  # §5.2
+                if length < 65536:
+                    raise _violation("Non-minimal payload length")  # §5.2
+            self._check_header(first, second, length)
+            if end - pos < header + length:
+                break
+            start = pos + header
+            payload = apply_mask(buffer[start : start + length], buffer[start - 4 : start])
+            pos = start + length
+            self._on_frame(first, payload, events)
+        return pos
+
+    def _check_header(self, first: int, second: int, length: int) -> None:
+        """Checks that need only the header, so a bad frame fails before its payload arrives."""
+        if not second & 0x80:
+            raise _violation("Client frames must be masked")  # §5.1
+        if first & 0x70:
+            raise _violation("Reserved bits must be 0 without a negotiated extension")  # §5.2
+        opcode = first & 0x0F
+        if opcode >= OP_CLOSE:
+            if opcode > OP_PONG:
+                raise _violation(f"Reserved opcode {opcode:#x}")
+            if length > MAX_CONTROL_PAYLOAD:
+                raise _violation("Control frame payload over 125 bytes")  # §5.5
+            if not first & 0x80:
+                raise _violation("Fragmented control frame")  # §5.5
+            return
+        if opcode > OP_BINARY:
+            raise _violation(f"Reserved opcode {opcode:#x}")
+        if opcode == OP_CONT:
+            if self._fragment_opcode is None:
+                raise _violation("Continuation frame without a message to continue")  # §5.4
+            size = self._fragment_size + length
+        else:
+            if self._fragment_opcode is not None:
+                raise _violation("New data frame before the fragmented message ended")  # §5.4
+            size = length
+        limit = self.max_message_size
+        if limit is not None and size > limit:
+            raise _violation(
+                f"Message of {size} bytes is over the limit of {limit}", CloseCode.TOO_BIG
+            )
+
+    def _on_frame(self, first: int, payload: bytes, events: list[Event]) -> None:
+        opcode = first & 0x0F
+        fin = first & 0x80
+        if opcode == OP_TEXT:
+            if fin:
+                events.append(Message(payload.decode("utf-8")))
+            else:
+                self._start_fragments(opcode)
+                self._add_text(payload, events, final=False)
+        elif opcode == OP_BINARY:
+            if fin:
+                events.append(Message(payload))
+            else:
+                self._start_fragments(opcode)
+                self._fragments.append(payload)
+                self._fragment_size = len(payload)
+        elif opcode == OP_CONT:
+            self._continue_fragments(payload, bool(fin), events)
+        elif opcode == OP_PING:
+            self._out += encode_frame(OP_PONG, payload)  # §5.5.2: answer with the same payload
+            events.append(Ping(payload))
+        elif opcode == OP_PONG:
+            events.append(Pong(payload))
+        else:
+            self._on_close(payload, events)
+
+    # -- fragmented messages (§5.4) ---------------------------------------
+
+    def _start_fragments(self, opcode: int) -> None:
+        self._fragment_opcode = opcode
+        self._fragment_size = 0
+        if opcode == OP_TEXT:
+            self._decoder = _new_utf8_decoder("strict")
+
+    def _add_text(self, payload: bytes, events: list[Event], *, final: bool) -> None:
+        # Incremental decoding fails at the first invalid byte, inside any
+        # fragment, rather than after the whole message (§8.1, Autobahn 6.4).
+        assert self._decoder is not None
+        self._text_parts.append(self._decoder.decode(payload, final))
+        self._fragment_size += len(payload)
+        if final:
+            text = "".join(self._text_parts)
+            self._end_fragments()
+            events.append(Message(text))
+
+    def _continue_fragments(self, payload: bytes, fin: bool, events: list[Event]) -> None:
+        if self._fragment_opcode == OP_TEXT:
+            self._add_text(payload, events, final=fin)
+            return
+        self._fragments.append(payload)
+        self._fragment_size += len(payload)
+        if fin:
+            data = b"".join(self._fragments)
+            self._end_fragments()
+            events.append(Message(data))
+
+    def _end_fragments(self) -> None:
+        self._fragment_opcode = None
+        self._fragments = []
+        self._text_parts = []
+        self._fragment_size = 0
+        self._decoder = None
+
+    # -- closing (§5.5.1, §7) ---------------------------------------------
+
+    def _on_close(self, payload: bytes, events: list[Event]) -> None:
+        if len(payload) == 1:
+            raise _violation("Close frame payload of 1 byte")  # §5.5.1: 0 or at least 2
+        if payload:
+            code = int.from_bytes(payload[:2], "big")
+            if not is_valid_close_code(code):
+                raise _violation(f"Invalid close code {code}")  # §7.4
+            reason = payload[2:].decode("utf-8")
+        else:
+            code, reason = CloseCode.NO_STATUS, ""
+        self.close_received = True
+        self.close = Close(code, reason)
+        if not self.close_sent:
+            # §5.5.1: answer with a close frame, typically echoing the code.
+            self.close_sent = True
+            self._out += encode_frame(OP_CLOSE, payload[:2])
+        self._transition("close_received")
+        events.append(self.close)
+
+    def _fail(self, code: int, reason: str, cause: BaseException | None, events: list[Event]) -> None:
+        """Fail the WebSocket connection (§7.1.7): queue a close frame, stop reading."""
+        if not self.close_sent:
+            self.close_sent = True
+            self._out += encode_frame(OP_CLOSE, encode_close(code, reason[:MAX_CLOSE_REASON]))
+        self._transition("fail")
+        self._buffer.clear()
+        self._end_fragments()
+        self.failure = Failure(code, reason, cause)
+        events.append(self.failure)
+
+    def _transition(self, what: str) -> None:
+        self.state = _TRANSITIONS[(self.state, what)]
+
+    # -- output -----------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Take the bytes the connection queued by itself (pongs, close frames)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def has_data_to_send(self) -> bool:
+        """Whether :meth:`data_to_send` would return anything."""
+        return bool(self._out)
+
+    def _check_open(self) -> None:
+        if self.state is not State.OPEN:
+            raise InvalidStateError(f"Cannot send on a WebSocket that is {self.state.name}")
+
+    def send_text(self, text: str) -> bytes:
+        """Frame a text message."""
+        self._check_open()
+        return encode_frame(OP_TEXT, text.encode("utf-8"))
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> bytes:
+        """Frame a binary message."""
+        self._check_open()
+        return encode_frame(OP_BINARY, bytes(data))
+
+    def send_ping(self, payload: bytes = b"") -> bytes:
+        """Frame a ping (at most 125 bytes, §5.5)."""
+        self._check_open()
+        if len(payload) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("A ping payload is at most 125 bytes (RFC 6455 §5.5)")
+        return encode_frame(OP_PING, bytes(payload))
+
+    def send_close(self, code: int | None = None, reason: str = "") -> bytes:
+        """Start the close handshake; return the close frame, or ``b""`` if already sent.
+
+        Raises :class:`ValueError` for a code an endpoint may not send (§7.4)
+        or a reason over 123 UTF-8 bytes (§5.5).
+        """
+        check_close_arguments(code, reason)
+        if code is None and reason:
+            code = CloseCode.NORMAL  # WHATWG close(): a reason without a code means 1000
+        if self.close_sent:
+            return b""
+        self.close_sent = True
+        if self.state is State.OPEN:
+            self._transition("send_close")
+        return encode_frame(OP_CLOSE, encode_close(code, reason))
+
+
+def check_close_arguments(code: int | None, reason: str) -> None:
+    """Raise :class:`ValueError` unless ``code`` and ``reason`` may be sent."""
+    if code is None:
+        return
+    if not isinstance(code, int) or not is_sendable_close_code(code):
+        raise ValueError(
+            f"Invalid close code {code!r}: use 1000, 3000-4999, or another code an endpoint may"
+            " send (RFC 6455 §7.4)"
+        )
+    if len(reason.encode("utf-8")) > MAX_CLOSE_REASON:
+        raise ValueError("A close reason is at most 123 UTF-8 bytes (RFC 6455 §5.5)")

@@ -1,0 +1,201 @@
+"""The server side of the RFC 6455 opening handshake, without I/O.
+
+:func:`validate_request` checks an upgrade request from its method, HTTP
+version and headers (RFC 6455 §4.2.1) and raises :class:`HandshakeError` with
+the HTTP answer to give; :func:`accept_response` and :func:`reject_response`
+render the bytes of that answer. Error messages are Deno's where Deno has one
+(``Deno.upgradeWebSocket``), so code ported from Deno sees the same text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from takeover.errors import HandshakeError
+
+__all__ = [
+    "Handshake",
+    "HandshakeError",
+    "accept_key",
+    "accept_response",
+    "header_tokens",
+    "reject_response",
+    "select_protocol",
+    "validate_request",
+]
+
+# RFC 6455 §1.3: the GUID appended to the client's key.
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SUPPORTED_VERSION = "13"
+
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """A valid upgrade request, reduced to what the 101 response needs."""
+
+    key: str
+    protocols: tuple[str, ...]
+    extensions: tuple[str, ...]
+
+
+def header_tokens(value: str) -> list[str]:
+    """Split a comma-separated header value (RFC 9110 §5.6.1) into its tokens."""
+    return [token.strip() for token in value.split(",") if token.strip()]
+
+
+def _collect(headers: Headers) -> dict[str, list[str]]:
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    collected: dict[str, list[str]] = {}
+    for name, value in items:
+        collected.setdefault(name.lower(), []).append(value)
+    return collected
+
+
+def _tokens(collected: dict[str, list[str]], name: str) -> list[str]:
+    return [token for value in collected.get(name, ()) for token in header_tokens(value)]
+
+
+def _http_version_ok(version: str) -> bool:
+    # RFC 6455 §4.1: "The method of the request MUST be GET, and the HTTP
+    # version MUST be at least 1.1."
+    if not version.upper().startswith("HTTP/"):
+        return False
+    major, _, minor = version[5:].partition(".")
+    try:
+        return (int(major), int(minor or 0)) >= (1, 1)
+    except ValueError:
+        return False
+
+
+def validate_request(method: str, http_version: str, headers: Headers) -> Handshake:
+    """Check an upgrade request; return what the 101 needs or raise.
+
+    ``headers`` is a mapping or a sequence of ``(name, value)`` pairs; repeated
+    headers are joined as RFC 9110 §5.3 allows. Raises :class:`HandshakeError`
+    carrying the status to answer with.
+    """
+    if method.upper() != "GET":
+        raise HandshakeError(
+            f"Invalid method {method!r}: a WebSocket upgrade must be a GET request (RFC 6455 §4.1)",
+            status=405,
+            headers=[("Allow", "GET")],
+        )
+    if not _http_version_ok(http_version):
+        raise HandshakeError(
+            f"Invalid HTTP version {http_version!r}: a WebSocket upgrade needs HTTP/1.1 or later"
+            " (RFC 6455 §4.1)"
+        )
+    collected = _collect(headers)
+    if "websocket" not in (t.lower() for t in _tokens(collected, "upgrade")):
+        raise HandshakeError("Invalid Header: 'upgrade' header must contain 'websocket'")
+    if "upgrade" not in (t.lower() for t in _tokens(collected, "connection")):
+        raise HandshakeError("Invalid Header: 'connection' header must contain 'Upgrade'")
+    keys = collected.get("sec-websocket-key")
+    if not keys:
+        raise HandshakeError("Invalid Header: 'sec-websocket-key' header must be set")
+    key = keys[0].strip()
+    if len(keys) != 1 or not _key_ok(key):
+        raise HandshakeError(
+            "Invalid Header: 'sec-websocket-key' must be the base64 encoding of 16 bytes"
+            " (RFC 6455 §4.1)"
+        )
+    versions = collected.get("sec-websocket-version")
+    if not versions:
+        raise HandshakeError(
+            "Invalid Header: 'sec-websocket-version' header must be set",
+            headers=[("Sec-WebSocket-Version", SUPPORTED_VERSION)],
+        )
+    if [v.strip() for v in versions] != [SUPPORTED_VERSION]:
+        raise HandshakeError(
+            f"Unsupported WebSocket version {', '.join(versions)!r}: this server speaks version 13"
+            " (RFC 6455 §4.4)",
+            status=426,
+            headers=[("Sec-WebSocket-Version", SUPPORTED_VERSION)],
+        )
+    return Handshake(
+        key=key,
+        protocols=tuple(_tokens(collected, "sec-websocket-protocol")),
+        extensions=tuple(_tokens(collected, "sec-websocket-extensions")),
+    )
+
+
+def _key_ok(key: str) -> bool:
+    # RFC 6455 §4.1: a randomly selected 16-byte value, base64-encoded.
+    if len(key) != 24:
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+def select_protocol(handshake: Handshake, protocol: str | None) -> str | None:
+    """Check that ``protocol`` (the server's choice) was offered by the client.
+
+    As in Deno, no ``Sec-WebSocket-Protocol`` is answered unless the server
+    names one, and naming one the client did not offer is an error.
+    """
+    if protocol is None:
+        return None
+    if protocol not in handshake.protocols:
+        raise HandshakeError(f"Protocol '{protocol}' not in the request's protocol list (non negotiable)")
+    return protocol
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for ``key`` (RFC 6455 §4.2.2 step 5.4)."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
+
+
+def accept_headers(
+    handshake: Handshake, protocol: str | None = None, extensions: str | None = None
+) -> list[tuple[str, str]]:
+    """The headers of the 101 response, in order."""
+    headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(handshake.key)),
+    ]
+    if protocol:
+        headers.append(("Sec-WebSocket-Protocol", protocol))
+    if extensions:
+        headers.append(("Sec-WebSocket-Extensions", extensions))
+    return headers
+
+
+def accept_response(headers: Iterable[tuple[str, str]]) -> bytes:
+    """Render ``101 Switching Protocols`` with ``headers`` as bytes."""
+    lines = ["HTTP/1.1 101 Switching Protocols"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def reject_response(
+    status: int, message: str, headers: Iterable[tuple[str, str]] = ()
+) -> bytes:
+    """Render an error response that ends the connection, like ``ws``'s abortHandshake."""
+    body = message.encode("utf-8")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    lines = [
+        f"HTTP/1.1 {status} {phrase}",
+        "Connection: close",
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def rejection_for(error: HandshakeError) -> bytes:
+    """The response bytes for a :class:`HandshakeError`."""
+    return reject_response(error.status, str(error), error.headers)

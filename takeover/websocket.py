@@ -1,0 +1,411 @@
+"""``takeover.WebSocket``: a browser/Deno-like WebSocket over a taken-over socket.
+
+One task per connection (a greenlet, or a thread under a threaded server)
+writes the 101, feeds the ``head`` bytes and then everything read from the
+socket to the sans-I/O :class:`~takeover.protocol.connection.Connection`, and
+dispatches what comes out as DOM-style events. Sending never blocks on a slow
+peer: frames go to the transport's queue and ``buffered_amount`` counts them.
+
+Messages go to ``message`` listeners; when there are none they are queued for
+the blocking API (:meth:`WebSocket.receive`, ``for message in ws``), up to
+``max_queue`` of them, after which reading pauses until they are consumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from takeover._io.runtime import GeventRuntime, ThreadRuntime, TimerHandle, runtime_for
+from takeover.errors import ConnectionClosed, InvalidStateError
+from takeover.events import (
+    CloseEvent,
+    ErrorEvent,
+    Event,
+    EventTarget,
+    MessageEvent,
+    handler_attribute,
+)
+from takeover.protocol.connection import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Close,
+    Connection,
+    Failure,
+    Message,
+    State,
+    check_close_arguments,
+)
+from takeover.protocol.frames import CloseCode
+
+__all__ = ["WebSocket"]
+
+logger = logging.getLogger("takeover")
+
+_END = object()  # queued for the blocking API once the connection is closed
+IDLE_TIMEOUT_REASON = "No response from ping frame."
+
+
+class WebSocket(EventTarget):
+    """The server end of a WebSocket, shaped like the browser's and Deno's.
+
+    Create it with :func:`takeover.upgrade_websocket`. ``ready_state`` goes
+    ``CONNECTING`` → ``OPEN`` → ``CLOSING`` → ``CLOSED``; listen with
+    :meth:`add_event_listener` or the ``onopen``/``onmessage``/``onclose``/
+    ``onerror`` attributes, or read with :meth:`receive` and iteration.
+    """
+
+    CONNECTING = State.CONNECTING
+    OPEN = State.OPEN
+    CLOSING = State.CLOSING
+    CLOSED = State.CLOSED
+
+    onopen = handler_attribute[Event]("open")
+    onmessage = handler_attribute[MessageEvent]("message")
+    onclose = handler_attribute[CloseEvent]("close")
+    onerror = handler_attribute[ErrorEvent]("error")
+
+    def __init__(
+        self,
+        *,
+        handshake_response: bytes,
+        url: str = "",
+        protocol: str = "",
+        extensions: str = "",
+        idle_timeout: float | None = 30,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
+        close_timeout: float = 10,
+        max_queue: int = 64,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        #: The subprotocol chosen in the handshake, or ``""``.
+        self.protocol = protocol
+        #: The extensions negotiated in the handshake, or ``""``.
+        self.extensions = extensions
+        #: ``"bytes"`` (the default) or ``"bytearray"``: the type of binary ``MessageEvent.data``.
+        self.binary_type = "bytes"
+        self.idle_timeout = idle_timeout or None
+        self.close_timeout = close_timeout
+        self._handshake_response = handshake_response
+        self._max_message_size = max_message_size
+        self._max_queue = max_queue
+        self._state = State.CONNECTING
+        self._conn: Connection | None = None
+        self._transport: Any = None
+        self._runtime: GeventRuntime | ThreadRuntime | None = None
+        self._queue: Any = None
+        self._timer: TimerHandle | None = None
+        self._last_activity = 0.0
+        self._ping_sent_at = 0.0
+        self._close_requested: tuple[int | None, str] | None = None
+        self._finished = False
+        self._close_event: CloseEvent | None = None
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def ready_state(self) -> State:
+        """``CONNECTING`` (0), ``OPEN`` (1), ``CLOSING`` (2) or ``CLOSED`` (3)."""
+        return self._state
+
+    @property
+    def attached(self) -> bool:
+        """Whether a socket has been handed to this WebSocket yet."""
+        return self._transport is not None
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes of sent frames not yet handed to the operating system."""
+        transport = self._transport
+        return transport.buffered_amount if transport is not None else 0
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> None:
+        """Send ``str`` as a text message, bytes-like as a binary one.
+
+        Raises :class:`InvalidStateError` while ``CONNECTING``; after the close
+        has started, data is discarded as the DOM specifies.
+        """
+        state = self._state
+        if state is not State.OPEN:
+            if state is State.CONNECTING:
+                raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
+            return
+        conn = self._conn
+        assert conn is not None
+        if isinstance(data, str):
+            frame = conn.send_text(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            frame = conn.send_binary(data)
+        else:
+            raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+        self._transport.write(frame)
+
+    def ping(self, payload: bytes = b"") -> None:
+        """Send a ping (at most 125 bytes); the pong arrives as activity, not as an event."""
+        if self._state is State.OPEN:
+            assert self._conn is not None
+            self._transport.write(self._conn.send_ping(payload))
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        """Start the close handshake (RFC 6455 §7.1.2).
+
+        ``code`` is 1000, 3000–4999 or another code an endpoint may send, and
+        ``reason`` at most 123 UTF-8 bytes, else :class:`ValueError`. The TCP
+        connection is closed when the peer answers, or after ``close_timeout``.
+        """
+        check_close_arguments(code, reason)
+        state = self._state
+        if state is State.CONNECTING:
+            # Closing before the 101 is written: the handshake completes, then closes.
+            self._close_requested = (code, reason)
+            self._state = State.CLOSING
+            return
+        if state is not State.OPEN:
+            return
+        assert self._conn is not None
+        self._state = State.CLOSING
+        self._transport.write(self._conn.send_close(code, reason))
+        self._set_timer(self.close_timeout, self._on_close_timeout)
+
+    # -- the blocking API -------------------------------------------------
+
+    def receive(self, timeout: float | None = None) -> str | bytes | bytearray:
+        """Wait for the next message (queued when no ``message`` listener is set).
+
+        Raises :class:`ConnectionClosed` once the connection is closed and the
+        queue is empty, and :class:`TimeoutError` after ``timeout`` seconds.
+        """
+        queue = self._queue
+        if queue is None:
+            raise InvalidStateError("receive() needs a connected WebSocket")
+        assert self._runtime is not None
+        try:
+            item = queue.get(timeout=timeout)
+        except self._runtime.Empty:
+            raise TimeoutError(f"No message within {timeout} seconds") from None
+        if item is _END:
+            queue.put(_END)  # every later call sees the end too
+            event = self._close_event
+            assert event is not None
+            raise ConnectionClosed(event.code, event.reason, event.was_clean)
+        data: str | bytes | bytearray = item
+        return data
+
+    def __iter__(self) -> Iterator[str | bytes | bytearray]:
+        """Messages until the connection closes, then the iteration ends."""
+        while True:
+            try:
+                yield self.receive()
+            except ConnectionClosed:
+                return
+
+    # -- the session (runs in its own greenlet or thread) -----------------
+
+    def _attach(self, sock: Any, head: bytes) -> None:
+        """Take over ``sock``: the hook servers and socket mode use.
+
+        Starts the session task and returns at once, so listeners attached
+        right after :func:`upgrade_websocket` returns see ``open``.
+        """
+        runtime = runtime_for(sock)
+        self._runtime = runtime
+        self._transport = runtime.transport(sock)
+        self._queue = runtime.queue(self._max_queue)
+        runtime.spawn(self._run, bytes(head))
+
+    def _run(self, head: bytes) -> None:
+        transport = self._transport
+        try:
+            transport.write(self._handshake_response)
+            conn = self._conn = Connection(
+                max_message_size=self._max_message_size, trailing_data=head
+            )
+            if self._state is State.CONNECTING:
+                self._state = State.OPEN
+            self._last_activity = time.monotonic()
+            self.dispatch_event(Event("open"))
+            if self._close_requested is not None:
+                self._state = State.OPEN
+                self.close(*self._close_requested)
+            elif self.idle_timeout:
+                self._set_timer(self.idle_timeout / 2, self._on_idle_timer)
+            if head:
+                self._handle(conn.receive_data())
+            self._read_loop(conn, transport)
+        except Exception as error:  # a bug of ours or of a listener's helper: 1011
+            logger.exception("WebSocket session failed")
+            self._abort(CloseCode.INTERNAL_ERROR, "Internal error", error)
+
+    def _read_loop(self, conn: Connection, transport: Any) -> None:
+        recv = transport.recv
+        receive_data = conn.receive_data
+        handle = self._handle
+        monotonic = time.monotonic
+        while not self._finished:
+            data = recv()
+            if not data:
+                self._on_eof(conn)
+                return
+            self._last_activity = monotonic()
+            events = receive_data(data)
+            if events:
+                handle(events)
+            elif conn.has_data_to_send:
+                transport.write(conn.data_to_send())
+
+    def _handle(self, events: list[Any]) -> None:
+        conn = self._conn
+        assert conn is not None
+        if conn.has_data_to_send:  # pongs and close frames go out before listeners run
+            self._transport.write(conn.data_to_send())
+        for event in events:
+            kind = type(event)
+            if kind is Message:
+                self._deliver(event.data)
+            elif kind is Close:
+                self._on_peer_close(event)
+            elif kind is Failure:
+                self._on_failure(event)
+            # Ping and Pong only count as activity, recorded by the read loop.
+
+    def _deliver(self, data: str | bytes) -> None:
+        if self._state is not State.OPEN and self._state is not State.CLOSING:
+            return
+        if not isinstance(data, str) and self.binary_type == "bytearray":
+            data = bytearray(data)
+        if self._listeners.get("message"):
+            self.dispatch_event(MessageEvent(data))
+        else:
+            self._queue.put(data)
+
+    def _on_peer_close(self, close: Close) -> None:
+        # §7.1.1: after the close handshake the server closes the TCP connection first.
+        self._state = State.CLOSING
+        transport = self._transport
+        transport.flush(self.close_timeout)
+        transport.shutdown_write()
+        transport.abort()
+        self._finish(CloseEvent(close.code, close.reason, True))
+
+    def _on_failure(self, failure: Failure) -> None:
+        # §7.1.7: the close frame with the code is queued; let the peer read it
+        # and answer before the TCP connection goes.
+        if failure.code == CloseCode.INTERNAL_ERROR:
+            logger.error("WebSocket protocol error", exc_info=failure.cause)
+        else:
+            logger.info("Closing WebSocket with %d: %s", failure.code, failure.reason)
+        self._state = State.CLOSING
+        self._linger()
+        self._finish(
+            CloseEvent(failure.code, failure.reason, False),
+            ErrorEvent(failure.reason, failure.cause),
+        )
+
+    def _linger(self) -> None:
+        """Flush, send FIN, and read until the peer closes or ``close_timeout`` passes."""
+        transport = self._transport
+        transport.flush(self.close_timeout)
+        transport.shutdown_write()
+        self._set_timer(self.close_timeout, transport.abort)
+        for _ in range(1024):  # bounded: a peer that keeps talking is cut off
+            if not transport.recv():
+                break
+        transport.abort()
+
+    def _on_eof(self, conn: Connection) -> None:
+        self._transport.abort()
+        if conn.close_received:
+            return
+        if self._state is State.CLOSING and self._close_event is None and not self._finished:
+            # We sent a close and the peer hung up without answering.
+            self._finish(CloseEvent(CloseCode.ABNORMAL, "", False))
+            return
+        self._finish(
+            CloseEvent(CloseCode.ABNORMAL, "", False),
+            ErrorEvent("The connection was closed without a close frame"),
+        )
+
+    def _abort(self, code: int, reason: str, error: BaseException | None) -> None:
+        transport = self._transport
+        conn = self._conn
+        if conn is not None and not conn.close_sent and transport is not None:
+            try:
+                transport.write(conn.send_close(code, reason))
+            except Exception:
+                pass
+            transport.flush(1.0)
+        if transport is not None:
+            transport.abort()
+        self._finish(CloseEvent(code, reason, False), ErrorEvent(reason, error))
+
+    def _finish(self, close: CloseEvent, error: ErrorEvent | None = None) -> None:
+        """Become CLOSED and dispatch ``error`` (if any) then ``close``, exactly once."""
+        if self._finished:
+            return
+        self._finished = True
+        self._state = State.CLOSED
+        self._cancel_timer()
+        self._close_event = close
+        if error is not None:
+            self.dispatch_event(error)
+        self.dispatch_event(close)
+        if self._queue is not None:
+            try:
+                self._queue.put_nowait(_END)
+            except Exception:  # a full queue: make room for the end marker
+                self._queue.get_nowait()
+                self._queue.put_nowait(_END)
+
+    # -- timers -----------------------------------------------------------
+
+    def _set_timer(self, delay: float, callback: Any) -> None:
+        self._cancel_timer()
+        assert self._runtime is not None
+        self._timer = self._runtime.call_later(max(delay, 0.0), callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_idle_timer(self) -> None:
+        """Deno's idleTimeout: ping after idle/2 of silence, close 1001 after idle."""
+        self._timer = None
+        if self._state is not State.OPEN or self.idle_timeout is None:
+            return
+        now = time.monotonic()
+        silence = now - self._last_activity
+        half = self.idle_timeout / 2
+        if silence >= self.idle_timeout:
+            self._on_idle_timeout()
+        elif silence >= half:
+            if self._ping_sent_at <= self._last_activity:
+                self._ping_sent_at = now
+                self.ping()
+            self._set_timer(self.idle_timeout - silence, self._on_idle_timer)
+        else:
+            self._set_timer(half - silence, self._on_idle_timer)
+
+    def _on_idle_timeout(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        self._state = State.CLOSING
+        self._transport.write(conn.send_close(CloseCode.GOING_AWAY, IDLE_TIMEOUT_REASON))
+        self._transport.flush(1.0)
+        self._transport.abort()
+        self._finish(
+            CloseEvent(CloseCode.GOING_AWAY, IDLE_TIMEOUT_REASON, False),
+            ErrorEvent(IDLE_TIMEOUT_REASON),
+        )
+
+    def _on_close_timeout(self) -> None:
+        self._timer = None
+        self._transport.abort()
+        self._finish(CloseEvent(CloseCode.ABNORMAL, "", False))
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.url or '?'} {self._state.name}>"
