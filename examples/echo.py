@@ -6,8 +6,9 @@
       ws.onmessage = (e) => ws.send(e.data);
     });
 
-Run: python examples/echo.py --host 127.0.0.1 --port 9001 [--idle-timeout 30]
-Text is echoed as text and binary as binary, on any path.
+Run: python examples/echo.py --host 127.0.0.1 --port 9001 [--idle-timeout 30] [--protocol NAME]
+Text is echoed as text and binary as binary, on any path. With --protocol, the
+server answers with that subprotocol when the client offers it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import gevent
 
 from takeover import create_server, upgrade_websocket
+from takeover.protocol.handshake import header_tokens
 
 
 def http_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -38,12 +40,17 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--idle-timeout", type=float, default=30, help="seconds; 0 disables")
+    parser.add_argument("--protocol", help="subprotocol to choose when the client offers it")
     args = parser.parse_args()
 
     server = create_server(http_app)
 
     def on_upgrade(request: Any, socket: Any, head: bytes) -> None:
-        ws, _ = upgrade_websocket(request, socket=socket, head=head, idle_timeout=args.idle_timeout)
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        protocol = args.protocol if args.protocol in header_tokens(offered) else None
+        ws, _ = upgrade_websocket(
+            request, socket=socket, head=head, protocol=protocol, idle_timeout=args.idle_timeout
+        )
         ws.onmessage = lambda event: ws.send(event.data)
 
     server.on("upgrade", on_upgrade)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["HandshakeError", "InvalidStateError", "ConnectionClosed"]
+__all__ = ["ConnectionClosed", "HandshakeError", "InvalidStateError"]
 
 
 class HandshakeError(ValueError):

@@ -66,6 +66,10 @@ class _Handler(WSGIHandler):  # type: ignore[misc]
     """gevent's handler, with upgrade requests taken over instead of run as WSGI."""
 
     server: _GeventServer
+    socket: Any
+    rfile: Any
+    environ: dict[str, Any]
+    close_connection: bool
 
     def handle_one_response(self) -> None:
         owner = self.server.owner

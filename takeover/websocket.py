@@ -260,23 +260,24 @@ class WebSocket(EventTarget):
     def _handle(self, events: list[Any]) -> None:
         conn = self._conn
         assert conn is not None
-        if conn.has_data_to_send:  # pongs and close frames go out before listeners run
-            self._transport.write(conn.data_to_send())
         for event in events:
             kind = type(event)
             if kind is Message:
                 self._deliver(event.data)
-            elif kind is Close:
+                continue
+            # The core queued the pong or close frame: send it in its turn.
+            if conn.has_data_to_send:
+                self._transport.write(conn.data_to_send())
+            if kind is Close:
                 self._on_peer_close(event)
             elif kind is Failure:
                 self._on_failure(event)
             # Ping and Pong only count as activity, recorded by the read loop.
 
-    def _deliver(self, data: str | bytes) -> None:
-        if self._state is not State.OPEN and self._state is not State.CLOSING:
-            return
-        if not isinstance(data, str) and self.binary_type == "bytearray":
-            data = bytearray(data)
+    def _deliver(self, message: str | bytes) -> None:
+        data: str | bytes | bytearray = message
+        if not isinstance(message, str) and self.binary_type == "bytearray":
+            data = bytearray(message)
         if self._listeners.get("message"):
             self.dispatch_event(MessageEvent(data))
         else:
@@ -306,13 +307,19 @@ class WebSocket(EventTarget):
         )
 
     def _linger(self) -> None:
-        """Flush, send FIN, and read until the peer closes or ``close_timeout`` passes."""
+        """Flush, send FIN, and read until the peer's close frame, its EOF or ``close_timeout``."""
         transport = self._transport
         transport.flush(self.close_timeout)
         transport.shutdown_write()
         self._set_timer(self.close_timeout, transport.abort)
+        conn = self._conn
+        assert conn is not None
         for _ in range(1024):  # bounded: a peer that keeps talking is cut off
-            if not transport.recv():
+            data = transport.recv()
+            if not data:
+                break
+            conn.receive_data(data)
+            if conn.close_received:  # its answering close: done (§7.1.1)
                 break
         transport.abort()
 

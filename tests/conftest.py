@@ -12,12 +12,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 LISTENING = re.compile(rb"ws://[^:]+:(\d+)/")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--autobahn-all",
+        action="store_true",
+        default=False,
+        help="run Autobahn sections 1-10 (adds the section 9 performance cases)",
+    )
 
 
 @dataclass
@@ -100,7 +110,9 @@ def handshake_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def client_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = b"\x01\x02\x03\x04", rsv: int = 0) -> bytes:
+def client_frame(
+    opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = b"\x01\x02\x03\x04", rsv: int = 0
+) -> bytes:
     """A client frame, masked with ``mask`` (None sends it unmasked)."""
     first = (0x80 if fin else 0) | rsv | opcode
     length = len(payload)
@@ -120,8 +132,11 @@ def client_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes |
 class RawClient:
     """A blocking TCP client that reads HTTP responses and server frames."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 10, *, connect: Any = None
+    ) -> None:
+        """``connect`` replaces ``socket.create_connection`` (gevent's, in-process)."""
+        self.sock = (connect or socket.create_connection)((host, port), timeout=timeout)
         self.buffer = b""
 
     def send(self, data: bytes) -> None:
@@ -193,7 +208,7 @@ class RawClient:
                 if not chunk:
                     return True
                 self.buffer += chunk
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except ConnectionResetError:
             return True

@@ -157,13 +157,20 @@ class Connection:
         self._text_parts: list[str] = []
         self._fragment_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+        # After a failure: the end of the failed frame, and bytes still to skip.
+        self._frame_end = -1
+        self._skip = 0
 
     # -- input ------------------------------------------------------------
 
     def receive_data(self, data: bytes = b"") -> list[Event]:
         """Feed bytes read from the client; return the events they complete."""
         if self.state is State.CLOSED:
-            return []  # §7.1.1: nothing after the close handshake (or a failure) is read
+            # §7.1.1: nothing after the close handshake is read. After a
+            # failure, frames are only skipped until the peer's close arrives.
+            if self.failure is not None and not self.close_received:
+                self._skip_to_close(data)
+            return []
         buffer = self._buffer
         if data:
             buffer += data
@@ -188,27 +195,30 @@ class Connection:
         pos = 0
         end = len(buffer)
         while end - pos >= 2 and self.state is not State.CLOSED:
+            self._frame_end = -1
             first = buffer[pos]
             second = buffer[pos + 1]
             length = second & 0x7F
             if length < 126:
-                header = 6
+                header = 2
             elif length == 126:
                 if end - pos < 4:
                     break
                 length = (buffer[pos + 2] << 8) | buffer[pos + 3]
-                header = 8
-                if length < 126:
-                    raise _violation("Non-minimal payload length")  # §5.2
+                header = 4
             else:
                 if end - pos < 10:
                     break
                 length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
-                header = 14
+                header = 10
                 if length >> 63:
                     raise _violation("Payload length has its most significant bit set")  # §5.2
-                if length < 65536:
-                    raise _violation("Non-minimal payload length")  # §5.2
+            if second & 0x80:
+                header += 4
+            # Where this frame ends, so that after a failure the peer's close can be found.
+            self._frame_end = pos + header + length
+            if header > 6 and length < (126 if header < 14 else 65536):
+                raise _violation("Non-minimal payload length")  # §5.2
             self._check_header(first, second, length)
             if end - pos < header + length:
                 break
@@ -217,6 +227,33 @@ class Connection:
             pos = start + length
             self._on_frame(first, payload, events)
         return pos
+
+    def _skip_to_close(self, data: bytes) -> None:
+        """After a failure, skip whole frames until the peer's close frame (§7.1.7)."""
+        buffer = self._buffer
+        if self._skip >= len(data):
+            self._skip -= len(data)
+            return
+        buffer += data[self._skip :]
+        self._skip = 0
+        while len(buffer) >= 2:
+            second = buffer[1]
+            length, header = second & 0x7F, 2
+            if length >= 126:
+                header = 4 if length == 126 else 10
+                if len(buffer) < header:
+                    return
+                length = int.from_bytes(buffer[2:header], "big")
+            if buffer[0] & 0x0F == OP_CLOSE:
+                self.close_received = True
+                buffer.clear()
+                return
+            size = header + (4 if second & 0x80 else 0) + length
+            if size > len(buffer):
+                self._skip = size - len(buffer)
+                buffer.clear()
+                return
+            del buffer[:size]
 
     def _check_header(self, first: int, second: int, length: int) -> None:
         """Checks that need only the header, so a bad frame fails before its payload arrives."""
@@ -339,10 +376,24 @@ class Connection:
             self.close_sent = True
             self._out += encode_frame(OP_CLOSE, encode_close(code, reason[:MAX_CLOSE_REASON]))
         self._transition("fail")
-        self._buffer.clear()
+        self._resume_after_failed_frame()
         self._end_fragments()
         self.failure = Failure(code, reason, cause)
         events.append(self.failure)
+
+    def _resume_after_failed_frame(self) -> None:
+        # Keep what follows the failed frame, if its end is known, so the
+        # peer's answering close frame can be recognised; else drop it all.
+        buffer = self._buffer
+        end = self._frame_end
+        if end < 0:
+            buffer.clear()
+            self._skip = 1 << 64  # frame boundaries are lost: wait for EOF
+        elif end <= len(buffer):
+            del buffer[:end]
+        else:
+            self._skip = end - len(buffer)
+            buffer.clear()
 
     def _transition(self, what: str) -> None:
         self.state = _TRANSITIONS[(self.state, what)]
@@ -400,9 +451,7 @@ class Connection:
 
 def check_close_arguments(code: int | None, reason: str) -> None:
     """Raise :class:`ValueError` unless ``code`` and ``reason`` may be sent."""
-    if code is None:
-        return
-    if not isinstance(code, int) or not is_sendable_close_code(code):
+    if code is not None and (not isinstance(code, int) or not is_sendable_close_code(code)):
         raise ValueError(
             f"Invalid close code {code!r}: use 1000, 3000-4999, or another code an endpoint may"
             " send (RFC 6455 §7.4)"

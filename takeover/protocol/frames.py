@@ -9,17 +9,17 @@ from __future__ import annotations
 import struct
 
 __all__ = [
-    "OP_CONT",
-    "OP_TEXT",
     "OP_BINARY",
     "OP_CLOSE",
+    "OP_CONT",
     "OP_PING",
     "OP_PONG",
+    "OP_TEXT",
     "CloseCode",
-    "encode_frame",
     "encode_close",
-    "is_valid_close_code",
+    "encode_frame",
     "is_sendable_close_code",
+    "is_valid_close_code",
 ]
 
 # RFC 6455 §5.2 opcodes.

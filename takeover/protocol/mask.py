@@ -12,24 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["apply_mask", "python_apply_mask", "c_apply_mask", "SPEEDUPS"]
+__all__ = ["SPEEDUPS", "apply_mask", "c_apply_mask", "python_apply_mask"]
 
 
-def python_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def python_apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """Return ``data`` XORed with the repeating 4-byte ``mask`` (pure Python)."""
+    if len(mask) != 4:
+        raise ValueError("mask must be 4 bytes")
     size = len(data)
     if size == 0:
         return b""
-    if len(mask) != 4:
-        raise ValueError("mask must be 4 bytes")
-    repeated = mask * (size >> 2) + mask[: size & 3]
+    repeated = bytes(mask) * (size >> 2) + bytes(mask[: size & 3])
     value = int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
     return value.to_bytes(size, "little")
 
 
-c_apply_mask: Callable[[bytes | bytearray | memoryview, bytes], bytes] | None
+c_apply_mask: Callable[[bytes | bytearray | memoryview, bytes | bytearray], bytes] | None
 try:
-    from takeover.protocol._speedups import apply_mask as c_apply_mask
+    from takeover.protocol import _speedups  # type: ignore[attr-defined]
+
+    c_apply_mask = _speedups.apply_mask
 except ImportError:  # the extension is optional: built when a C compiler is present
     c_apply_mask = None
 
