@@ -20,7 +20,7 @@ $(NODE_STAMP): tests/node/package.json
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m ruff check takeover tests examples
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	TAKEOVER_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(PY) examples/echo.py --host 127.0.0.1 --port 8000

@@ -7,10 +7,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from conftest import EXAMPLES, ServerProcess, start_server
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-
-from conftest import EXAMPLES, ServerProcess, start_server
 
 
 def test_text_is_echoed_as_text(echo_server: ServerProcess) -> None:

@@ -14,10 +14,10 @@ import gevent
 import gevent.event
 import gevent.socket
 import pytest
+from conftest import RawClient, client_frame, handshake_request
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from conftest import RawClient, client_frame, handshake_request
 from takeover import (
     ConnectionClosed,
     HandshakeError,

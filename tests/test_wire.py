@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import socket
 import time
-
-import pytest
-
 from collections.abc import Iterator
 
+import pytest
 from conftest import EXAMPLES, RawClient, ServerProcess, client_frame, handshake_request, start_server
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
