@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -96,3 +97,13 @@ def test_plain_http_gets_an_answer_and_upgrades_still_work(echo_server: ServerPr
     with connect(echo_server.url) as ws:
         ws.send("still serving")
         assert ws.recv(timeout=5) == "still serving"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_echo_example_stops_cleanly_on_signals(signum: int) -> None:
+    server = start_server(EXAMPLES / "echo.py")
+    with connect(server.url) as ws:
+        ws.send("before the signal")
+        assert ws.recv(timeout=5) == "before the signal"
+    server.process.send_signal(signum)
+    assert server.process.wait(10) == 0
