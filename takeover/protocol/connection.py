@@ -358,7 +358,10 @@ class Connection:
             code = int.from_bytes(payload[:2], "big")
             if not is_valid_close_code(code):
                 raise _violation(f"Invalid close code {code}")  # §7.4
-            reason = payload[2:].decode("utf-8")
+            try:
+                reason = payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                raise _violation("Invalid UTF-8 in close reason", CloseCode.INVALID_DATA) from None
         else:
             code, reason = CloseCode.NO_STATUS, ""
         self.close_received = True
