@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 
 # Node's ws client for interop tests; skipped (and the tests skip) without npm.
 $(NODE_STAMP): tests/node/package.json
-	if command -v npm >/dev/null; then cd tests/node && npm install --silent --no-audit --no-fund && touch node_modules/.installed; fi
+	if command -v npm >/dev/null; then cd tests/node && npm install --silent --no-audit --no-fund --no-package-lock && touch node_modules/.installed; fi
 
 test: $(STAMP) $(NODE_STAMP)
 	$(PY) -m ruff check takeover tests examples

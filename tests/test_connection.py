@@ -730,8 +730,8 @@ class TestSection7ClosingStates:
         "end",
         [
             lambda conn: conn.send_close(1000),
-            lambda conn: conn.receive_data(close_frame(1000)),
-            lambda conn: conn.receive_data(text("x", mask=None)),
+            lambda conn: (conn.receive_data(close_frame(1000)), conn.data_to_send()),
+            lambda conn: (conn.receive_data(text("x", mask=None)), conn.data_to_send()),
         ],
         ids=["closing", "closed-by-peer", "failed"],
     )
@@ -742,6 +742,21 @@ class TestSection7ClosingStates:
         end(conn)
         with pytest.raises(InvalidStateError, match="CLOS"):
             send(conn)
+
+    @pytest.mark.parametrize(
+        "violation_or_close", [text("x", mask=None), close_frame(1000)], ids=["failed", "closed-by-peer"]
+    )
+    def test_messages_before_the_close_can_still_be_answered(self, violation_or_close: bytes) -> None:
+        # Autobahn 3.2: the reply to a message parsed before a violation (or the
+        # peer's close) goes out before our close frame, not never.
+        conn = Connection()
+        events = conn.receive_data(text("hello") + violation_or_close)
+        assert isinstance(events[0], Message)
+        reply = conn.send_text("hello")
+        assert reply == b"\x81\x05hello"
+        assert conn.data_to_send()[0] == 0x88
+        with pytest.raises(InvalidStateError):
+            conn.send_text("too late")
 
 
 VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999]

@@ -103,6 +103,12 @@ class Failure(NamedTuple):
 Event = Message | Ping | Pong | Close | Failure
 
 
+def _rotate(mask: bytearray | bytes, offset: int) -> bytes:
+    """The masking key as seen from ``offset`` bytes into the payload (§5.3)."""
+    shift = offset & 3
+    return bytes(mask[shift:] + mask[:shift])
+
+
 class _ProtocolViolation(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
@@ -144,6 +150,7 @@ class Connection:
         self.max_message_size = max_message_size if max_message_size else None
         self.state = State.OPEN
         self.close_sent = False
+        self._close_out = False  # our close frame has left through send_close or data_to_send
         self.close_received = False
         #: The close frame we received, once we have.
         self.close: Close | None = None
@@ -160,6 +167,8 @@ class Connection:
         # After a failure: the end of the failed frame, and bytes still to skip.
         self._frame_end = -1
         self._skip = 0
+        # Payload bytes of the current, incomplete text frame already decoded.
+        self._partial = 0
 
     # -- input ------------------------------------------------------------
 
@@ -206,6 +215,8 @@ class Connection:
                     break
                 length = (buffer[pos + 2] << 8) | buffer[pos + 3]
                 header = 4
+                if length < 126:
+                    raise _violation("Non-minimal payload length")  # §5.2
             else:
                 if end - pos < 10:
                     break
@@ -213,20 +224,47 @@ class Connection:
                 header = 10
                 if length >> 63:
                     raise _violation("Payload length has its most significant bit set")  # §5.2
+                if length < 65536:
+                    raise _violation("Non-minimal payload length")  # §5.2
             if second & 0x80:
                 header += 4
             # Where this frame ends, so that after a failure the peer's close can be found.
             self._frame_end = pos + header + length
-            if header > 6 and length < (126 if header < 14 else 65536):
-                raise _violation("Non-minimal payload length")  # §5.2
-            self._check_header(first, second, length)
-            if end - pos < header + length:
-                break
             start = pos + header
-            payload = apply_mask(buffer[start : start + length], buffer[start - 4 : start])
+            done = self._partial
+            if not done:
+                self._check_header(first, second, length)
+            if end - start < length:
+                if end > start + done and self._is_text(first):
+                    self._decode_partial(first, buffer, start, end)
+                break
             pos = start + length
+            if done:
+                # The start of this text frame was decoded as it arrived.
+                self._partial = 0
+                rest = apply_mask(buffer[start + done : pos], _rotate(buffer[start - 4 : start], done))
+                self._add_text(rest, events, final=bool(first & 0x80))
+                continue
+            payload = apply_mask(buffer[start:pos], buffer[start - 4 : start])
             self._on_frame(first, payload, events)
         return pos
+
+    def _is_text(self, first: int) -> bool:
+        opcode = first & 0x0F
+        return opcode == OP_TEXT or (opcode == OP_CONT and self._fragment_opcode == OP_TEXT)
+
+    def _decode_partial(self, first: int, buffer: bytearray, start: int, end: int) -> None:
+        """Validate the part of a text frame received so far (§8.1: fail fast).
+
+        Autobahn 6.4.3/6.4.4 send one frame in pieces; invalid UTF-8 in an
+        early piece must close the connection before the rest arrives.
+        """
+        done = self._partial
+        if not done and first & 0x0F == OP_TEXT:
+            self._start_fragments(OP_TEXT)
+        chunk = apply_mask(buffer[start + done : end], _rotate(buffer[start - 4 : start], done))
+        self._add_text(chunk, [], final=False)
+        self._partial = end - start
 
     def _skip_to_close(self, data: bytes) -> None:
         """After a failure, skip whole frames until the peer's close frame (§7.1.7)."""
@@ -348,6 +386,7 @@ class Connection:
         self._text_parts = []
         self._fragment_size = 0
         self._decoder = None
+        self._partial = 0
 
     # -- closing (§5.5.1, §7) ---------------------------------------------
 
@@ -405,6 +444,7 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Take the bytes the connection queued by itself (pongs, close frames)."""
+        self._close_out = self.close_sent
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -415,7 +455,9 @@ class Connection:
         return bool(self._out)
 
     def _check_open(self) -> None:
-        if self.state is not State.OPEN:
+        # Data may be framed until our close frame has been handed out: frames
+        # taken before it precede it on the wire (§5.5.1: nothing after close).
+        if self._close_out:
             raise InvalidStateError(f"Cannot send on a WebSocket that is {self.state.name}")
 
     def send_text(self, text: str) -> bytes:
@@ -447,6 +489,7 @@ class Connection:
         if self.close_sent:
             return b""
         self.close_sent = True
+        self._close_out = True
         if self.state is State.OPEN:
             self._transition("send_close")
         return encode_frame(OP_CLOSE, encode_close(code, reason))

@@ -1,0 +1,158 @@
+"""The Autobahn TestSuite against examples/echo.py, driven by kosoku (a native Autobahn runner).
+
+By default sections 1–10 run (framing, pings, reserved bits and opcodes, fragmentation,
+UTF-8, close handling, limits, performance) except 9.3.1 and 9.4.1, which time out with Node's
+``ws`` under this runner; ``pytest --autobahn-all`` (``make conformance``) runs those two as
+well, tolerating a failure there.  Sections 12 and 13 (permessage-deflate) are not run yet.
+
+kosoku writes Autobahn's report format: ``OUTDIR/index.json`` maps agent -> case id ->
+``{"behavior", "behaviorClose", "remoteCloseCode", "duration", "reportfile"}`` and each
+``reportfile`` holds the case's full details (description, expectation, events, wire log).
+Its exit status is not used: it counts UNIMPLEMENTED as a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ServerProcess
+
+pytestmark = pytest.mark.autobahn
+
+# Behaviours accepted.  INFORMATIONAL is unspecified territory, UNIMPLEMENTED an optional
+# feature.  NON-STRICT (a missed SHOULD, such as answering messages that preceded a bad frame,
+# or failing fast on bad UTF-8 inside one frame) is not accepted: takeover gets every case OK,
+# and a regression to NON-STRICT should be seen.  FAILED and ERROR are bugs.
+ACCEPTED_BEHAVIOR = {"OK", "INFORMATIONAL", "UNIMPLEMENTED"}
+ACCEPTED_CLOSE = {"OK", "INFORMATIONAL"}
+
+SELECTION = {"exclude": ["12.*", "13.*"]}
+# Sending 1 MiB / 4 MiB messages in 64-byte frames and chops: these time out with Node's ws
+# under this runner too, so they run on their own and may fail or time out.
+TOLERATED = ["9.3.1", "9.4.1"]
+
+PARALLELISM = 8  # ~4x faster than sequential; results identical over repeated runs
+RUN_TIMEOUT = 240
+TOLERATED_TIMEOUT = 120
+
+
+def kosoku_command() -> str:
+    # The console script sits next to the interpreter in a virtualenv.
+    local = Path(sys.executable).parent / "kosoku"
+    found = str(local) if local.exists() else shutil.which("kosoku")
+    if found is None:
+        pytest.skip("kosoku is not installed (pip install -e '.[test]')")
+    return found
+
+
+def run_kosoku(
+    server: ServerProcess,
+    outdir: Path,
+    *,
+    include: list[str] | None = None,
+    exclude: list[str] | None = None,
+    timeout: float = RUN_TIMEOUT,
+) -> dict[str, dict[str, Any]]:
+    """Run the selected cases; return case id -> index entry, plus ``"details"`` for each."""
+    command = [kosoku_command(), "-p", str(PARALLELISM), "-o", str(outdir)]
+    for case in include or []:
+        command += ["-i", case]
+    for case in exclude or []:
+        command += ["-x", case]
+    command.append(f"{server.host}:{server.port}")
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    index_file = outdir / "index.json"
+    if not index_file.exists():
+        pytest.fail(
+            f"kosoku wrote no report (exit {completed.returncode})\n"
+            f"stdout:\n{completed.stdout}\nstderr:\n{completed.stderr}"
+        )
+    index = json.loads(index_file.read_text())
+    results: dict[str, dict[str, Any]] = {}
+    for cases in index.values():  # one agent: the server's name or address
+        for case_id, entry in cases.items():
+            results[case_id] = dict(entry, details=json.loads((outdir / entry["reportfile"]).read_text()))
+    return results
+
+
+def case_key(case_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in case_id.split("."))
+
+
+def is_accepted(entry: dict[str, Any]) -> bool:
+    return entry["behavior"] in ACCEPTED_BEHAVIOR and entry["behaviorClose"] in ACCEPTED_CLOSE
+
+
+def describe(case_id: str, entry: dict[str, Any]) -> str:
+    """A failing case, with what Autobahn expected and what the server did."""
+    details = entry["details"]
+    lines = [
+        f"case {case_id}: behavior={entry['behavior']} behaviorClose={entry['behaviorClose']} "
+        f"remoteCloseCode={entry['remoteCloseCode']} duration={entry['duration']}ms",
+        f"  description: {details['description']}",
+        f"  expectation: {details['expectation']}",
+        f"  result: {details['result']}",
+        f"  resultClose: {details['resultClose']}",
+        f"  received: {details['received']!r:.500}",
+        f"  expected: {details['expected']!r:.500}",
+    ]
+    if details.get("wasNotCleanReason"):
+        lines.append(f"  wasNotCleanReason: {details['wasNotCleanReason']}")
+    return "\n".join(lines)
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + TOLERATED_TIMEOUT + 60)
+def test_autobahn_fuzzingclient(
+    echo_server: ServerProcess, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    run_all = bool(request.config.getoption("--autobahn-all"))
+    exclude = SELECTION["exclude"] + TOLERATED
+
+    started = time.monotonic()
+    results = run_kosoku(echo_server, tmp_path / "reports", exclude=exclude)
+    elapsed = time.monotonic() - started
+
+    sections = {case_key(case_id)[0] for case_id in results}
+    # Autobahn has no section 8 (or 11).
+    expected_sections = {1, 2, 3, 4, 5, 6, 7, 9, 10}
+    assert sections == expected_sections, f"kosoku ran sections {sorted(sections)}"
+
+    failures = [
+        describe(case_id, results[case_id])
+        for case_id in sorted(results, key=case_key)
+        if not is_accepted(results[case_id])
+    ]
+    assert echo_server.process.poll() is None, "the echo server died during the run"
+    assert not failures, (
+        f"{len(failures)} of {len(results)} Autobahn cases failed (run took {elapsed:.1f}s):\n\n"
+        + "\n\n".join(failures)
+    )
+
+    if run_all:
+        tolerated_outcomes = run_tolerated(echo_server, tmp_path / "tolerated")
+        assert echo_server.process.poll() is None, "the echo server died during " + ", ".join(TOLERATED)
+        if tolerated_outcomes:
+            warnings.warn("tolerated Autobahn failures:\n" + "\n".join(tolerated_outcomes), stacklevel=1)
+
+
+def run_tolerated(server: ServerProcess, outdir: Path) -> list[str]:
+    """Run the cases allowed to fail or time out; describe those that did."""
+    try:
+        results = run_kosoku(server, outdir, include=TOLERATED, timeout=TOLERATED_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return [f"{', '.join(TOLERATED)}: kosoku timed out after {TOLERATED_TIMEOUT}s"]
+    unexpected = set(results) - set(TOLERATED)
+    assert not unexpected, f"kosoku ran unexpected cases {sorted(unexpected)}"
+    return [
+        describe(case_id, results[case_id])
+        for case_id in sorted(results, key=case_key)
+        if not is_accepted(results[case_id])
+    ]
