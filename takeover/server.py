@@ -1,37 +1,52 @@
-"""``takeover.Server``: a gevent WSGI server with node:http's ``upgrade`` event.
+"""``takeover.Server``: a gevent WSGI server with node:http's events.
 
-For an upgrade request with an ``upgrade`` listener, the server emits
-``upgrade(request, socket, head)``: ``request`` is a werkzeug ``Request``,
-``socket`` the connection (a gevent socket the listener now owns) and ``head``
-exactly the bytes the server had buffered past the request headers. After the
-listener the server neither reads nor closes that socket. Everything else goes
-to the WSGI application, including upgrades no listener takes (Node >= 10).
+Events, with Node's names and arguments:
+
+* ``connection (socket)`` for each accepted TCP connection;
+* ``upgrade (request, socket, head)`` for an upgrade request when
+  ``should_upgrade(request)`` says so (by default: an ``upgrade`` listener
+  exists). ``request`` is a werkzeug ``Request``, ``socket`` the connection
+  (the listener owns it now) and ``head`` exactly the bytes the server had
+  buffered past the request headers;
+* ``connect (request, socket, head)`` for the CONNECT method; with no listener
+  the connection is closed, as in Node;
+* ``clientError (error, socket)`` for a request that cannot be parsed; without a
+  listener the answer is 400, 431 (headers too large) or 408 (headers too slow),
+  each with ``Connection: close``;
+* ``listening ()`` and ``close ()``.
+
+Everything else goes to the WSGI application, including upgrades no listener
+takes (Node >= 10) and in-app upgrades (``upgrade_websocket(request)`` in a view,
+returning its response). After a takeover the server neither reads nor writes
+nor closes that socket.
 """
 
 from __future__ import annotations
 
 import logging
-import socket as _socket
+import ssl
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from weakref import WeakSet
 
 import gevent
 import gevent.event
-import gevent.socket
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import WSGIServer
 from werkzeug.wrappers import Request
 
+from takeover._handler import TakeoverHandler
 from takeover.emitter import EventEmitter
-from takeover.errors import HandshakeError
-from takeover.protocol.handshake import header_tokens, rejection_for
-from takeover.upgrade import _upgraded
+from takeover.protocol.frames import CloseCode
+from takeover.protocol.handshake import reject_response
+from takeover.websocket import WebSocket, close_all, websocket_for
 
-__all__ = ["Server", "abort_handshake", "create_server"]
+__all__ = ["Server", "create_server"]
 
 logger = logging.getLogger("takeover")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-HEAD_READ_SIZE = 1 << 20
+SHUTDOWN_REASON = "Server shutting down"
 
 
 def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -42,81 +57,62 @@ def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> I
     return [body]
 
 
-def abort_handshake(sock: Any, error: HandshakeError, linger: float = 1.0) -> None:
-    """Answer ``error``'s status on ``sock`` and close it, as ``ws``'s abortHandshake does.
+class _GeventServer(WSGIServer):  # type: ignore[misc]
+    """gevent's WSGI server, told not to close the sockets that were taken over."""
 
-    The client may already have sent more (its first frames): those are read
-    and dropped for up to ``linger`` seconds so the close does not turn into a
-    reset that destroys the answer before the client reads it.
-    """
-    try:
-        sock.sendall(rejection_for(error))
-        sock.shutdown(_socket.SHUT_WR)
-        sock.settimeout(linger)
-        for _ in range(64):
-            if not sock.recv(65536):
-                break
-    except OSError:
-        pass
-    finally:
+    handler_class = TakeoverHandler
+    owner: Server
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.taken: set[Any] = set()
+
+    def handle(self, sock: Any, address: Any) -> None:
+        owner = self.owner
+        if owner.max_connections is not None and owner.connection_count >= owner.max_connections:
+            try:
+                sock.sendall(reject_response(503, "Too many connections: try again later"))
+            except OSError:
+                pass
+            return
+        owner._http_connections += 1
+        try:
+            owner._emit_safely("connection", sock)
+            super().handle(sock, address)
+        finally:
+            owner._http_connections -= 1
+
+    def do_close(self, sock: Any, *args: Any) -> None:
+        if sock in self.taken:
+            self.taken.discard(sock)
+            return
         sock.close()
 
-
-class _Handler(WSGIHandler):  # type: ignore[misc]
-    """gevent's handler, with upgrade requests taken over instead of run as WSGI."""
-
-    server: _GeventServer
-    socket: Any
-    rfile: Any
-    environ: dict[str, Any]
-    close_connection: bool
-
-    def handle_one_response(self) -> None:
-        owner = self.server.owner
-        if owner._wants_upgrade(self.environ):
-            self._take_over(owner)
+    def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> None:
+        # gevent closes the TLS socket when the handler returns; a taken-over
+        # one belongs to its new owner.
+        try:
+            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+        except (ssl.SSLError, OSError) as error:
+            logger.debug("TLS handshake with %s failed: %s", address, error)
+            client_socket.close()
             return
-        super().handle_one_response()
-
-    def _detach(self) -> tuple[Any, bytes]:
-        """Take the socket away from gevent's handler, with the bytes it buffered."""
-        sock = self.socket
-        sock.settimeout(0.0)  # read what is buffered, never wait for more
         try:
-            head = self.rfile.read1(HEAD_READ_SIZE)
-        except OSError:
-            head = b""
-        owned = gevent.socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        # With the socket gone, handle() neither reads nor closes it.
-        self.socket = None
-        self.close_connection = True
-        return owned, head
-
-    def _take_over(self, owner: Server) -> None:
-        request = Request(self.environ)
-        sock, head = self._detach()
-        try:
-            owner.emit("upgrade", request, sock, head)
-        except HandshakeError as error:
-            abort_handshake(sock, error)
-        except Exception:
-            logger.exception("Exception in an 'upgrade' listener for %s", request.path)
-            if sock not in _upgraded:
-                sock.close()
-
-
-class _GeventServer(WSGIServer):  # type: ignore[misc]
-    handler_class = _Handler
-    owner: Server
+            self.handle(tls_socket, address)
+        finally:
+            self.do_close(tls_socket)
 
 
 class Server(EventEmitter):
-    """A WSGI server with node:http's events; build one with :func:`create_server`.
+    """A gevent WSGI server with node:http's events; build one with :func:`create_server`.
 
-    Events: ``upgrade (request, socket, head)``, ``listening ()``, ``close ()``.
-    ``should_upgrade(request) -> bool`` decides which upgrade requests are
-    emitted (Node 24.9's ``shouldUpgradeCallback``); by default, all of them
-    when an ``upgrade`` listener exists. The others go to ``app``.
+    Options: ``should_upgrade(request) -> bool`` (Node 24.9's
+    ``shouldUpgradeCallback``); ``certfile``/``keyfile`` or ``ssl_context`` to
+    serve ``https``/``wss``; ``idle_timeout``, the default for WebSockets
+    upgraded in-app on this server; ``max_header_size`` (bytes, 431 beyond),
+    ``header_timeout`` (seconds to receive a request's headers, 408 beyond),
+    ``max_connections`` (HTTP connections plus open WebSockets, 503 beyond);
+    ``access_log`` (a file-like object or logger, None for no access log).
     """
 
     def __init__(
@@ -124,31 +120,86 @@ class Server(EventEmitter):
         app: WSGIApp | None = None,
         *,
         should_upgrade: Callable[[Request], bool] | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float | None = None,
+        max_header_size: int = 16 * 1024,
+        header_timeout: float | None = 60.0,
+        max_connections: int | None = None,
         access_log: Any = None,
     ) -> None:
         super().__init__()
         self.app: WSGIApp = app or _not_found
         self.should_upgrade = should_upgrade
+        self.certfile = certfile
+        self.keyfile = keyfile
+        self.ssl_context = ssl_context
+        self.idle_timeout = idle_timeout
+        self.max_header_size = max_header_size
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
         self.access_log = access_log
         self._server: _GeventServer | None = None
         self._closed = gevent.event.Event()
+        self._http_connections = 0
+        self._websockets: WeakSet[WebSocket] = WeakSet()
 
-    def _wants_upgrade(self, environ: dict[str, Any]) -> bool:
-        # RFC 9110 §7.8: an upgrade is requested by an Upgrade header listed in Connection.
-        if "HTTP_UPGRADE" not in environ or environ.get("REQUEST_METHOD") == "CONNECT":
-            return False
-        connection = environ.get("HTTP_CONNECTION", "")
-        if "upgrade" not in (token.lower() for token in header_tokens(connection)):
-            return False
+    # -- what the handler asks --------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """Connections in HTTP handling plus WebSockets taken over and still open."""
+        return self._http_connections + len(self._websockets)
+
+    def wants_upgrade(self, environ: dict[str, Any]) -> bool:
+        """Whether an upgrade request goes to the ``upgrade`` event (else to the app)."""
         if self.should_upgrade is not None:
             return bool(self.should_upgrade(Request(environ)))
         return self.listener_count("upgrade") > 0
 
+    def track(self, sock: Any) -> None:
+        """Remember the WebSocket on a taken-over socket, for limits and :meth:`close`."""
+        ws = websocket_for(sock)
+        if ws is not None and ws.ready_state != WebSocket.CLOSED:
+            self._websockets.add(ws)
+            ws._on_finish.append(self._websockets.discard)
+
+    def _emit_safely(self, event: str, *args: Any) -> None:
+        try:
+            self.emit(event, *args)
+        except Exception:
+            logger.exception("Exception in a %r listener", event)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def _ssl_args(self) -> dict[str, Any]:
+        if self.ssl_context is not None:
+            return {"ssl_context": self.ssl_context}
+        if self.certfile or self.keyfile:
+            if not (self.certfile and self.keyfile):
+                raise ValueError("TLS needs both certfile and keyfile")
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.certfile, self.keyfile)
+            return {"ssl_context": context}
+        return {}
+
+    @property
+    def secure(self) -> bool:
+        """Whether the server speaks TLS (``https``/``wss``)."""
+        return bool(self.ssl_context or self.certfile)
+
     def listen(self, port: int = 0, host: str = "127.0.0.1", *, backlog: int | None = None) -> Server:
-        """Bind and start accepting (port 0 picks a free port); emits ``listening``."""
+        """Bind and start accepting (port 0 picks a free port); emits ``listening``.
+
+        Raises :class:`OSError` when the address is in use, and
+        :class:`OSError`/:class:`ssl.SSLError` for unreadable TLS files.
+        """
         if self._server is not None:
             raise RuntimeError("Server is already listening")
-        server = _GeventServer((host, port), self.app, backlog=backlog, log=self.access_log)
+        server = _GeventServer(
+            (host, port), self.app, backlog=backlog, log=self.access_log, **self._ssl_args()
+        )
         server.owner = self
         server.start()
         self._server = server
@@ -176,11 +227,20 @@ class Server(EventEmitter):
         self._closed.wait()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop accepting, wait up to ``timeout`` for HTTP requests in progress; emits ``close``."""
+        """Stop accepting, close every open WebSocket with 1001, then stop.
+
+        Waits up to ``timeout`` seconds in all for the WebSockets' close
+        handshakes and for HTTP requests in progress (unlike Node's
+        ``closeAllConnections``, upgraded sockets are not left open). Emits
+        ``close``.
+        """
         server, self._server = self._server, None
         if server is None:
             return
-        server.stop(timeout=timeout)
+        started = time.monotonic()
+        server.close()  # stop accepting
+        close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, timeout)
+        server.stop(timeout=max(timeout - (time.monotonic() - started), 0.1))
         self._closed.set()
         self.emit("close")
 

@@ -13,12 +13,16 @@ Two modes, as in Deno:
 
 from __future__ import annotations
 
+import functools
+import sys
 import weakref
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, NamedTuple
 
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from takeover.adapters import take_over
 from takeover.errors import HandshakeError, InvalidStateError
 from takeover.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
 from takeover.protocol.handshake import (
@@ -27,17 +31,31 @@ from takeover.protocol.handshake import (
     select_protocol,
     validate_request,
 )
-from takeover.websocket import WebSocket
+from takeover.websocket import WebSocket, websocket_for
 
-__all__ = ["ENVIRON_KEY", "WebSocketUpgrade", "complete_upgrade", "upgrade_websocket"]
+__all__ = [
+    "ENVIRON_KEY",
+    "HTTPHandshakeError",
+    "UpgradeResponse",
+    "WebSocketUpgrade",
+    "complete_upgrade",
+    "upgrade_websocket",
+]
 
 #: Where response mode leaves the pending WebSocket for the server adapter.
 ENVIRON_KEY = "takeover.websocket"
+#: A server's default idle timeout for the upgrades of its requests.
+IDLE_TIMEOUT_KEY = "takeover.idle_timeout"
+
+
+class _DefaultTimeout(float):
+    """The default ``idle_timeout``: a server's own default may replace it."""
+
+
+DEFAULT_IDLE_TIMEOUT = _DefaultTimeout(30.0)
 
 Environ = MutableMapping[str, Any]
 
-# Sockets already upgraded, so a second upgrade fails instead of corrupting the stream.
-_upgraded: weakref.WeakKeyDictionary[Any, WebSocket] = weakref.WeakKeyDictionary()
 
 
 class WebSocketUpgrade(NamedTuple):
@@ -45,6 +63,67 @@ class WebSocketUpgrade(NamedTuple):
 
     socket: WebSocket
     response: Response
+
+
+class HTTPHandshakeError(HandshakeError, HTTPException):
+    """A :class:`HandshakeError` that Flask and werkzeug answer with its own status.
+
+    Raised by :func:`upgrade_websocket`, so a view that lets it propagate
+    gives the client 400/405/426 instead of a 500.
+    """
+
+    def __init__(self, error: HandshakeError) -> None:
+        HandshakeError.__init__(self, str(error.args[0]), status=error.status, headers=error.headers)
+        self.code = error.status
+        self.description = str(error.args[0])
+        self.response = None
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        return self.description or ""
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        return [("Content-Type", "text/plain; charset=utf-8"), *self.headers]
+
+
+class UpgradeResponse(Response):
+    """The 101 response of response mode; calling it as a WSGI app performs the takeover.
+
+    Inside a Flask request it is made a subclass of the app's own
+    ``response_class`` too, so Flask passes it through unconverted.
+    """
+
+    websocket: WebSocket
+
+    def __call__(self, environ: Any, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        ws = self.websocket
+        if ws._claimed:
+            raise InvalidStateError("This upgrade response was already used")
+        ws._claimed = True  # returned to the server: the takeover is under way
+        return take_over(environ, start_response, ws)
+
+
+@functools.lru_cache(maxsize=16)
+def _upgrade_response_for(base: type[Response]) -> type[UpgradeResponse]:
+    if issubclass(base, UpgradeResponse):
+        return base
+    return type(f"Upgrade{base.__name__}", (UpgradeResponse, base), {})
+
+
+def _response_class() -> type[UpgradeResponse]:
+    # Flask converts any response that is not an instance of app.response_class
+    # by swapping its class, which would lose our __call__.
+    flask = sys.modules.get("flask")
+    if flask is not None and flask.has_app_context():
+        return _upgrade_response_for(flask.current_app.response_class)
+    return UpgradeResponse
+
+
+def _check_returned(ws: WebSocket) -> None:
+    # The response was dropped without being called: the view returned another one.
+    ws._abandon()
 
 
 def environ_headers(environ: Environ) -> Iterator[tuple[str, str]]:
@@ -86,7 +165,7 @@ def upgrade_websocket(
     request: Request | Environ,
     *,
     protocol: str | None = None,
-    idle_timeout: float | None = 30,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     socket: Any = None,
     head: bytes = b"",
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
@@ -111,21 +190,26 @@ def upgrade_websocket(
         werkzeug_request: Request | None = request
     else:
         environ, werkzeug_request = request, None
-    handshake = validate_request(
-        environ.get("REQUEST_METHOD", ""),
-        environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
-        environ_headers(environ),
-    )
-    chosen = select_protocol(handshake, protocol)
-    if _body_disturbed(werkzeug_request, environ):
-        raise HandshakeError(
-            "Request body was already read (disturbed): upgrade before reading the body",
-            status=400,
+    try:
+        handshake = validate_request(
+            environ.get("REQUEST_METHOD", ""),
+            environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+            environ_headers(environ),
         )
+        chosen = select_protocol(handshake, protocol)
+        if _body_disturbed(werkzeug_request, environ):
+            raise HandshakeError(
+                "Request body was already read (disturbed): upgrade before reading the body",
+                status=400,
+            )
+    except HandshakeError as error:
+        raise HTTPHandshakeError(error) from None
+    if type(idle_timeout) is _DefaultTimeout:
+        idle_timeout = environ.get(IDLE_TIMEOUT_KEY, float(idle_timeout))
     if socket is not None:
         if _socket_destroyed(socket):
             raise InvalidStateError("Socket is already destroyed - cannot upgrade to WebSocket")
-        if socket in _upgraded:
+        if websocket_for(socket) is not None:
             raise InvalidStateError("Socket has already been upgraded to a WebSocket")
     elif environ.get(ENVIRON_KEY) is not None:
         raise InvalidStateError("This request has already been upgraded to a WebSocket")
@@ -140,20 +224,22 @@ def upgrade_websocket(
         close_timeout=close_timeout,
         max_queue=max_queue,
     )
-    response = Response(status=101, headers=headers)
-    del response.headers["Content-Type"]
     if socket is not None:
-        _upgraded[socket] = ws
+        response = Response(status=101, headers=headers)
         ws._attach(socket, head)
     else:
+        response = _response_class()(status=101, headers=headers)
+        response.websocket = ws
+        weakref.finalize(response, _check_returned, ws)
         environ[ENVIRON_KEY] = ws
+    del response.headers["Content-Type"]
     return WebSocketUpgrade(ws, response)
 
 
 def pending_upgrade(environ: Environ) -> WebSocket | None:
     """The WebSocket a view prepared in response mode, if any (for server adapters)."""
     ws = environ.get(ENVIRON_KEY)
-    return ws if isinstance(ws, WebSocket) and not ws.attached else None
+    return ws if isinstance(ws, WebSocket) and not ws._claimed else None
 
 
 def complete_upgrade(environ: Environ, sock: Any, head: bytes = b"") -> WebSocket:
@@ -166,8 +252,6 @@ def complete_upgrade(environ: Environ, sock: Any, head: bytes = b"") -> WebSocke
     ws = pending_upgrade(environ)
     if ws is None:
         raise InvalidStateError("No pending WebSocket upgrade in this request")
-    if sock in _upgraded:
-        raise InvalidStateError("Socket has already been upgraded to a WebSocket")
-    _upgraded[sock] = ws
+    ws._claimed = True
     ws._attach(sock, head)
     return ws

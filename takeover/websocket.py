@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from takeover._io.runtime import GeventRuntime, ThreadRuntime, TimerHandle, runtime_for
@@ -45,6 +46,30 @@ logger = logging.getLogger("takeover")
 
 _END = object()  # queued for the blocking API once the connection is closed
 IDLE_TIMEOUT_REASON = "No response from ping frame."
+NOT_RETURNED = "Upgrade response was not returned from callback"
+
+# The WebSocket each socket was handed to, so a second upgrade fails clearly.
+_by_socket: weakref.WeakKeyDictionary[Any, WebSocket] = weakref.WeakKeyDictionary()
+
+
+def websocket_for(sock: Any) -> WebSocket | None:
+    """The WebSocket ``sock`` was handed to, if any."""
+    return _by_socket.get(sock)
+
+
+def open_websockets() -> list[WebSocket]:
+    """Every WebSocket of this process that is not CLOSED yet."""
+    return [ws for ws in list(_by_socket.values()) if ws.ready_state != State.CLOSED]
+
+
+def close_all(websockets: Iterable[WebSocket], code: int, reason: str, timeout: float) -> None:
+    """Start the close handshake of each, then wait up to ``timeout`` seconds in all."""
+    websockets = list(websockets)
+    deadline = time.monotonic() + timeout
+    for ws in websockets:
+        ws.close(code, reason)
+    for ws in websockets:
+        ws.wait_closed(max(deadline - time.monotonic(), 0.0))
 
 
 class WebSocket(EventTarget):
@@ -102,6 +127,11 @@ class WebSocket(EventTarget):
         self._close_requested: tuple[int | None, str] | None = None
         self._finished = False
         self._close_event: CloseEvent | None = None
+        self._done: Any = None
+        # Set once a server has been handed the 101 response (or the socket).
+        self._claimed = False
+        #: Called with this WebSocket once it is CLOSED (servers count connections with it).
+        self._on_finish: list[Callable[[WebSocket], object]] = []
 
     # -- state ------------------------------------------------------------
 
@@ -205,17 +235,44 @@ class WebSocket(EventTarget):
 
     # -- the session (runs in its own greenlet or thread) -----------------
 
-    def _attach(self, sock: Any, head: bytes) -> None:
+    def _attach(self, sock: Any, head: bytes, *, inline: bool = False, owns_socket: bool = True) -> None:
         """Take over ``sock``: the hook servers and socket mode use.
 
         Starts the session task and returns at once, so listeners attached
-        right after :func:`upgrade_websocket` returns see ``open``.
+        right after :func:`upgrade_websocket` returns see ``open``; with
+        ``inline`` the session runs in the calling greenlet or thread instead
+        and this returns when it ends. Without ``owns_socket`` the socket is
+        shut down at the end but left for its server to close.
         """
+        if self._transport is not None:
+            raise InvalidStateError("This WebSocket already has a connection")
+        if sock in _by_socket:
+            raise InvalidStateError("Socket has already been upgraded to a WebSocket")
+        _by_socket[sock] = self
+        self._claimed = True
         runtime = runtime_for(sock)
         self._runtime = runtime
         self._transport = runtime.transport(sock)
+        self._transport.owns_socket = owns_socket
         self._queue = runtime.queue(self._max_queue)
-        runtime.spawn(self._run, bytes(head))
+        self._done = runtime.event()
+        if inline:
+            self._run(bytes(head))
+        else:
+            runtime.spawn(self._run, bytes(head))
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until the WebSocket is CLOSED; False if ``timeout`` passed first."""
+        if self._done is None:
+            return self._state is State.CLOSED
+        return bool(self._done.wait(timeout))
+
+    def _abandon(self) -> None:
+        """The 101 response was never returned (Deno logs this and closes)."""
+        if self._finished or self._claimed or self._transport is not None:
+            return
+        logger.error(NOT_RETURNED)
+        self._finish(CloseEvent(CloseCode.ABNORMAL, "", False), ErrorEvent(NOT_RETURNED))
 
     def _run(self, head: bytes) -> None:
         transport = self._transport
@@ -366,6 +423,10 @@ class WebSocket(EventTarget):
             except Exception:  # a full queue: make room for the end marker
                 self._queue.get_nowait()
                 self._queue.put_nowait(_END)
+        for callback in self._on_finish:
+            callback(self)
+        if self._done is not None:
+            self._done.set()
 
     # -- timers -----------------------------------------------------------
 

@@ -180,7 +180,7 @@ class TestSocketMode:
         with caplog.at_level(logging.ERROR, logger="takeover"):
             bad = open_client(server, handshake_request("/boom"))
             assert bad.at_eof()
-        assert "Exception in an 'upgrade' listener" in caplog.text
+        assert "Exception in a listener of 'upgrade'" in caplog.text
         good = open_client(server, handshake_request("/ok") + client_frame(TEXT, b"fine"))
         assert good.read_response()[0] == 101
         assert good.read_frame() == (TEXT, True, b"fine")

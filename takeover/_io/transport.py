@@ -24,6 +24,9 @@ class _BaseTransport:
         self.sock = sock
         self.closed = False
         self.broken = False
+        #: Whether :meth:`abort` closes the socket, or only shuts the connection
+        #: down and leaves the socket object to the server that owns it.
+        self.owns_socket = True
 
     def recv(self) -> bytes:
         """Bytes from the peer; ``b""`` at end of stream or on a dead connection."""
@@ -49,10 +52,11 @@ class _BaseTransport:
             self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        if self.owns_socket:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
 
 
 class GeventTransport(_BaseTransport):

@@ -1,0 +1,187 @@
+"""The per-connection handler of :class:`takeover.Server`: gevent's, plus takeovers and limits.
+
+It reads requests as gevent's ``WSGIHandler`` does, with three changes:
+
+* upgrade and CONNECT requests are offered to the server's events, and
+  in-app upgrades find the connection through :data:`TAKE_OVER_KEY`; a
+  taken-over socket is left alone from then on;
+* headers are limited in size (431) and in the time they take to arrive (408);
+* client errors go to the ``clientError`` event, or get Node's default answers.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import TYPE_CHECKING, Any
+
+import gevent
+from gevent.pywsgi import WSGIHandler
+from werkzeug.wrappers import Request
+
+from takeover.adapters import SOCKET_KEY, TAKE_OVER_KEY, abort_handshake, read_buffered
+from takeover.errors import HandshakeError
+from takeover.protocol.handshake import header_tokens, reject_response
+from takeover.upgrade import IDLE_TIMEOUT_KEY, pending_upgrade
+from takeover.websocket import websocket_for
+
+if TYPE_CHECKING:
+    from takeover.server import Server, _GeventServer
+
+__all__ = ["ClientError", "TakeoverHandler"]
+
+logger = logging.getLogger("takeover")
+
+MAX_HEADER_COUNT = 100
+
+
+class ClientError(Exception):
+    """A request the server could not read, as node:http's ``clientError`` reports it.
+
+    ``status`` is the HTTP answer (400, 408, 431); ``code`` is Node's error
+    code (``HPE_HEADER_OVERFLOW``, ``ERR_HTTP_REQUEST_TIMEOUT``, ``HPE_INVALID``).
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class _HeaderTimeout(Exception):
+    pass
+
+
+class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
+    server: _GeventServer
+    socket: Any
+    rfile: Any
+    environ: dict[str, Any]
+    close_connection: bool
+    requestline: str | None
+    command: str
+    path: str
+
+    # -- reading requests, with limits ------------------------------------
+
+    def handle_one_request(self) -> Any:
+        timeout = self.server.owner.header_timeout
+        self.requestline = None
+        if not timeout:
+            return super().handle_one_request()
+        timer = gevent.Timeout(timeout, _HeaderTimeout())
+        self._header_timer = timer
+        timer.start()
+        try:
+            return super().handle_one_request()
+        except _HeaderTimeout as error:
+            if error is not timer.exception:
+                raise
+            if not self.requestline and not self._buffered():
+                return None  # an idle keep-alive connection: close it quietly
+            return self._handle_client_error(
+                ClientError(408, "ERR_HTTP_REQUEST_TIMEOUT", "Request headers took too long to arrive")
+            )
+        finally:
+            timer.close()
+
+    def _buffered(self) -> bytes:
+        """Bytes already read from the socket and not yet parsed, without waiting for more."""
+        if self.socket is None:
+            return b""
+        return read_buffered(self.socket, self.rfile)
+
+    def MessageClass(self, fp: Any, *args: Any) -> Any:
+        """Read the header block within ``max_header_size`` (431 beyond), then parse it."""
+        limit = self.server.owner.max_header_size
+        block = bytearray()
+        for count in range(MAX_HEADER_COUNT + 2):
+            line = fp.readline(limit + 1)
+            block += line
+            if len(block) > limit or count > MAX_HEADER_COUNT:
+                raise ClientError(431, "HPE_HEADER_OVERFLOW", "Request header fields too large")
+            if line in (b"\r\n", b"\n", b""):
+                break
+        return super().MessageClass(io.BytesIO(bytes(block)), *args)
+
+    def get_environ(self) -> dict[str, Any]:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()  # the headers are in: the application may take its time
+        environ: dict[str, Any] = super().get_environ()
+        environ["RAW_URI"] = environ["REQUEST_URI"] = self.path  # CONNECT's host:port, Node's req.url
+        environ[TAKE_OVER_KEY] = self._take
+        if self.server.owner.idle_timeout is not None:
+            environ[IDLE_TIMEOUT_KEY] = self.server.owner.idle_timeout
+        return environ
+
+    def _handle_client_error(self, error: BaseException) -> Any:
+        if not isinstance(error, ClientError):
+            error = ClientError(400, "HPE_INVALID", str(error) or "Bad Request")
+        owner = self.server.owner
+        if owner.listener_count("clientError"):
+            owner._emit_safely("clientError", error, self.socket)
+            return None  # the listener answered; the connection closes after it
+        status = error.status
+        return (str(status), reject_response(status, str(error)))
+
+    # -- taking connections over ------------------------------------------
+
+    def _take(self) -> tuple[Any, bytes]:
+        """Detach the socket from this handler, with the bytes it had buffered."""
+        sock = self.socket
+        head = self._buffered()
+        self.rfile.close()  # drops its reference; the socket stays open
+        self.server.taken.add(sock)
+        self.socket = None  # handle() neither reads nor closes it now
+        self.close_connection = True
+        return sock, head
+
+    def handle_one_response(self) -> None:
+        owner = self.server.owner
+        environ = self.environ
+        if environ["REQUEST_METHOD"] == "CONNECT":
+            if owner.listener_count("connect"):
+                self._emit_takeover(owner, "connect")
+            else:
+                self.close_connection = True  # Node: no 'connect' listener closes the connection
+            return
+        if self._upgrade_requested(environ) and owner.wants_upgrade(environ):
+            self._emit_takeover(owner, "upgrade")
+            return
+        super().handle_one_response()
+        self._after_app(owner, environ)
+
+    @staticmethod
+    def _upgrade_requested(environ: dict[str, Any]) -> bool:
+        # RFC 9110 §7.8: an upgrade is requested by an Upgrade header listed in Connection.
+        if "HTTP_UPGRADE" not in environ:
+            return False
+        tokens = header_tokens(environ.get("HTTP_CONNECTION", ""))
+        return "upgrade" in (token.lower() for token in tokens)
+
+    def _emit_takeover(self, owner: Server, event: str) -> None:
+        request = Request(self.environ)
+        sock, head = self._take()
+        try:
+            owner.emit(event, request, sock, head)
+        except HandshakeError as error:
+            abort_handshake(sock, error)
+        except Exception:
+            logger.exception("Exception in a listener of %r for %s", event, request.path)
+            if websocket_for(sock) is None:
+                sock.close()
+        else:
+            owner.track(sock)
+
+    def _after_app(self, owner: Server, environ: dict[str, Any]) -> None:
+        sock = environ.get(SOCKET_KEY)
+        if sock is not None:
+            owner.track(sock)
+            return
+        ws = pending_upgrade(environ)
+        if ws is not None:
+            # Deno: a handler that called upgradeWebSocket must return its
+            # response; otherwise the upgrade is abandoned and the connection closed.
+            ws._abandon()
+            self.close_connection = True

@@ -1,0 +1,159 @@
+"""In-app takeover: find the connection behind a WSGI request, on each server we support.
+
+When a view returns the response of ``upgrade_websocket(request)``, the server
+calls it as a WSGI application; :func:`take_over` then finds the socket and
+the bytes the server had buffered past the request headers, hands them to the
+WebSocket, and makes sure the server writes nothing more on that connection:
+
+* **takeover's server** puts a hook in the environ that detaches the socket.
+* **gunicorn's gevent workers** (ours and stock ``-k gevent``): the socket is
+  duplicated, its buffered bytes taken from gunicorn's parser, and the
+  application returns gunicorn's ``ALREADY_HANDLED`` so it writes nothing.
+* **gevent.pywsgi** and **Werkzeug's development server** write a response
+  after the application returns. The session runs inside the response
+  iterable, in the request's greenlet or thread, on a duplicate of the socket;
+  when it ends the connection is shut down, so what the server writes then
+  fails with EPIPE, which both treat as a client that went away.
+
+TLS sockets cannot be duplicated (the TLS state lives in the socket object):
+on other servers than ours they are driven in place, inside the response.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+import ssl
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from takeover.errors import HandshakeError
+from takeover.protocol.handshake import rejection_for
+
+if TYPE_CHECKING:
+    from takeover.websocket import WebSocket
+
+__all__ = ["TAKE_OVER_KEY", "UnsupportedServerError", "abort_handshake", "take_over"]
+
+TAKE_OVER_KEY = "takeover.take_over"
+SOCKET_KEY = "takeover.socket"
+HEAD_READ_SIZE = 1 << 20
+SWITCHING = "101 Switching Protocols"
+
+
+class UnsupportedServerError(RuntimeError):
+    """The WSGI server gives no access to the connection, so it cannot be taken over."""
+
+
+def abort_handshake(sock: Any, error: HandshakeError, linger: float = 1.0) -> None:
+    """Answer ``error``'s status on ``sock`` and close it, as ``ws``'s abortHandshake does.
+
+    The client may already have sent more (its first frames): those are read
+    and dropped for up to ``linger`` seconds so the close does not turn into a
+    reset that destroys the answer before the client reads it.
+    """
+    try:
+        sock.sendall(rejection_for(error))
+        sock.shutdown(_socket.SHUT_WR)
+        sock.settimeout(linger)
+        for _ in range(64):
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def read_buffered(sock: Any, reader: Any) -> bytes:
+    """The bytes ``reader`` (a buffered reader over ``sock``) holds, without waiting for more."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        data: bytes = reader.read1(HEAD_READ_SIZE)
+        return data
+    except (OSError, ValueError):  # nothing buffered (TLS says "want read")
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
+def _is_tls(sock: Any) -> bool:
+    return isinstance(sock, ssl.SSLSocket) or hasattr(sock, "context")
+
+
+def take_over(environ: dict[str, Any], start_response: Callable[..., Any], ws: WebSocket) -> Iterable[bytes]:
+    """Give the request's connection to ``ws``; return what the WSGI app must return."""
+    hook = environ.get(TAKE_OVER_KEY)
+    if hook is not None:
+        sock, head = hook()
+        environ[SOCKET_KEY] = sock
+        ws._attach(sock, head)
+        return []
+    if "gunicorn.socket" in environ:
+        return _gunicorn(environ, start_response, ws)
+    if "werkzeug.socket" in environ:
+        sock = environ["werkzeug.socket"]
+        return _in_place(start_response, ws, sock, read_buffered(sock, environ["wsgi.input"]))
+    rfile = _gevent_rfile(environ)
+    if rfile is not None:
+        sock = rfile.raw._sock
+        return _in_place(start_response, ws, sock, read_buffered(sock, rfile))
+    raise UnsupportedServerError(
+        "This WSGI server gives no access to the connection: run the app on takeover's server"
+        " (takeover serve), gevent.pywsgi, gunicorn with -k takeover.gunicorn.Worker, or"
+        " Werkzeug's development server"
+    )
+
+
+def _gevent_rfile(environ: dict[str, Any]) -> Any:
+    # gevent.pywsgi passes its buffered reader itself for upgrade requests,
+    # and wraps it in an Input object otherwise.
+    stream = environ.get("wsgi.input")
+    reader = getattr(stream, "rfile", stream)
+    raw = getattr(reader, "raw", None)
+    return reader if raw is not None and hasattr(raw, "_sock") else None
+
+
+def _gunicorn(environ: dict[str, Any], start_response: Callable[..., Any], ws: WebSocket) -> Iterable[bytes]:
+    sock = environ["gunicorn.socket"]
+    unreader = environ["wsgi.input"].reader.unreader
+    if hasattr(unreader, "take_buffered"):
+        head = unreader.take_buffered()
+    else:  # gunicorn < 23
+        head = unreader.buf.getvalue()
+        unreader.buf.seek(0)
+        unreader.buf.truncate()
+    from takeover._io.runtime import is_gevent_socket
+
+    # gunicorn's keep-alive loop would parse the next request from this
+    # connection: mark the request as the last one (its Response knows it).
+    request = getattr(getattr(start_response, "__self__", None), "req", None)
+    if request is not None:
+        request.must_close = True
+    if is_gevent_socket(sock) and not _is_tls(sock):
+        from gunicorn.workers.base_async import ALREADY_HANDLED
+
+        ws._attach(sock.dup(), head)
+        result: Iterable[bytes] = ALREADY_HANDLED
+        return result
+    return _in_place(start_response, ws, sock, head)
+
+
+def _in_place(start_response: Callable[..., Any], ws: WebSocket, sock: Any, head: bytes) -> Iterable[bytes]:
+    tls = _is_tls(sock)
+    start_response(SWITCHING, [])
+    return _Session(ws, sock if tls else sock.dup(), head, owns_socket=not tls)
+
+
+class _Session:
+    """A response body that is the WebSocket session itself: iterating runs it."""
+
+    def __init__(self, ws: WebSocket, sock: Any, head: bytes, *, owns_socket: bool) -> None:
+        self.ws = ws
+        self.sock = sock
+        self.head = head
+        self.owns_socket = owns_socket
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.ws._attach(self.sock, self.head, inline=True, owns_socket=self.owns_socket)
+        return iter(())

@@ -1,0 +1,610 @@
+"""The ``takeover`` command: run any WSGI application on :class:`takeover.Server`.
+
+    takeover serve MODULE:APP [--bind HOST:PORT] [--certfile F --keyfile F]
+                              [--idle-timeout S] [--reload]
+
+``python -m takeover`` is the same command. ``MODULE`` is imported with the
+current directory on ``sys.path``; ``path/to/file.py:APP`` imports a file.
+``APP`` may be a dotted attribute path (``app:server.wsgi_app``).
+
+Once listening, exactly one line goes to stdout::
+
+    takeover serving MODULE:APP on ws://HOST:PORT/ (http://HOST:PORT/)
+
+Errors the user can fix (a module or attribute that does not exist, a port in
+use, a missing certificate, ...) are one line on stderr, ``takeover: ...``, and
+exit status 2. SIGINT and SIGTERM close the server gracefully and exit 0.
+
+``--reload`` runs the server in a child process and restarts it when a ``.py``
+file under the application's directory or the current directory changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import importlib
+import importlib.util
+import os
+import select
+import signal
+import ssl
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import FrameType, ModuleType
+from typing import Any, NoReturn
+
+__all__ = [
+    "AppSpec",
+    "CLIError",
+    "build_parser",
+    "format_address",
+    "load_app",
+    "load_ssl_context",
+    "main",
+    "parse_app_spec",
+    "parse_bind",
+    "run_reloader",
+    "serve",
+    "watch_roots",
+]
+
+PROG = "takeover"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+EXIT_USAGE = 2
+
+WSGIApp = Callable[..., Any]
+
+
+class CLIError(Exception):
+    """An error the user can fix; ``main`` prints it as one line and exits 2."""
+
+
+# -- arguments ------------------------------------------------------------------
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``:PORT`` (the default host) or ``[IPv6]:PORT`` into ``(host, port)``."""
+    usage = f"invalid address {text!r}: expected HOST:PORT, :PORT or [IPv6]:PORT"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or not rest.startswith(":"):
+            raise CLIError(usage)
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            raise CLIError(usage)
+        if ":" in host:
+            raise CLIError(f"invalid address {text!r}: put an IPv6 address in brackets, as [::1]:8000")
+        host = host or DEFAULT_HOST
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise CLIError(f"invalid address {text!r}: the port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """A parsed ``MODULE:APP`` argument.
+
+    ``module`` is the name to import and ``path_entry`` the directory to put
+    first on ``sys.path`` for it; ``attribute`` is the (dotted) attribute path.
+    ``file`` is set for the ``path/to/file.py:APP`` form.
+    """
+
+    text: str
+    module: str
+    attribute: str
+    path_entry: str
+    file: str | None = None
+
+
+def _is_dotted_name(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def parse_app_spec(text: str, cwd: str | None = None) -> AppSpec:
+    """Parse ``MODULE:APP`` or ``path/to/file.py:APP``.
+
+    A file inside packages (directories with ``__init__.py``) is imported by
+    its dotted name from the directory above the outermost package, as Flask does.
+    """
+    cwd = cwd or os.getcwd()
+    module, colon, attribute = text.rpartition(":")
+    if not colon or not module or not _is_dotted_name(attribute):
+        raise CLIError(
+            f"invalid application {text!r}: expected MODULE:APP, as myapp:app or path/to/app.py:app"
+        )
+    if not module.endswith(".py"):
+        if not _is_dotted_name(module):
+            raise CLIError(
+                f"invalid application {text!r}: {module!r} is not a module name "
+                "(for a file, give its path ending in .py)"
+            )
+        return AppSpec(text, module, attribute, cwd)
+
+    path = os.path.realpath(os.path.join(cwd, module))
+    if not os.path.isfile(path):
+        raise CLIError(f"cannot import module {module!r}: no such file")
+    base, filename = os.path.split(path)
+    name = filename[: -len(".py")]
+    if name == "__init__":
+        base, name = os.path.split(base)
+    while os.path.isfile(os.path.join(base, "__init__.py")):
+        base, package = os.path.split(base)
+        name = f"{package}.{name}"
+    if not _is_dotted_name(name):
+        raise CLIError(f"cannot import module {module!r}: {name!r} is not a valid module name")
+    return AppSpec(text, name, attribute, base, file=path)
+
+
+# -- loading the application -----------------------------------------------------
+
+
+def _user_traceback(error: BaseException) -> Any:
+    """``error``'s traceback without the frames of this module and importlib."""
+    ours = (__file__, importlib.__file__)
+    tb = error.__traceback__
+    while tb is not None and (
+        tb.tb_frame.f_code.co_filename in ours
+        or tb.tb_frame.f_code.co_filename.startswith("<frozen importlib")
+    ):
+        tb = tb.tb_next
+    return tb
+
+
+def _label(spec: AppSpec) -> str:
+    """The module as the user named it."""
+    return spec.text.rpartition(":")[0] if spec.file else spec.module
+
+
+def _import(spec: AppSpec) -> ModuleType:
+    if spec.path_entry not in sys.path:
+        sys.path.insert(0, spec.path_entry)
+    label = _label(spec)
+    try:
+        module = importlib.import_module(spec.module)
+    except ImportError as error:
+        raise CLIError(f"cannot import module {label!r}: {error}") from None
+    except Exception as error:
+        # An error in the application's own code: its traceback says where.
+        traceback.print_exception(type(error), error, _user_traceback(error))
+        raise CLIError(f"cannot import module {label!r}: {type(error).__name__}: {error}") from None
+    if spec.file is not None:
+        found = getattr(module, "__file__", None)
+        if found is None or os.path.realpath(found) != spec.file:
+            raise CLIError(
+                f"cannot import module {label!r}: the name {spec.module!r} is already "
+                f"taken by {found or 'a built-in module'}"
+            )
+    return module
+
+
+def load_app(spec: AppSpec) -> WSGIApp:
+    """Import ``spec``'s module and return the application; raises :class:`CLIError`."""
+    module = _import(spec)
+    label = _label(spec)
+    app: Any = module
+    for part in spec.attribute.split("."):
+        try:
+            app = getattr(app, part)
+        except AttributeError:
+            raise CLIError(f"module {label!r} has no attribute {spec.attribute!r}") from None
+    if not callable(app):
+        raise CLIError(
+            f"{spec.text!r} is not a WSGI application: {type(app).__name__} objects are not callable"
+        )
+    return app  # type: ignore[no-any-return]
+
+
+# -- TLS -----------------------------------------------------------------------
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password() -> NoReturn:
+    raise _EncryptedKey
+
+
+def _check_readable(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise CLIError(f"cannot load certificate {what} {path!r}: {error.strerror or error}") from None
+
+
+def load_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server ``SSLContext`` with ``certfile`` and ``keyfile``; raises :class:`CLIError`."""
+    cert = _check_readable(certfile, "file")
+    key = _check_readable(keyfile, "key file")
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise CLIError(f"cannot load certificate file {certfile!r}: it holds no PEM certificate")
+    if b"PRIVATE KEY-----" not in key:
+        raise CLIError(f"cannot load certificate key file {keyfile!r}: it holds no PEM private key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile, password=_no_password)
+    except _EncryptedKey:
+        raise CLIError(
+            f"cannot load certificate key file {keyfile!r}: the key is encrypted; give an unencrypted key"
+        ) from None
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+        raise CLIError(f"cannot load certificate {certfile!r} with key {keyfile!r}: {error}") from None
+    return context
+
+
+# -- serving -------------------------------------------------------------------
+
+
+def _reason(error: OSError) -> str:
+    """The OS's words for ``error``, without gevent's address suffix, lower-cased."""
+    if error.errno == errno.EADDRINUSE:
+        return "address already in use"
+    reason = error.args[1] if len(error.args) >= 2 and isinstance(error.args[1], str) else str(error)
+    return reason[:1].lower() + reason[1:]
+
+
+def _banner(spec: AppSpec, host: str, port: int, tls: bool) -> str:
+    address = format_address(host, port)
+    secure = "s" if tls else ""
+    return f"{PROG} serving {spec.text} on ws{secure}://{address}/ (http{secure}://{address}/)"
+
+
+def serve(
+    spec: AppSpec,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    idle_timeout: float | None = None,
+) -> int:
+    """Import the application, listen, print the banner and serve until SIGINT or SIGTERM."""
+    app = load_app(spec)
+
+    import gevent
+
+    from takeover import create_server
+
+    options: dict[str, Any] = {}
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    if idle_timeout is not None:
+        options["idle_timeout"] = idle_timeout
+    server = create_server(app, **options)
+
+    stopping = False
+
+    def stop() -> None:
+        nonlocal stopping
+        stopping = True
+        server.close()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop)
+    try:
+        server.listen(port, host)
+    except OSError as error:  # also ssl.SSLError
+        raise CLIError(f"cannot listen on {format_address(host, port)}: {_reason(error)}") from None
+    if stopping:  # a signal came while we were binding
+        server.close()
+        return 0
+    bound_host, bound_port = server.address
+    print(_banner(spec, bound_host, bound_port, ssl_context is not None), flush=True)
+    server.serve_forever()
+    return 0
+
+
+# -- the reloader ----------------------------------------------------------------
+
+POLL_INTERVAL = 1.0
+MAX_WATCHED_FILES = 4000
+MAX_SCANNED_DIRS = 2000
+CHILD_STOP_TIMEOUT = 10.0
+SKIPPED_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "venv"})
+
+Snapshot = dict[str, tuple[int, int]]
+
+
+def _skip_dir(name: str, path: str) -> bool:
+    return (
+        name.startswith(".")  # .git, .venv, .tox, caches
+        or name in SKIPPED_DIRS
+        or os.path.isfile(os.path.join(path, "pyvenv.cfg"))  # any virtualenv
+    )
+
+
+def watch_roots(spec: AppSpec, cwd: str) -> list[str]:
+    """The directories to watch: the application's (top-level package's) tree, then ``cwd``.
+
+    Finds the module without importing it; raises :class:`CLIError` if there is none.
+    """
+    top = spec.module.partition(".")[0]
+    if spec.file is not None:
+        root = os.path.join(spec.path_entry, top) if "." in spec.module else os.path.dirname(spec.file)
+        return [root, cwd]
+    if spec.path_entry not in sys.path:
+        sys.path.insert(0, spec.path_entry)
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError) as error:
+        raise CLIError(f"cannot import module {spec.module!r}: {error}") from None
+    if found is None:
+        raise CLIError(f"cannot import module {spec.module!r}: No module named {top!r}")
+    roots = []
+    if found.submodule_search_locations:
+        roots.extend(found.submodule_search_locations)
+    elif found.origin and os.path.isfile(found.origin):
+        roots.append(os.path.dirname(found.origin))
+    return [*roots, cwd]
+
+
+class _Scanner:
+    """Bounded scans of the ``.py`` files under some directories."""
+
+    def __init__(self, roots: Sequence[str]) -> None:
+        self.roots = [os.path.realpath(root) for root in roots]
+        self.warned = False
+
+    def _py_files(self) -> Iterator[str]:
+        """The ``.py`` files under the roots, each once, from at most ``MAX_SCANNED_DIRS`` directories."""
+        seen: set[str] = set()
+        for root in self.roots:
+            for directory, dirnames, filenames in os.walk(root):
+                if directory in seen:  # a root inside another root
+                    dirnames.clear()
+                    continue
+                if len(seen) >= MAX_SCANNED_DIRS:
+                    return
+                seen.add(directory)
+                dirnames[:] = sorted(
+                    name for name in dirnames if not _skip_dir(name, os.path.join(directory, name))
+                )
+                for name in sorted(filenames):
+                    if name.endswith(".py"):
+                        yield os.path.join(directory, name)
+
+    def scan(self) -> Snapshot:
+        """``{path: (mtime_ns, size)}`` for at most ``MAX_WATCHED_FILES`` files."""
+        found: Snapshot = {}
+        for path in self._py_files():
+            if len(found) >= MAX_WATCHED_FILES:
+                if not self.warned:
+                    self.warned = True
+                    _warn(f"--reload watches only the first {MAX_WATCHED_FILES} .py files it finds")
+                break
+            try:
+                stat = os.stat(path)
+            except OSError:  # removed while we looked
+                continue
+            found[path] = (stat.st_mtime_ns, stat.st_size)
+        return found
+
+
+def _first_change(old: Snapshot, new: Snapshot) -> str | None:
+    for path, state in new.items():
+        if old.get(path) != state:
+            return path
+    for path in old:
+        if path not in new:
+            return path
+    return None
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM set ``received`` and wake :meth:`wait` at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._old_wakeup = signal.set_wakeup_fd(self._write)
+        self._old_handlers = {
+            signum: signal.signal(signum, self._handle) for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds or until a stop signal; whether one came."""
+        if self.received is None:
+            ready, _, _ = select.select([self._read], [], [], timeout)
+            if ready:
+                try:
+                    if os.read(self._read, 512) and self.received is None:
+                        self.received = signal.SIGTERM  # the handler runs just after
+                except BlockingIOError:
+                    pass
+        return self.received is not None
+
+    def restore(self) -> None:
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(self._old_wakeup)
+        os.close(self._read)
+        os.close(self._write)
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(CHILD_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _warn(f"the server did not stop within {CHILD_STOP_TIMEOUT:g} s; killing it")
+            child.kill()
+            child.wait()
+
+
+def _free_port(host: str, port: int) -> int:
+    """Check that ``host:port`` can be bound; pick a port for port 0, kept across restarts."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+            return int(probe.getsockname()[1])
+    except OSError as error:
+        raise CLIError(f"cannot listen on {format_address(host, port)}: {_reason(error)}") from None
+
+
+def run_reloader(child_args: Sequence[str], roots: Sequence[str]) -> int:
+    """Run ``python -m takeover *child_args`` and restart it when a ``.py`` file under ``roots`` changes.
+
+    Returns 0 once SIGINT or SIGTERM has stopped the child.
+    """
+    scanner = _Scanner(roots)
+    signals = _StopSignals()
+    command = [sys.executable, "-m", "takeover", *child_args]
+    child: subprocess.Popen[bytes] | None = None
+    try:
+        snapshot = scanner.scan()
+        child = subprocess.Popen(command)
+        reported = False
+        while not signals.wait(POLL_INTERVAL):
+            if child.poll() is not None and not reported:
+                reported = True
+                _warn(f"the server exited with status {child.returncode}; it restarts when a file changes")
+            current = scanner.scan()
+            changed = _first_change(snapshot, current)
+            if changed is None:
+                continue
+            snapshot = current
+            _warn(f"{os.path.relpath(changed)} changed; restarting")
+            _stop_child(child)
+            if signals.received is not None:
+                break
+            child = subprocess.Popen(command)
+            reported = False
+    finally:
+        if child is not None:
+            _stop_child(child)
+        signals.restore()
+    return 0
+
+
+# -- main ------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one ``takeover: ...`` line and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: {message} (see '{self.prog} --help')\n")
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
+def _bind(text: str) -> tuple[str, int]:
+    try:
+        return parse_bind(text)
+    except CLIError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``takeover`` argument parser."""
+    from takeover import __version__
+
+    parser = _Parser(prog=PROG, description="Run WSGI applications with WebSockets on takeover.Server.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve a WSGI application",
+        description="Serve the WSGI application APP of MODULE (or of path/to/file.py).",
+    )
+    serve_parser.add_argument("app", metavar="MODULE:APP", help="as myapp:app or path/to/app.py:app")
+    serve_parser.add_argument(
+        "--bind",
+        "-b",
+        metavar="HOST:PORT",
+        type=_bind,
+        default=(DEFAULT_HOST, DEFAULT_PORT),
+        help=f"HOST:PORT, :PORT or [IPv6]:PORT; port 0 picks a free port "
+        f"(default {DEFAULT_HOST}:{DEFAULT_PORT})",
+    )
+    serve_parser.add_argument(
+        "--certfile", metavar="FILE", help="serve TLS (wss://, https://) with this PEM certificate chain"
+    )
+    serve_parser.add_argument("--keyfile", metavar="FILE", help="the PEM private key for --certfile")
+    serve_parser.add_argument(
+        "--idle-timeout",
+        metavar="S",
+        type=_non_negative,
+        help="seconds before silent in-app WebSockets are pinged and closed; 0 disables "
+        "(default: the library's)",
+    )
+    serve_parser.add_argument(
+        "--reload", action="store_true", help="restart when a .py file changes (for development)"
+    )
+    return parser
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    if (args.certfile is None) != (args.keyfile is None):
+        given, missing = ("--certfile", "--keyfile") if args.certfile else ("--keyfile", "--certfile")
+        raise CLIError(f"{given} needs {missing} as well")
+    spec = parse_app_spec(args.app)
+    host, port = args.bind
+    context = load_ssl_context(args.certfile, args.keyfile) if args.certfile else None
+    if not args.reload:
+        return serve(spec, host, port, ssl_context=context, idle_timeout=args.idle_timeout)
+
+    roots = watch_roots(spec, os.getcwd())
+    port = _free_port(host, port)
+
+    child_args = ["serve", args.app, "--bind", format_address(host, port)]
+    if args.certfile:
+        child_args += ["--certfile", args.certfile, "--keyfile", args.keyfile]
+    if args.idle_timeout is not None:
+        child_args += ["--idle-timeout", repr(args.idle_timeout)]
+    return run_reloader(child_args, roots)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``takeover`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _serve_command(args)
+    except CLIError as error:
+        _warn(str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C before the server listens
+        return 128 + signal.SIGINT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
