@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -33,6 +34,8 @@ __all__ = ["ClientError", "TakeoverHandler"]
 logger = logging.getLogger("takeover")
 
 MAX_HEADER_COUNT = 100
+# A field name is a token (RFC 9110 §5.1, §5.6.2) followed at once by a colon.
+_HEADER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:")
 
 
 class ClientError(Exception):
@@ -48,7 +51,7 @@ class ClientError(Exception):
         self.code = code
 
 
-class _HeaderTimeout(Exception):
+class _HeaderTimeout(BaseException):  # not caught by gevent's "except Exception"
     pass
 
 
@@ -102,6 +105,9 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
                 raise ClientError(431, "HPE_HEADER_OVERFLOW", "Request header fields too large")
             if line in (b"\r\n", b"\n", b""):
                 break
+            if not _HEADER_LINE.match(line):
+                # RFC 9112 §5: name ":" value; obsolete line folding may be refused.
+                raise ClientError(400, "HPE_INVALID_HEADER_TOKEN", "Invalid header line")
         return super().MessageClass(io.BytesIO(bytes(block)), *args)
 
     def get_environ(self) -> dict[str, Any]:
@@ -110,6 +116,11 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             timer.cancel()  # the headers are in: the application may take its time
         environ: dict[str, Any] = super().get_environ()
         environ["RAW_URI"] = environ["REQUEST_URI"] = self.path  # CONNECT's host:port, Node's req.url
+        # gevent hands upgrade requests its raw reader and input_terminated=False,
+        # which werkzeug reads to EOF (a hang); the body of such a request is
+        # what Content-Length or chunking says, and gevent's Input knows that.
+        environ["wsgi.input"] = self.wsgi_input
+        environ["wsgi.input_terminated"] = True
         environ[TAKE_OVER_KEY] = self._take
         if self.server.owner.idle_timeout is not None:
             environ[IDLE_TIMEOUT_KEY] = self.server.owner.idle_timeout

@@ -1,0 +1,299 @@
+"""takeover.Server's node:http parity, in-process: events, limits, close(), in-app errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.socket
+import pytest
+from conftest import EXAMPLES, RawClient, client_frame, handshake_request, start_server
+from flask import Flask
+from flask import request as flask_request
+from werkzeug.wrappers import Request
+
+from takeover import create_server, upgrade_websocket
+from takeover.server import Server
+
+TEXT, CLOSE = 0x1, 0x8
+
+
+def gevent_client(server: Server, timeout: float = 10) -> RawClient:
+    return RawClient(server.address[1], timeout=timeout, connect=gevent.socket.create_connection)
+
+
+@pytest.fixture
+def make_server() -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def make(app: Any = None, **options: Any) -> Server:
+        server = create_server(app, **options)
+        server.listen(0)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close(timeout=1)
+
+
+def echo_listener(request: Request, sock: Any, head: bytes) -> None:
+    ws, _ = upgrade_websocket(request, socket=sock, head=head)
+    ws.onmessage = lambda event: ws.send(event.data)
+
+
+class TestEvents:
+    def test_emitter_api(self) -> None:
+        server = create_server()
+        calls: list[tuple[str, int]] = []
+
+        def first(value: int) -> None:
+            calls.append(("first", value))
+
+        def once(value: int) -> None:
+            calls.append(("once", value))
+
+        assert server.on("x", first) is server
+        server.once("x", once)
+        assert server.listener_count("x") == 2
+        assert server.emit("x", 1) is True
+        assert server.emit("x", 2) is True
+        server.off("x", first)
+        assert server.emit("x", 3) is False
+        assert calls == [("first", 1), ("once", 1), ("first", 2)]
+
+    def test_listening_connection_and_close_events(self) -> None:
+        seen: list[str] = []
+        server = create_server()
+        server.on("listening", lambda: seen.append("listening"))
+        server.on("connection", lambda sock: seen.append(f"connection:{sock.getpeername()[0]}"))
+        server.on("close", lambda: seen.append("close"))
+        server.listen(0)
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_response()[0] == 404
+        server.close()
+        assert seen == ["listening", "connection:127.0.0.1", "close"]
+
+    def test_upgrades_without_a_listener_go_to_the_app(self, make_server: Any) -> None:
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            start_response("200 OK", [("Content-Length", "6")])
+            return [b"app ok"]
+
+        server = make_server(app)
+        client = gevent_client(server)
+        client.send(handshake_request())
+        status, _, body = client.read_response()
+        assert (status, body) == (200, b"app ok")
+
+    def test_should_upgrade_sends_the_rest_to_the_app(self, make_server: Any) -> None:
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            start_response("418 I'm a teapot", [("Content-Length", "0")])
+            return []
+
+        server = make_server(app, should_upgrade=lambda request: request.path == "/ws")
+        server.on("upgrade", echo_listener)
+        other = gevent_client(server)
+        other.send(handshake_request("/other"))
+        assert other.read_response()[0] == 418
+        taken = gevent_client(server)
+        taken.send(handshake_request("/ws") + client_frame(TEXT, b"upgraded"))
+        assert taken.read_response()[0] == 101
+        assert taken.read_frame() == (TEXT, True, b"upgraded")
+
+    def test_connect_without_a_listener_closes_the_connection(self, make_server: Any) -> None:
+        server = make_server()
+        client = gevent_client(server)
+        client.send(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n")
+        assert client.at_eof()
+        assert client.buffer == b""
+
+    def test_connect_listener_gets_the_target_and_head(self, make_server: Any) -> None:
+        server = make_server()
+        got = gevent.event.AsyncResult()
+
+        def on_connect(request: Request, sock: Any, head: bytes) -> None:
+            got.set((request.method, request.environ["RAW_URI"], head))
+            sock.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            sock.close()
+
+        server.on("connect", on_connect)
+        client = gevent_client(server)
+        client.send(b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n\x16\x03\x01")
+        assert client.read_response()[0] == 200
+        assert got.get(timeout=5) == ("CONNECT", "example.test:443", b"\x16\x03\x01")
+
+
+class TestClientErrors:
+    def test_oversized_headers_get_431(self, make_server: Any) -> None:
+        server = make_server(max_header_size=1024)
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
+        status, headers, _ = client.read_response()
+        assert status == 431 and headers["connection"] == "close"
+        assert client.at_eof()
+
+    def test_too_many_headers_get_431(self, make_server: Any) -> None:
+        server = make_server()
+        client = gevent_client(server)
+        many = b"".join(b"X-%d: y\r\n" % index for index in range(150))
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert client.read_response()[0] == 431
+
+    def test_slow_headers_get_408(self, make_server: Any) -> None:
+        server = make_server(header_timeout=0.3)
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        status, headers, _ = client.read_response()
+        assert status == 408 and headers["connection"] == "close"
+        assert client.at_eof()
+
+    def test_an_idle_keep_alive_connection_is_closed_quietly(self, make_server: Any) -> None:
+        server = make_server(header_timeout=0.3)
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_response()[0] == 404
+        assert client.at_eof()
+        assert client.buffer == b""
+
+    def test_malformed_requests_get_400(self, make_server: Any) -> None:
+        server = make_server()
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n")
+        assert client.read_response()[0] == 400
+
+    def test_client_error_listener_answers_itself(self, make_server: Any) -> None:
+        server = make_server(max_header_size=100)
+        errors: list[tuple[int, str]] = []
+
+        def on_client_error(error: Any, sock: Any) -> None:
+            errors.append((error.status, error.code))
+            sock.sendall(b"HTTP/1.1 431 Custom\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+        server.on("clientError", on_client_error)
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nX: " + b"z" * 200 + b"\r\n\r\n")
+        status, _, _ = client.read_response()
+        assert status == 431
+        assert errors == [(431, "HPE_HEADER_OVERFLOW")]
+
+
+class TestLimits:
+    def test_max_connections_counts_open_websockets(self, make_server: Any) -> None:
+        server = make_server(max_connections=2)
+        server.on("upgrade", echo_listener)
+        clients = []
+        for _ in range(2):
+            client = gevent_client(server)
+            client.send(handshake_request())
+            assert client.read_response()[0] == 101
+            clients.append(client)
+        refused = gevent_client(server)
+        status, _, body = refused.read_response()
+        assert status == 503 and b"Too many connections" in body
+        clients[0].send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
+        assert clients[0].read_close() == (1000, "")
+        assert clients[0].at_eof()
+        welcome = gevent_client(server)
+        welcome.send(handshake_request())
+        assert welcome.read_response()[0] == 101
+
+
+class TestClose:
+    def test_close_sends_1001_to_every_open_websocket(self) -> None:
+        server = start_server(EXAMPLES / "echo.py", "--idle-timeout", "0")
+        clients = []
+        try:
+            for _ in range(100):
+                client = RawClient(server.port)
+                client.send(handshake_request())
+                clients.append(client)
+            for client in clients:
+                assert client.read_response()[0] == 101
+            server.process.terminate()  # SIGTERM: server.close()
+            for client in clients:
+                assert client.read_close() == (1001, "Server shutting down")
+                client.send(client_frame(CLOSE, (1001).to_bytes(2, "big")))
+            for client in clients:
+                assert client.at_eof()
+            assert server.process.wait(10) == 0
+        finally:
+            for client in clients:
+                client.close()
+            server.stop()
+
+
+class TestInApp:
+    @pytest.fixture
+    def flask_server(self, make_server: Any) -> Server:
+        app = Flask(__name__)
+
+        @app.route("/ws", websocket=True)
+        def ws() -> Any:
+            sock, response = upgrade_websocket(flask_request)
+            sock.onmessage = lambda event: sock.send(event.data)
+            return response
+
+        @app.route("/forgot", websocket=True)
+        def forgot() -> Any:
+            upgrade_websocket(flask_request)
+            return "not the upgrade response"
+
+        @app.route("/read-body", websocket=True)
+        def read_body() -> Any:
+            flask_request.get_data()
+            return upgrade_websocket(flask_request).response
+
+        server: Server = make_server(app.wsgi_app)
+        return server
+
+    def test_echo_and_head_bytes(self, flask_server: Server) -> None:
+        client = gevent_client(flask_server)
+        client.send(handshake_request("/ws") + client_frame(TEXT, b"in the same packet"))
+        status, headers, _ = client.read_response()
+        assert status == 101 and "content-type" not in headers
+        assert client.read_frame() == (TEXT, True, b"in the same packet")
+
+    def test_bad_handshakes_get_their_status_from_flask(self, flask_server: Server) -> None:
+        client = gevent_client(flask_server)
+        client.send(handshake_request("/ws", headers={"Sec-WebSocket-Version": "8"}))
+        status, headers, body = client.read_response()
+        assert status == 426 and headers["sec-websocket-version"] == "13"
+        assert b"version 13" in body
+
+    def test_a_view_that_returns_another_response_is_logged_and_closed(
+        self, flask_server: Server, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        client = gevent_client(flask_server)
+        with caplog.at_level(logging.ERROR, logger="takeover"):
+            client.send(handshake_request("/forgot"))
+            status, _, body = client.read_response()
+            assert (status, body) == (200, b"not the upgrade response")
+            assert client.at_eof()
+        assert caplog.messages.count("Upgrade response was not returned from callback") == 1
+
+    def test_a_read_body_cannot_be_upgraded(self, flask_server: Server) -> None:
+        client = gevent_client(flask_server)
+        client.send(handshake_request("/read-body"))
+        status, _, body = client.read_response()
+        assert status == 400 and b"disturbed" in body
+
+
+def test_keep_alive_two_requests_then_an_upgrade(make_server: Any) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = make_server(app)
+    server.on("upgrade", echo_listener)
+    client = gevent_client(server)
+    for _ in range(2):
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = client.read_response()
+        assert (status, body) == (200, b"ok")
+    client.send(handshake_request() + client_frame(TEXT, b"third"))
+    assert client.read_response()[0] == 101
+    assert client.read_frame() == (TEXT, True, b"third")
