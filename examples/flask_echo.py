@@ -12,6 +12,8 @@ the response; returning it is what takes the connection over. Run it on any of:
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 
 from flask import Flask, request
 
@@ -68,14 +70,24 @@ def main() -> None:
     if args.gevent:
         from gevent.pywsgi import WSGIServer
 
+        import gevent
+
         server = WSGIServer((args.host, args.port), app, log=None)
         server.start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            gevent.signal_handler(signum, server.stop)
         print(f"flask_echo on gevent.pywsgi at ws://{args.host}:{server.server_port}/ws", flush=True)
         server.serve_forever()
     else:
         from werkzeug.serving import make_server
 
         werkzeug_server = make_server(args.host, args.port, app, threaded=True)
+
+        def stop(signum: int, frame: object) -> None:
+            # shutdown() waits for serve_forever to return: not from its own thread.
+            threading.Thread(target=werkzeug_server.shutdown).start()
+
+        signal.signal(signal.SIGTERM, stop)
         print(f"flask_echo on werkzeug at ws://{args.host}:{werkzeug_server.server_port}/ws", flush=True)
         werkzeug_server.serve_forever()
 
