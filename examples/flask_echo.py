@@ -68,9 +68,8 @@ def main() -> None:
     parser.add_argument("--gevent", action="store_true", help="use gevent.pywsgi.WSGIServer")
     args = parser.parse_args()
     if args.gevent:
-        from gevent.pywsgi import WSGIServer
-
         import gevent
+        from gevent.pywsgi import WSGIServer
 
         server = WSGIServer((args.host, args.port), app, log=None)
         server.start()
