@@ -111,7 +111,8 @@ class Server(EventEmitter):
     serve ``https``/``wss``; ``idle_timeout``, the default for WebSockets
     upgraded in-app on this server; ``max_header_size`` (bytes, 431 beyond),
     ``header_timeout`` (seconds to receive a request's headers, 408 beyond),
-    ``max_connections`` (HTTP connections plus open WebSockets, 503 beyond);
+    ``max_connections`` (HTTP connections plus open WebSockets; raw takeovers
+    are not counted; 503 beyond);
     ``access_log`` (a file-like object or logger, None for no access log).
     """
 
@@ -230,9 +231,10 @@ class Server(EventEmitter):
         """Stop accepting, close every open WebSocket with 1001, then stop.
 
         Waits up to ``timeout`` seconds in all for the WebSockets' close
-        handshakes and for HTTP requests in progress (unlike Node's
-        ``closeAllConnections``, upgraded sockets are not left open). Emits
-        ``close``.
+        handshakes and for HTTP requests in progress. Unlike Node's
+        ``closeAllConnections``, WebSockets are not left open; sockets taken
+        over raw (custom upgrades, CONNECT tunnels) belong to their listeners
+        and are left to them, as in Node. Emits ``close``.
         """
         server, self._server = self._server, None
         if server is None:
