@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
     from takeover.server import Server, create_server
     from takeover.upgrade import WebSocketUpgrade, upgrade_websocket
-    from takeover.websocket import WebSocket
+    from takeover.websocket import WebSocket, broadcast
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,7 @@ __all__ = [
     "Server",
     "WebSocket",
     "WebSocketUpgrade",
+    "broadcast",
     "create_server",
     "upgrade_websocket",
 ]
@@ -51,6 +52,7 @@ _WHERE = {
     "WebSocketUpgrade": "takeover.upgrade",
     "upgrade_websocket": "takeover.upgrade",
     "WebSocket": "takeover.websocket",
+    "broadcast": "takeover.websocket",
 }
 
 

@@ -25,6 +25,7 @@ import argparse
 import errno
 import importlib
 import importlib.util
+import logging
 import os
 import signal
 import ssl
@@ -271,6 +272,9 @@ def serve(
     idle_timeout: float | None = None,
 ) -> int:
     """Import the application, listen, print the banner and serve until SIGINT or SIGTERM."""
+    # One line per upgrade and per close from the "takeover.access" logger,
+    # unless the application configured logging itself.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = load_app(spec)
 
     import gevent

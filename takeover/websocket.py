@@ -18,6 +18,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from takeover._io.runtime import GeventRuntime, ThreadRuntime, TimerHandle, runtime_for
 from takeover.errors import ConnectionClosed, InvalidStateError
@@ -38,11 +39,13 @@ from takeover.protocol.connection import (
     State,
     check_close_arguments,
 )
-from takeover.protocol.frames import CloseCode
+from takeover.protocol.frames import OP_BINARY, OP_TEXT, CloseCode, encode_frame
 
-__all__ = ["WebSocket"]
+__all__ = ["WebSocket", "broadcast"]
 
 logger = logging.getLogger("takeover")
+#: One line per upgrade and per close: path, peer, close code, duration.
+access_logger = logging.getLogger("takeover.access")
 
 _END = object()  # queued for the blocking API once the connection is closed
 IDLE_TIMEOUT_REASON = "No response from ping frame."
@@ -127,6 +130,8 @@ class WebSocket(EventTarget):
         self._close_requested: tuple[int | None, str] | None = None
         self._finished = False
         self._close_event: CloseEvent | None = None
+        self._opened_at = 0.0
+        self._peer = "-"
         self._done: Any = None
         # Set once a server has been handed the 101 response (or the socket).
         self._claimed = False
@@ -250,6 +255,7 @@ class WebSocket(EventTarget):
             raise InvalidStateError("Socket has already been upgraded to a WebSocket")
         _by_socket[sock] = self
         self._claimed = True
+        self._peer = _peer_name(sock)
         runtime = runtime_for(sock)
         self._runtime = runtime
         self._transport = runtime.transport(sock)
@@ -283,7 +289,8 @@ class WebSocket(EventTarget):
             )
             if self._state is State.CONNECTING:
                 self._state = State.OPEN
-            self._last_activity = time.monotonic()
+            self._last_activity = self._opened_at = time.monotonic()
+            access_logger.info("WebSocket open %s peer=%s", self._path, self._peer)
             self.dispatch_event(Event("open"))
             if self._close_requested is not None:
                 self._state = State.OPEN
@@ -414,6 +421,15 @@ class WebSocket(EventTarget):
         self._state = State.CLOSED
         self._cancel_timer()
         self._close_event = close
+        if self._opened_at:
+            access_logger.info(
+                "WebSocket closed %s peer=%s code=%d%s duration=%.3fs",
+                self._path,
+                self._peer,
+                close.code,
+                "" if close.was_clean else " unclean",
+                time.monotonic() - self._opened_at,
+            )
         if error is not None:
             self.dispatch_event(error)
         self.dispatch_event(close)
@@ -475,5 +491,39 @@ class WebSocket(EventTarget):
         self._transport.abort()
         self._finish(CloseEvent(CloseCode.ABNORMAL, "", False))
 
+    @property
+    def _path(self) -> str:
+        return urlsplit(self.url).path or "/"
+
+    def _send_frame(self, frame: bytes) -> bool:
+        """Write an already framed message (see :func:`broadcast`); False unless OPEN."""
+        if self._state is not State.OPEN:
+            return False
+        self._transport.write(frame)
+        return True
+
     def __repr__(self) -> str:
         return f"<WebSocket {self.url or '?'} {self._state.name}>"
+
+
+def _peer_name(sock: Any) -> str:
+    try:
+        peer = sock.getpeername()
+    except (OSError, ValueError):
+        return "-"
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) or "-"
+
+
+def broadcast(websockets: Iterable[WebSocket], data: str | bytes | bytearray | memoryview) -> int:
+    """Send ``data`` to every OPEN WebSocket in ``websockets``; return how many got it.
+
+    The message is framed once and the same bytes are written to each socket
+    (servers' frames are unmasked, RFC 6455 §5.1), instead of once per client.
+    """
+    if isinstance(data, str):
+        frame = encode_frame(OP_TEXT, data.encode("utf-8"))
+    else:
+        frame = encode_frame(OP_BINARY, bytes(data))
+    return sum(1 for ws in websockets if ws._send_frame(frame))

@@ -411,3 +411,39 @@ def test_the_protocol_core_imports_no_io_library() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_one_log_line_per_upgrade_and_per_close(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="takeover.access"):
+        result, client = upgraded(server)
+        ws = result.get(timeout=5)
+        closed = gevent.event.Event()
+        ws.onclose = lambda event: closed.set()
+        client.send(client_frame(CLOSE, (4000).to_bytes(2, "big")))
+        assert closed.wait(5)
+    lines = [record.getMessage() for record in caplog.records if record.name == "takeover.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("WebSocket open / peer=127.0.0.1:")
+    assert lines[1].startswith("WebSocket closed / peer=127.0.0.1:") and " code=4000 duration=" in lines[1]
+    assert not any(record.exc_info for record in caplog.records)
+
+
+def test_broadcast_frames_once_for_every_open_socket(server: Server) -> None:
+    from takeover import broadcast
+
+    sockets: list[WebSocket] = []
+
+    def listener(request: Request, sock: Any, head: bytes) -> None:
+        sockets.append(upgrade_websocket(request, socket=sock, head=head).socket)
+
+    on_upgrade(server, listener)
+    clients = [open_client(server) for _ in range(3)]
+    for client in clients:
+        assert client.read_response()[0] == 101
+    sockets[2].close(1000)
+    assert clients[2].read_close() == (1000, "")
+    assert broadcast(sockets, "to all") == 2
+    assert broadcast(sockets[:1], b"\x00") == 1
+    assert clients[0].read_frame() == (TEXT, True, b"to all")
+    assert clients[0].read_frame() == (BINARY, True, b"\x00")
+    assert clients[1].read_frame() == (TEXT, True, b"to all")
