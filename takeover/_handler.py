@@ -174,6 +174,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
     def _emit_takeover(self, owner: Server, event: str) -> None:
         request = Request(self.environ)
         sock, head = self._take()
+        owner.track(sock)  # counted and closed with the server once it is a WebSocket
         try:
             owner.emit(event, request, sock, head)
         except HandshakeError as error:
@@ -182,8 +183,6 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             logger.exception("Exception in a listener of %r for %s", event, request.path)
             if websocket_for(sock) is None:
                 sock.close()
-        else:
-            owner.track(sock)
 
     def _after_app(self, owner: Server, environ: dict[str, Any]) -> None:
         sock = environ.get(SOCKET_KEY)

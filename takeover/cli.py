@@ -1,4 +1,4 @@
-"""The ``takeover`` command: run any WSGI application on :class:`takeover.Server`.
+"""The ``takeover`` command: run any WSGI application on :class:`takeover.Server`::
 
     takeover serve MODULE:APP [--bind HOST:PORT] [--certfile F --keyfile F]
                               [--idle-timeout S] [--reload]

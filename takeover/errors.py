@@ -17,9 +17,9 @@ class HandshakeError(ValueError):
 
     Raised before anything is written to the client. ``status`` and
     ``headers`` are the HTTP response to send instead (RFC 6455 §4.2.2 and
-    §4.4): 400 for a malformed request, 403 for a refused origin, 405 for a
-    method other than GET, 426 with ``Sec-WebSocket-Version: 13`` for an
-    unsupported version.
+    §4.4): 400 for a malformed request, 405 for a method other than GET, 426
+    with ``Sec-WebSocket-Version: 13`` for an unsupported version. Listeners
+    may raise it with any status to refuse an upgrade (``ws``'s abortHandshake).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""``takeover.gunicorn.Worker``: gunicorn's gevent worker, ready for takeovers.
+"""``takeover.gunicorn.Worker``: gunicorn's gevent worker, ready for takeovers::
 
     gunicorn -k takeover.gunicorn.Worker -w 4 module:app
 

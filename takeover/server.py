@@ -39,7 +39,7 @@ from takeover._handler import TakeoverHandler
 from takeover.emitter import EventEmitter
 from takeover.protocol.frames import CloseCode
 from takeover.protocol.handshake import reject_response
-from takeover.websocket import WebSocket, close_all, websocket_for
+from takeover.websocket import WebSocket, close_all, watch_socket
 
 __all__ = ["Server", "create_server"]
 
@@ -108,12 +108,12 @@ class Server(EventEmitter):
 
     Options: ``should_upgrade(request) -> bool`` (Node 24.9's
     ``shouldUpgradeCallback``); ``certfile``/``keyfile`` or ``ssl_context`` to
-    serve ``https``/``wss``; ``idle_timeout``, the default for WebSockets
-    upgraded in-app on this server; ``max_header_size`` (bytes, 431 beyond),
-    ``header_timeout`` (seconds to receive a request's headers, 408 beyond),
-    ``max_connections`` (HTTP connections plus open WebSockets; raw takeovers
-    are not counted; 503 beyond);
-    ``access_log`` (a file-like object or logger, None for no access log).
+    serve ``https``/``wss``; ``idle_timeout``, the default idle timeout of the
+    WebSockets upgraded from this server's requests (in-app or in listeners);
+    ``max_header_size`` (bytes, 431 beyond); ``header_timeout`` (seconds to
+    receive a request's headers, 408 beyond); ``max_connections`` (HTTP
+    connections plus open WebSockets; raw takeovers are not counted; 503
+    beyond); ``access_log`` (a file-like object or logger, None for no access log).
     """
 
     def __init__(
@@ -160,9 +160,11 @@ class Server(EventEmitter):
         return self.listener_count("upgrade") > 0
 
     def track(self, sock: Any) -> None:
-        """Remember the WebSocket on a taken-over socket, for limits and :meth:`close`."""
-        ws = websocket_for(sock)
-        if ws is not None and ws.ready_state != WebSocket.CLOSED:
+        """Count a taken-over socket's WebSocket (now or whenever it is upgraded) until it closes."""
+        watch_socket(sock, self._add_websocket)
+
+    def _add_websocket(self, ws: WebSocket) -> None:
+        if ws.ready_state != WebSocket.CLOSED:
             self._websockets.add(ws)
             ws._on_finish.append(self._websockets.discard)
 

@@ -60,6 +60,19 @@ def websocket_for(sock: Any) -> WebSocket | None:
     return _by_socket.get(sock)
 
 
+# Callbacks waiting for a socket to become a WebSocket (servers count and close them).
+_watchers: weakref.WeakKeyDictionary[Any, Callable[[WebSocket], object]] = weakref.WeakKeyDictionary()
+
+
+def watch_socket(sock: Any, callback: Callable[[WebSocket], object]) -> None:
+    """Call ``callback(ws)`` when ``sock`` is handed to a WebSocket (at once if it was)."""
+    ws = _by_socket.get(sock)
+    if ws is not None:
+        callback(ws)
+    else:
+        _watchers[sock] = callback
+
+
 def open_websockets() -> list[WebSocket]:
     """Every WebSocket of this process that is not CLOSED yet."""
     return [ws for ws in list(_by_socket.values()) if ws.ready_state != State.CLOSED]
@@ -131,6 +144,9 @@ class WebSocket(EventTarget):
         self._finished = False
         self._close_event: CloseEvent | None = None
         self._opened_at = 0.0
+        self._paused = False  # reading paused by a full receive() queue
+        self._end_pending = False  # the end marker still has to be queued
+        self._remote_address: Any = None
         self._peer = "-"
         self._done: Any = None
         # Set once a server has been handed the 101 response (or the socket).
@@ -144,6 +160,11 @@ class WebSocket(EventTarget):
     def ready_state(self) -> State:
         """``CONNECTING`` (0), ``OPEN`` (1), ``CLOSING`` (2) or ``CLOSED`` (3)."""
         return self._state
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's address (``(host, port)`` for TCP), or None before the takeover."""
+        return self._remote_address
 
     @property
     def attached(self) -> bool:
@@ -162,7 +183,9 @@ class WebSocket(EventTarget):
         """Send ``str`` as a text message, bytes-like as a binary one.
 
         Raises :class:`InvalidStateError` while ``CONNECTING``; after the close
-        has started, data is discarded as the DOM specifies.
+        has started, data is discarded as the DOM specifies. Text that cannot be
+        encoded as UTF-8 (lone surrogates, as ``json.loads`` can produce)
+        raises :class:`UnicodeEncodeError`, a :class:`ValueError`.
         """
         state = self._state
         if state is not State.OPEN:
@@ -222,6 +245,10 @@ class WebSocket(EventTarget):
             item = queue.get(timeout=timeout)
         except self._runtime.Empty:
             raise TimeoutError(f"No message within {timeout} seconds") from None
+        if self._end_pending and item is not _END:
+            # The end marker did not fit when the connection closed; now it does.
+            self._end_pending = False
+            queue.put_nowait(_END)
         if item is _END:
             queue.put(_END)  # every later call sees the end too
             event = self._close_event
@@ -255,7 +282,11 @@ class WebSocket(EventTarget):
             raise InvalidStateError("Socket has already been upgraded to a WebSocket")
         _by_socket[sock] = self
         self._claimed = True
-        self._peer = _peer_name(sock)
+        self._remote_address = _peer_address(sock)
+        self._peer = _peer_name(self._remote_address)
+        watcher = _watchers.pop(sock, None)
+        if watcher is not None:
+            watcher(self)
         runtime = runtime_for(sock)
         self._runtime = runtime
         self._transport = runtime.transport(sock)
@@ -344,8 +375,19 @@ class WebSocket(EventTarget):
             data = bytearray(message)
         if self._listeners.get("message"):
             self.dispatch_event(MessageEvent(data))
+            return
+        queue = self._queue
+        if queue.full():
+            # Backpressure: reading pauses until receive() makes room. The
+            # silence is ours, not the peer's, so the idle timer must not count it.
+            self._paused = True
+            try:
+                queue.put(data)
+            finally:
+                self._paused = False
+                self._last_activity = time.monotonic()
         else:
-            self._queue.put(data)
+            queue.put(data)
 
     def _on_peer_close(self, close: Close) -> None:
         # §7.1.1: after the close handshake the server closes the TCP connection first.
@@ -433,12 +475,11 @@ class WebSocket(EventTarget):
         if error is not None:
             self.dispatch_event(error)
         self.dispatch_event(close)
-        if self._queue is not None:
+        if self._queue is not None and self._runtime is not None:
             try:
                 self._queue.put_nowait(_END)
-            except Exception:  # a full queue: make room for the end marker
-                self._queue.get_nowait()
-                self._queue.put_nowait(_END)
+            except self._runtime.Full:  # queued messages first: receive() adds it later
+                self._end_pending = True
         for callback in self._on_finish:
             callback(self)
         if self._done is not None:
@@ -462,8 +503,11 @@ class WebSocket(EventTarget):
         if self._state is not State.OPEN or self.idle_timeout is None:
             return
         now = time.monotonic()
-        silence = now - self._last_activity
         half = self.idle_timeout / 2
+        if self._paused:
+            self._set_timer(half, self._on_idle_timer)
+            return
+        silence = now - self._last_activity
         if silence >= self.idle_timeout:
             self._on_idle_timeout()
         elif silence >= half:
@@ -506,10 +550,15 @@ class WebSocket(EventTarget):
         return f"<WebSocket {self.url or '?'} {self._state.name}>"
 
 
-def _peer_name(sock: Any) -> str:
+def _peer_address(sock: Any) -> Any:
     try:
-        peer = sock.getpeername()
+        return sock.getpeername()
     except (OSError, ValueError):
+        return None
+
+
+def _peer_name(peer: Any) -> str:
+    if peer is None:
         return "-"
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"

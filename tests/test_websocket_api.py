@@ -111,6 +111,7 @@ class TestSocketMode:
         assert "CONNECTING" in seen["send_error"]
         assert seen["ws"].ready_state == WebSocket.OPEN
         assert seen["ws"].url == "ws://127.0.0.1/"
+        assert seen["ws"].remote_address == client.sock.getsockname()
         client.send(client_frame(CLOSE, (1000).to_bytes(2, "big") + b"bye"))
         assert client.read_close() == (1000, "")
         assert recorder.closed.wait(5)
@@ -447,3 +448,20 @@ def test_broadcast_frames_once_for_every_open_socket(server: Server) -> None:
     assert clients[0].read_frame() == (TEXT, True, b"to all")
     assert clients[0].read_frame() == (BINARY, True, b"\x00")
     assert clients[1].read_frame() == (TEXT, True, b"to all")
+
+
+def test_a_full_receive_queue_pauses_reading_without_idle_close_or_loss(server: Server) -> None:
+    result, client = upgraded(server, max_queue=2, idle_timeout=0.4)
+    ws = result.get(timeout=5)
+    client.send(b"".join(client_frame(TEXT, str(index).encode()) for index in range(5)))
+    client.send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
+    # Nobody calls receive() for three idle timeouts: the silence is the
+    # server's own (backpressure), so no ping and no 1001 may go out.
+    gevent.sleep(1.2)
+    client.sock.settimeout(0.05)
+    with pytest.raises(TimeoutError):
+        client.read_frame()
+    assert [ws.receive(timeout=5) for _ in range(5)] == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.receive(timeout=5)
+    assert closed.value.code == 1000
