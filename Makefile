@@ -3,30 +3,45 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: test demo lint typecheck conformance clean
+.PHONY: test demo docs lint typecheck conformance clean
 
 $(STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,docs]'
+	touch $@
+
+# The demo needs only takeover and Flask.
+$(DEMO_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo]'
 	touch $@
 
 # Node's ws client for interop tests; skipped (and the tests skip) without npm.
 $(NODE_STAMP): tests/node/package.json
 	if command -v npm >/dev/null; then cd tests/node && npm install --silent --no-audit --no-fund --no-package-lock && touch node_modules/.installed; fi
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) docs
 	$(PY) -m ruff check takeover tests examples
 	$(PY) -m mypy
 	TAKEOVER_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
 
-demo: $(STAMP)
-	$(PY) examples/echo.py --host 127.0.0.1 --port 8000
+# The HTML docs; any Sphinx warning fails the build. -E rereads every page, so a
+# warning is reported again on the next run instead of hiding in the cache.
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -b html docs docs/_build/html
+
+# The chat in examples/chat/: open the printed URL in two browser windows.
+demo: $(DEMO_STAMP)
+	@echo "open http://127.0.0.1:8000/"
+	$(PY) -m takeover serve examples.chat.app:app --bind 127.0.0.1:8000
 
 conformance: $(STAMP)
 	$(PY) -m pytest -q tests/test_autobahn.py --autobahn-all
 
 clean:
-	rm -rf $(VENV) build *.egg-info tests/node/node_modules reports
+	rm -rf $(VENV) build *.egg-info tests/node/node_modules reports docs/_build
