@@ -149,6 +149,7 @@ class WebSocket(EventTarget):
         self._remote_address: Any = None
         self._peer = "-"
         self._done: Any = None
+        self._may_park = False
         # Set once a server has been handed the 101 response (or the socket).
         self._claimed = False
         #: Called with this WebSocket once it is CLOSED (servers count connections with it).
@@ -237,10 +238,12 @@ class WebSocket(EventTarget):
         Raises :class:`ConnectionClosed` once the connection is closed and the
         queue is empty, and :class:`TimeoutError` after ``timeout`` seconds.
         """
-        queue = self._queue
+        queue = self._ensure_queue()
         if queue is None:
             raise InvalidStateError("receive() needs a connected WebSocket")
         assert self._runtime is not None
+        if self._finished and queue.empty():
+            queue.put(_END)
         try:
             item = queue.get(timeout=timeout)
         except self._runtime.Empty:
@@ -291,8 +294,8 @@ class WebSocket(EventTarget):
         self._runtime = runtime
         self._transport = runtime.transport(sock)
         self._transport.owns_socket = owns_socket
-        self._queue = runtime.queue(self._max_queue)
-        self._done = runtime.event()
+        # An inline session must not return before it ends, so it never parks.
+        self._may_park = not inline
         if inline:
             self._run(bytes(head))
         else:
@@ -300,9 +303,17 @@ class WebSocket(EventTarget):
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the WebSocket is CLOSED; False if ``timeout`` passed first."""
-        if self._done is None:
+        if self._finished or self._runtime is None:
             return self._state is State.CLOSED
+        if self._done is None:
+            self._done = self._runtime.event()
         return bool(self._done.wait(timeout))
+
+    def _ensure_queue(self) -> Any:
+        # Made on first use: a WebSocket driven by listeners never needs one.
+        if self._queue is None and self._runtime is not None:
+            self._queue = self._runtime.queue(self._max_queue)
+        return self._queue
 
     def _abandon(self) -> None:
         """The 101 response was never returned (Deno logs this and closes)."""
@@ -330,18 +341,32 @@ class WebSocket(EventTarget):
                 self._set_timer(self.idle_timeout / 2, self._on_idle_timer)
             if head:
                 self._handle(conn.receive_data())
-            self._read_loop(conn, transport)
+        except Exception as error:  # a bug of ours or of a listener's helper: 1011
+            logger.exception("WebSocket session failed")
+            self._abort(CloseCode.INTERNAL_ERROR, "Internal error", error)
+            return
+        self._reading()
+
+    def _reading(self) -> None:
+        """The read loop, guarded; it also resumes here after being parked."""
+        try:
+            self._read_loop(self._conn, self._transport)
         except Exception as error:  # a bug of ours or of a listener's helper: 1011
             logger.exception("WebSocket session failed")
             self._abort(CloseCode.INTERNAL_ERROR, "Internal error", error)
 
-    def _read_loop(self, conn: Connection, transport: Any) -> None:
+    def _read_loop(self, conn: Any, transport: Any) -> None:
         recv = transport.recv
         receive_data = conn.receive_data
         handle = self._handle
         monotonic = time.monotonic
+        park = self._may_park
         while not self._finished:
-            data = recv()
+            data = recv(park)
+            if data is None:
+                # Idle: end this greenlet; a new one starts when data arrives.
+                transport.resume_when_readable(self._reading)
+                return
             if not data:
                 self._on_eof(conn)
                 return
@@ -376,7 +401,7 @@ class WebSocket(EventTarget):
         if self._listeners.get("message"):
             self.dispatch_event(MessageEvent(data))
             return
-        queue = self._queue
+        queue = self._ensure_queue()
         if queue.full():
             # Backpressure: reading pauses until receive() makes room. The
             # silence is ours, not the peer's, so the idle timer must not count it.
