@@ -68,6 +68,8 @@ class _Entry:
 class EventTarget:
     """``add_event_listener`` / ``remove_event_listener`` / ``dispatch_event``."""
 
+    __slots__ = ("_handlers", "_listeners")
+
     def __init__(self) -> None:
         self._listeners: dict[str, list[_Entry]] = {}
         self._handlers: dict[str, _Entry] = {}

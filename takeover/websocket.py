@@ -97,6 +97,14 @@ class WebSocket(EventTarget):
     ``onerror`` attributes, or read with :meth:`receive` and iteration.
     """
 
+    __slots__ = (
+        "__weakref__", "_claimed", "_close_event", "_close_requested", "_conn", "_done", "_end_pending",
+        "_finished", "_handshake_response", "_last_activity", "_max_message_size", "_max_queue",
+        "_may_park", "_on_finish", "_opened_at", "_paused", "_peer", "_ping_sent_at", "_queue",
+        "_remote_address", "_runtime", "_state", "_timer", "_transport", "binary_type", "close_timeout",
+        "extensions", "idle_timeout", "protocol", "url",
+    )
+
     CONNECTING = State.CONNECTING
     OPEN = State.OPEN
     CLOSING = State.CLOSING
@@ -326,6 +334,7 @@ class WebSocket(EventTarget):
         transport = self._transport
         try:
             transport.write(self._handshake_response)
+            self._handshake_response = b""  # written: not kept for the connection's life
             conn = self._conn = Connection(
                 max_message_size=self._max_message_size, trailing_data=head
             )

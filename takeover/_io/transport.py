@@ -20,6 +20,8 @@ READ_SIZE = 256 * 1024
 
 
 class _BaseTransport:
+    __slots__ = ("broken", "closed", "owns_socket", "sock")
+
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self.closed = False
@@ -76,6 +78,11 @@ class GeventTransport(_BaseTransport):
     (about 8 KB measured here), which is most of an idle connection's cost.
     """
 
+    __slots__ = (
+        "_drained", "_draining", "_gevent", "_park_timer", "_parked", "_pending", "_raw_recv", "_raw_send",
+        "buffered_amount",
+    )
+
     PARK_AFTER = 0.5
 
     def __init__(self, sock: Any) -> None:
@@ -90,7 +97,7 @@ class GeventTransport(_BaseTransport):
         direct = raw is not None and not hasattr(sock, "context") and hasattr(sock, "_read_event")
         self._raw_send = raw.send if direct else None
         self._raw_recv = raw.recv if direct else None
-        self._pending: collections.deque[bytes | memoryview] = collections.deque()
+        self._pending: collections.deque[bytes | memoryview] | None = None  # made when a write waits
         self._draining = False
         self._drained: Any = None  # an Event, made when a flush has to wait
         self._park_timer: Any = None  # a reusable gevent.Timeout, made on first wait
@@ -120,6 +127,8 @@ class GeventTransport(_BaseTransport):
             except _Park as signal:
                 if signal is not timer.exception:
                     raise
+                # The reused exception would keep this greenlet's frames alive.
+                signal.__traceback__ = None
                 return None
             except OSError:  # the socket was closed under us
                 return b""
@@ -164,16 +173,18 @@ class GeventTransport(_BaseTransport):
                     return
                 if sent == len(data):
                     return
+            if self._pending is None:
+                self._pending = collections.deque()
             self._pending.append(memoryview(data)[sent:])
             self.buffered_amount += len(data) - sent
             self._draining = True
-            self._gevent.spawn(self._drain)
+            self._gevent.spawn(self._drain, self._pending)
             return
+        assert self._pending is not None
         self._pending.append(data)
         self.buffered_amount += len(data)
 
-    def _drain(self) -> None:
-        pending = self._pending
+    def _drain(self, pending: collections.deque[bytes | memoryview]) -> None:
         try:
             while pending and not self.closed:
                 chunk = pending.popleft()
@@ -192,7 +203,8 @@ class GeventTransport(_BaseTransport):
     def _break(self) -> None:
         # The peer is gone: drop what is queued and wake the reader.
         self.broken = True
-        self._pending.clear()
+        if self._pending is not None:
+            self._pending.clear()
         self.buffered_amount = 0
         try:
             self.sock.shutdown(_socket.SHUT_RDWR)
@@ -213,6 +225,8 @@ class GeventTransport(_BaseTransport):
 
 class ThreadTransport(_BaseTransport):
     """A blocking socket shared by a reader thread and writers, one write at a time."""
+
+    __slots__ = ("_lock", "buffered_amount")
 
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)

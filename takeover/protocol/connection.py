@@ -141,6 +141,12 @@ class Connection:
     and the failure close. ``send_*`` methods return their frame's bytes.
     """
 
+    __slots__ = (
+        "_buffer", "_close_out", "_decoder", "_fragment_opcode", "_fragment_size", "_fragments",
+        "_frame_end", "_out", "_partial", "_skip", "_text_parts", "close", "close_received", "close_sent",
+        "failure", "max_message_size", "state",
+    )
+
     def __init__(
         self,
         *,
