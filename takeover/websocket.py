@@ -392,7 +392,13 @@ class WebSocket(EventTarget):
         for event in events:
             kind = type(event)
             if kind is Message:
-                self._deliver(event.data)
+                data = event.data
+                if self.binary_type == "bytearray" and not isinstance(data, str):
+                    data = bytearray(data)
+                if self._listeners.get("message"):
+                    self.dispatch_event(MessageEvent(data))
+                else:
+                    self._enqueue(data)
                 continue
             # The core queued the pong or close frame: send it in its turn.
             if conn.has_data_to_send:
@@ -403,13 +409,8 @@ class WebSocket(EventTarget):
                 self._on_failure(event)
             # Ping and Pong only count as activity, recorded by the read loop.
 
-    def _deliver(self, message: str | bytes) -> None:
-        data: str | bytes | bytearray = message
-        if not isinstance(message, str) and self.binary_type == "bytearray":
-            data = bytearray(message)
-        if self._listeners.get("message"):
-            self.dispatch_event(MessageEvent(data))
-            return
+    def _enqueue(self, data: str | bytes | bytearray) -> None:
+        """Queue a message for the blocking API (no ``message`` listener is set)."""
         queue = self._ensure_queue()
         if queue.full():
             # Backpressure: reading pauses until receive() makes room. The

@@ -465,3 +465,19 @@ def test_a_full_receive_queue_pauses_reading_without_idle_close_or_loss(server: 
     with pytest.raises(ConnectionClosed) as closed:
         ws.receive(timeout=5)
     assert closed.value.code == 1000
+
+
+def test_an_idle_reader_parks_and_wakes_up_for_the_next_message(server: Server) -> None:
+    result, client = upgraded(server, idle_timeout=0)
+    ws = result.get(timeout=5)
+    ws.onmessage = lambda event: ws.send(event.data)
+    client.send(client_frame(TEXT, b"before"))
+    assert client.read_frame() == (TEXT, True, b"before")
+    for _ in range(100):  # the reader parks after PARK_AFTER (0.5 s) without data
+        if ws._transport._parked:
+            break
+        gevent.sleep(0.05)
+    assert ws._transport._parked, "the idle reader did not park"
+    client.send(client_frame(TEXT, b"after"))
+    assert client.read_frame() == (TEXT, True, b"after")
+    assert not ws._transport._parked

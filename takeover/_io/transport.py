@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import socket as _socket
 import threading
+import time
 from typing import Any
 
 __all__ = ["GeventTransport", "ThreadTransport"]
@@ -68,18 +69,64 @@ class _Park(BaseException):
     """Thrown into a reader that waited ``PARK_AFTER`` seconds for data."""
 
 
+class _Parker:
+    """One repeating timer for the process, instead of a timeout per wait.
+
+    Readers register while they wait for data; every ``interval`` seconds the
+    timer throws :class:`_Park` into those that have waited at least that long.
+    Registering is a dict insert, far cheaper than arming a timer per message.
+    """
+
+    def __init__(self, interval: float) -> None:
+        import gevent
+
+        self.interval = interval
+        self.signal = _Park()
+        self.waiting: dict[Any, tuple[float, Any]] = {}
+        self._getcurrent = gevent.getcurrent
+        self._timer: Any = None
+        self._loop = gevent.get_hub().loop
+
+    def wait_readable(self, transport: Any, sock: Any) -> bool:
+        """Wait for ``sock`` to be readable; False if parked instead."""
+        if self._timer is None:
+            self._timer = self._loop.timer(self.interval, self.interval, ref=False)
+            self._timer.start(self._sweep)
+        waiting = self.waiting
+        waiting[transport] = (time.monotonic(), self._getcurrent())
+        try:
+            sock._wait(sock._read_event)
+        except _Park as signal:
+            if signal is not self.signal:
+                raise
+            signal.__traceback__ = None  # it would keep this greenlet's frames alive
+            return False
+        finally:
+            waiting.pop(transport, None)
+        return True
+
+    def _sweep(self) -> None:  # in the hub, like gevent.Timeout's expiry
+        deadline = time.monotonic() - self.interval
+        for transport, (since, reader) in list(self.waiting.items()):
+            if since <= deadline and self.waiting.pop(transport, None) is not None:
+                reader.throw(self.signal)
+
+
+_parker: _Parker | None = None
+
+
 class GeventTransport(_BaseTransport):
     """A gevent socket, written without blocking the calling greenlet.
 
     An idle connection costs no greenlet: a reader that has waited
     ``PARK_AFTER`` seconds without data is *parked* (``recv(park=True)``
-    returns None and its greenlet ends); :meth:`resume_when_readable` then
+    returns None and its greenlet ends; see :class:`_Parker`); :meth:`resume_when_readable` then
     starts a new one when data arrives. A waiting greenlet keeps its stack
     (about 8 KB measured here), which is most of an idle connection's cost.
     """
 
     __slots__ = (
-        "_drained", "_draining", "_gevent", "_park_timer", "_parked", "_pending", "_raw_recv", "_raw_send",
+        "_drained", "_draining", "_gevent", "_parked", "_pending", "_raw_recv", "_raw_send",
         "buffered_amount",
     )
 
@@ -100,7 +147,6 @@ class GeventTransport(_BaseTransport):
         self._pending: collections.deque[bytes | memoryview] | None = None  # made when a write waits
         self._draining = False
         self._drained: Any = None  # an Event, made when a flush has to wait
-        self._park_timer: Any = None  # a reusable gevent.Timeout, made on first wait
         self._parked = False
         self.buffered_amount = 0
 
@@ -118,22 +164,14 @@ class GeventTransport(_BaseTransport):
                 pass
             except OSError:
                 return b""
-            timer = self._park_timer
-            if timer is None:
-                timer = self._park_timer = self._gevent.Timeout(self.PARK_AFTER, _Park())
-            timer.start()
+            global _parker
+            if _parker is None:
+                _parker = _Parker(self.PARK_AFTER)
             try:
-                sock._wait(sock._read_event)
-            except _Park as signal:
-                if signal is not timer.exception:
-                    raise
-                # The reused exception would keep this greenlet's frames alive.
-                signal.__traceback__ = None
-                return None
+                if not _parker.wait_readable(self, sock):
+                    return None
             except OSError:  # the socket was closed under us
                 return b""
-            finally:
-                timer.cancel()
         return super().recv()
 
     def resume_when_readable(self, resume: Any) -> None:

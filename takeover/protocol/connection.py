@@ -187,10 +187,14 @@ class Connection:
                 self._skip_to_close(data)
             return []
         buffer = self._buffer
-        if data:
-            buffer += data
         events: list[Event] = []
         try:
+            if not buffer and len(data) > 5:
+                message = self._single_frame(data)
+                if message is not None:
+                    return [message]
+            if data:
+                buffer += data
             consumed = self._parse(buffer, events)
         except _ProtocolViolation as violation:
             self._fail(violation.code, violation.reason, violation, events)
@@ -204,6 +208,30 @@ class Connection:
         if consumed:
             del buffer[:consumed]
         return events
+
+    def _single_frame(self, data: bytes) -> Message | None:
+        """Fast path: ``data`` is exactly one whole, small, unfragmented data frame.
+
+        That is the usual read of a chatty connection. Anything else, including
+        any error, returns None and goes the general way, which reports it.
+        """
+        second = data[1]
+        length = second & 0x7F
+        if not second & 0x80 or length > 125 or len(data) != length + 6:
+            return None
+        first = data[0]
+        if (first != 0x81 and first != 0x82) or self._fragment_opcode is not None:
+            return None  # only FIN, no RSV bits, text or binary (§5.2)
+        limit = self.max_message_size
+        if limit is not None and length > limit:
+            return None
+        payload = apply_mask(data[6:], data[2:6])
+        if first == 0x82:
+            return Message(payload)
+        try:
+            return Message(payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
 
     def _parse(self, buffer: bytearray, events: list[Event]) -> int:
         """Parse every complete frame in ``buffer``; return how many bytes were used."""
