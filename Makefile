@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 NODE_STAMP := tests/node/node_modules/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_NODE_STAMP := bench/node/node_modules/.installed
 
-.PHONY: test demo docs lint typecheck conformance clean
+.PHONY: test demo docs lint typecheck conformance bench clean
 
 $(STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +41,32 @@ docs: $(STAMP)
 demo: $(DEMO_STAMP)
 	@echo "open http://127.0.0.1:8000/"
 	$(PY) -m takeover serve examples.chat.app:app --bind 127.0.0.1:8000
+
+# The benchmark (docs/benchmarks.md): takeover against other WebSocket servers, each in
+# its own process, driven by a Node load generator. Not part of `make test`.
+# BENCH_QUICK=1 make bench: one short round, for a fast check.
+$(BENCH_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]' || { \
+		echo "make bench: the bench extra did not install; trying without picows and uvloop (their rows will say skipped)" >&2; \
+		$(PY) -m pip install --quiet -e '.[test]' 'gevent-websocket==0.10.1' 'flask-sock>=0.7' 'websockets>=13'; }
+	touch $@
+
+$(BENCH_NODE_STAMP): bench/node/package.json
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nodejs npm; \
+		else \
+			echo "make bench needs Node.js and npm: install them (Debian: apt-get install nodejs npm) and run make bench again" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	cd bench/node && npm install --silent --no-audit --no-fund --no-package-lock
+	touch $@
+
+bench: $(BENCH_STAMP) $(BENCH_NODE_STAMP)
+	$(PY) -m bench
 
 conformance: $(STAMP)
 	$(PY) -m pytest -q tests/test_autobahn.py --autobahn-all

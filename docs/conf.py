@@ -20,7 +20,8 @@ author = "the takeover authors"
 copyright = "the takeover authors"
 release = version = takeover.__version__
 
-extensions = ["sphinx.ext.autodoc"]
+extensions = ["sphinx.ext.autodoc", "myst_parser"]  # myst_parser: benchmarks.md
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 # No intersphinx: the build never fetches anything from the network.
 
 exclude_patterns = ["_build"]
