@@ -126,11 +126,25 @@ def _check_returned(ws: WebSocket) -> None:
     ws._abandon()
 
 
+_HANDSHAKE_KEYS = (
+    ("Upgrade", "HTTP_UPGRADE"),
+    ("Connection", "HTTP_CONNECTION"),
+    ("Sec-WebSocket-Key", "HTTP_SEC_WEBSOCKET_KEY"),
+    ("Sec-WebSocket-Version", "HTTP_SEC_WEBSOCKET_VERSION"),
+    ("Sec-WebSocket-Protocol", "HTTP_SEC_WEBSOCKET_PROTOCOL"),
+    ("Sec-WebSocket-Extensions", "HTTP_SEC_WEBSOCKET_EXTENSIONS"),
+)
+
+
 def environ_headers(environ: Environ) -> Iterator[tuple[str, str]]:
-    """The request headers of a WSGI environ (PEP 3333 ``HTTP_*`` keys)."""
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            yield key[5:].replace("_", "-"), value
+    """The handshake's request headers in a WSGI environ (PEP 3333 ``HTTP_*`` keys).
+
+    Servers join repeated headers with commas, as RFC 9110 §5.3 allows.
+    """
+    for name, key in _HANDSHAKE_KEYS:
+        value = environ.get(key)
+        if value is not None:
+            yield name, value
 
 
 def _request_url(environ: Environ) -> str:

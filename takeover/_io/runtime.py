@@ -90,7 +90,9 @@ class GeventRuntime:
         self.Full = gevent.queue.Full
 
     def spawn(self, fn: Callable[..., object], *args: Any) -> None:
-        self._gevent.spawn(fn, *args)
+        # A raw greenlet: no links, no result, several times cheaper to start
+        # than gevent.Greenlet. Everything spawned here catches its own errors.
+        self._gevent.spawn_raw(fn, *args)
 
     def event(self) -> Waitable:
         event: Waitable = self._Event()
@@ -104,7 +106,7 @@ class GeventRuntime:
         # connection; the callback runs in the hub, which must never block,
         # so it only spawns the greenlet that does the work.
         timer = self._gevent.get_hub().loop.timer(delay)
-        timer.start(self._gevent.spawn, fn)
+        timer.start(self._gevent.spawn_raw, fn)
         return _GeventTimer(timer)
 
     def transport(self, sock: Any) -> Any:

@@ -179,7 +179,7 @@ class GeventTransport(_BaseTransport):
         if self.closed:
             return
         watcher = self.sock._read_event
-        spawn = self._gevent.spawn
+        spawn = self._gevent.spawn_raw
 
         def readable() -> None:  # runs in the hub: only hand over to a greenlet
             watcher.stop()
@@ -216,7 +216,7 @@ class GeventTransport(_BaseTransport):
             self._pending.append(memoryview(data)[sent:])
             self.buffered_amount += len(data) - sent
             self._draining = True
-            self._gevent.spawn(self._drain, self._pending)
+            self._gevent.spawn_raw(self._drain, self._pending)
             return
         assert self._pending is not None
         self._pending.append(data)

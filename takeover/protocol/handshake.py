@@ -50,11 +50,26 @@ def header_tokens(value: str) -> list[str]:
     return [token.strip() for token in value.split(",") if token.strip()]
 
 
+# The only headers the handshake reads.
+_NAMES = frozenset(
+    {
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+    }
+)
+
+
 def _collect(headers: Headers) -> dict[str, list[str]]:
     items = headers.items() if isinstance(headers, Mapping) else headers
     collected: dict[str, list[str]] = {}
     for name, value in items:
-        collected.setdefault(name.lower(), []).append(value)
+        key = name.lower()
+        if key in _NAMES:
+            collected.setdefault(key, []).append(value)
     return collected
 
 
