@@ -152,6 +152,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         sock = self.socket
         head = self._buffered()
         self.rfile.close()  # drops its reference; the socket stays open
+        self.environ.pop(TAKE_OVER_KEY, None)  # used up (and a cycle through this handler)
         self.server.taken.add(sock)
         self.socket = None  # handle() neither reads nor closes it now
         self.close_connection = True
@@ -169,8 +170,11 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         if self._upgrade_requested(environ) and owner.wants_upgrade(environ):
             self._emit_takeover(owner, "upgrade")
             return
-        super().handle_one_response()
-        self._after_app(owner, environ)
+        try:
+            super().handle_one_response()
+            self._after_app(owner, environ)
+        finally:
+            environ.pop(TAKE_OVER_KEY, None)  # a bound method of this handler: a cycle
 
     @staticmethod
     def _upgrade_requested(environ: dict[str, Any]) -> bool:
@@ -181,7 +185,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         return "upgrade" in (token.lower() for token in tokens)
 
     def _emit_takeover(self, owner: Server, event: str) -> None:
-        request = Request(self.environ)
+        request = Request(self.environ, populate_request=False)  # no environ<->request cycle
         sock, head = self._take()
         owner.track(sock)  # counted and closed with the server once it is a WebSocket
         try:

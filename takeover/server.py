@@ -156,7 +156,7 @@ class Server(EventEmitter):
     def wants_upgrade(self, environ: dict[str, Any]) -> bool:
         """Whether an upgrade request goes to the ``upgrade`` event (else to the app)."""
         if self.should_upgrade is not None:
-            return bool(self.should_upgrade(Request(environ)))
+            return bool(self.should_upgrade(Request(environ, populate_request=False)))
         return self.listener_count("upgrade") > 0
 
     def track(self, sock: Any) -> None:

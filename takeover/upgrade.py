@@ -88,7 +88,13 @@ class HTTPHandshakeError(HandshakeError, HTTPException):
         return [("Content-Type", "text/plain; charset=utf-8"), *self.headers]
 
 
-class UpgradeResponse(Response):
+class SwitchingProtocols(Response):
+    """A ``101 Switching Protocols`` response: no body, so no ``Content-Type`` either."""
+
+    default_mimetype = None
+
+
+class UpgradeResponse(SwitchingProtocols):
     """The 101 response of response mode; calling it as a WSGI app performs the takeover.
 
     Inside a Flask request it is made a subclass of the app's own
@@ -109,7 +115,7 @@ class UpgradeResponse(Response):
 def _upgrade_response_for(base: type[Response]) -> type[UpgradeResponse]:
     if issubclass(base, UpgradeResponse):
         return base
-    return type(f"Upgrade{base.__name__}", (UpgradeResponse, base), {})
+    return type(f"Upgrade{base.__name__}", (UpgradeResponse, base), {"default_mimetype": None})
 
 
 def _response_class() -> type[UpgradeResponse]:
@@ -239,14 +245,13 @@ def upgrade_websocket(
         max_queue=max_queue,
     )
     if socket is not None:
-        response = Response(status=101, headers=headers)
+        response = SwitchingProtocols(status=101, headers=headers)
         ws._attach(socket, head)
     else:
         response = _response_class()(status=101, headers=headers)
         response.websocket = ws
         weakref.finalize(response, _check_returned, ws)
         environ[ENVIRON_KEY] = ws
-    del response.headers["Content-Type"]
     return WebSocketUpgrade(ws, response)
 
 

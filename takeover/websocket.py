@@ -49,6 +49,7 @@ logger = logging.getLogger("takeover")
 access_logger = logging.getLogger("takeover.access")
 
 _END = object()  # queued for the blocking API once the connection is closed
+_UNKNOWN = object()
 IDLE_TIMEOUT_REASON = "No response from ping frame."
 NOT_RETURNED = "Upgrade response was not returned from callback"
 
@@ -101,7 +102,7 @@ class WebSocket(EventTarget):
     __slots__ = (
         "__weakref__", "_claimed", "_close_event", "_close_requested", "_conn", "_done", "_end_pending",
         "_finished", "_handshake_response", "_last_activity", "_max_message_size", "_max_queue",
-        "_may_park", "_on_finish", "_opened_at", "_paused", "_peer", "_ping_sent_at", "_queue",
+        "_may_park", "_on_finish", "_opened_at", "_paused", "_ping_sent_at", "_queue",
         "_remote_address", "_runtime", "_state", "_timer", "_transport", "binary_type", "close_timeout",
         "extensions", "idle_timeout", "protocol", "url",
     )
@@ -156,7 +157,6 @@ class WebSocket(EventTarget):
         self._paused = False  # reading paused by a full receive() queue
         self._end_pending = False  # the end marker still has to be queued
         self._remote_address: Any = None
-        self._peer = "-"
         self._done: Any = None
         self._may_park = False
         # Set once a server has been handed the 101 response (or the socket).
@@ -174,7 +174,13 @@ class WebSocket(EventTarget):
     @property
     def remote_address(self) -> Any:
         """The peer's address (``(host, port)`` for TCP), or None before the takeover."""
+        if self._remote_address is _UNKNOWN:
+            self._remote_address = _peer_address(self._transport.sock)
         return self._remote_address
+
+    @property
+    def _peer(self) -> str:
+        return _peer_name(self.remote_address)
 
     @property
     def attached(self) -> bool:
@@ -295,8 +301,7 @@ class WebSocket(EventTarget):
         _by_socket[sock] = self
         self._claimed = True
         _no_delay(sock)
-        self._remote_address = _peer_address(sock)
-        self._peer = _peer_name(self._remote_address)
+        self._remote_address = _UNKNOWN  # looked up when first asked for (a syscall)
         watcher = _watchers.pop(sock, None)
         if watcher is not None:
             watcher(self)
@@ -343,7 +348,8 @@ class WebSocket(EventTarget):
             if self._state is State.CONNECTING:
                 self._state = State.OPEN
             self._last_activity = self._opened_at = time.monotonic()
-            access_logger.info("WebSocket open %s peer=%s", self._path, self._peer)
+            if access_logger.isEnabledFor(logging.INFO):
+                access_logger.info("WebSocket open %s peer=%s", self._path, self._peer)
             self.dispatch_event(Event("open"))
             if self._close_requested is not None:
                 self._state = State.OPEN
@@ -431,7 +437,6 @@ class WebSocket(EventTarget):
         self._state = State.CLOSING
         transport = self._transport
         transport.flush(self.close_timeout)
-        transport.shutdown_write()
         transport.abort()
         self._finish(CloseEvent(close.code, close.reason, True))
 
@@ -500,7 +505,7 @@ class WebSocket(EventTarget):
         self._state = State.CLOSED
         self._cancel_timer()
         self._close_event = close
-        if self._opened_at:
+        if self._opened_at and access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
                 "WebSocket closed %s peer=%s code=%d%s duration=%.3fs",
                 self._path,
@@ -521,6 +526,23 @@ class WebSocket(EventTarget):
             callback(self)
         if self._done is not None:
             self._done.set()
+        self._release()
+
+    def _release(self) -> None:
+        """Drop what ties a closed WebSocket to its socket and to its listeners.
+
+        The socket registry would otherwise keep every WebSocket alive (its
+        value holds its key), and listeners that close over the WebSocket
+        (``ws.onmessage = lambda e: ws.send(e.data)``) make a cycle that only
+        the garbage collector could free. No event follows ``close``.
+        """
+        transport = self._transport
+        if transport is not None:
+            _by_socket.pop(transport.sock, None)
+            _watchers.pop(transport.sock, None)
+        self._listeners = {}
+        self._handlers = {}
+        self._on_finish = []
 
     # -- timers -----------------------------------------------------------
 

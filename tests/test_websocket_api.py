@@ -481,3 +481,33 @@ def test_an_idle_reader_parks_and_wakes_up_for_the_next_message(server: Server) 
     client.send(client_frame(TEXT, b"after"))
     assert client.read_frame() == (TEXT, True, b"after")
     assert not ws._transport._parked
+
+
+def test_a_closed_websocket_is_freed_without_the_garbage_collector(server: Server) -> None:
+    import gc
+    import weakref
+
+
+    references: list[weakref.ref[WebSocket]] = []
+    closed = gevent.event.Event()
+
+    def listener(request: Request, sock: Any, head: bytes) -> None:
+        ws, _ = upgrade_websocket(request, socket=sock, head=head)
+        ws.onmessage = lambda event: ws.send(event.data)  # a cycle through the listener
+        ws.add_event_listener("close", lambda event: closed.set())
+        references.append(weakref.ref(ws))
+
+    on_upgrade(server, listener)
+    client = open_client(server)
+    assert client.read_response()[0] == 101
+    client.send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
+    assert closed.wait(5)
+    gc.disable()  # refcounting alone must free it: no registry entry, no cycle left
+    try:
+        for _ in range(20):
+            if references[0]() is None:
+                break
+            gevent.sleep(0.01)
+        assert references[0]() is None, "the WebSocket outlived its connection"
+    finally:
+        gc.enable()

@@ -77,6 +77,16 @@ def _tokens(collected: dict[str, list[str]], name: str) -> list[str]:
     return [token for value in collected.get(name, ()) for token in header_tokens(value)]
 
 
+def _has_token(collected: dict[str, list[str]], name: str, token: str) -> bool:
+    """Whether the comma-separated header ``name`` lists ``token`` (case-insensitive)."""
+    values = collected.get(name)
+    if not values:
+        return False
+    if len(values) == 1 and values[0].lower() == token:  # the usual, exact value
+        return True
+    return token in (t.lower() for t in _tokens(collected, name))
+
+
 def _http_version_ok(version: str) -> bool:
     # RFC 6455 §4.1: "The method of the request MUST be GET, and the HTTP
     # version MUST be at least 1.1."
@@ -108,9 +118,9 @@ def validate_request(method: str, http_version: str, headers: Headers) -> Handsh
             " (RFC 6455 §4.1)"
         )
     collected = _collect(headers)
-    if "websocket" not in (t.lower() for t in _tokens(collected, "upgrade")):
+    if not _has_token(collected, "upgrade", "websocket"):
         raise HandshakeError("Invalid Header: 'upgrade' header must contain 'websocket'")
-    if "upgrade" not in (t.lower() for t in _tokens(collected, "connection")):
+    if not _has_token(collected, "connection", "upgrade"):
         raise HandshakeError("Invalid Header: 'connection' header must contain 'Upgrade'")
     keys = collected.get("sec-websocket-key")
     if not keys:
