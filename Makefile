@@ -28,7 +28,7 @@ $(NODE_STAMP): tests/node/package.json
 	if command -v npm >/dev/null; then cd tests/node && npm install --silent --no-audit --no-fund --no-package-lock && touch node_modules/.installed; fi
 
 test: $(STAMP) $(NODE_STAMP) docs
-	$(PY) -m ruff check takeover tests examples
+	$(PY) -m ruff check takeover tests examples bench
 	$(PY) -m mypy
 	TAKEOVER_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
 
@@ -72,4 +72,4 @@ conformance: $(STAMP)
 	$(PY) -m pytest -q tests/test_autobahn.py --autobahn-all
 
 clean:
-	rm -rf $(VENV) build *.egg-info tests/node/node_modules reports docs/_build
+	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules reports docs/_build
