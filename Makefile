@@ -8,7 +8,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_NODE_STAMP := bench/node/node_modules/.installed
 
-.PHONY: test demo docs lint typecheck conformance bench clean
+.PHONY: test demo docs lint typecheck conformance bench fuzz clean
 
 $(STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ $(NODE_STAMP): tests/node/package.json
 	if command -v npm >/dev/null; then cd tests/node && npm install --silent --no-audit --no-fund --no-package-lock && touch node_modules/.installed; fi
 
 test: $(STAMP) $(NODE_STAMP) docs
-	$(PY) -m ruff check takeover tests examples bench
+	$(PY) -m ruff check takeover tests examples bench fuzz
 	$(PY) -m mypy
 	TAKEOVER_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
 
@@ -70,6 +70,14 @@ bench: $(BENCH_STAMP) $(BENCH_NODE_STAMP)
 
 conformance: $(STAMP)
 	$(PY) -m pytest -q tests/test_autobahn.py --autobahn-all
+
+# Coverage-guided fuzzing of the core (atheris): FUZZ_SECONDS per target. New
+# inputs grow fuzz/corpus/, crashes land in fuzz/crashes/; make test replays both.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(PY) -m pip install --quiet 'atheris>=2.3'
+	$(PY) -m fuzz.run frames -max_total_time=$(FUZZ_SECONDS)
+	$(PY) -m fuzz.run handshake -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules reports docs/_build

@@ -1,0 +1,1 @@
+"""Fuzzing harness for the sans-I/O core (make fuzz)."""
