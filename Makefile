@@ -8,7 +8,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_NODE_STAMP := bench/node/node_modules/.installed
 
-.PHONY: test demo docs lint typecheck conformance bench fuzz clean
+.PHONY: test demo docs lint typecheck conformance bench fuzz soak clean
 
 $(STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ $(NODE_STAMP): tests/node/package.json
 	if command -v npm >/dev/null; then cd tests/node && npm install --silent --no-audit --no-fund --no-package-lock && touch node_modules/.installed; fi
 
 test: $(STAMP) $(NODE_STAMP) docs
-	$(PY) -m ruff check takeover tests examples bench fuzz
+	$(PY) -m ruff check takeover tests examples bench fuzz soak
 	$(PY) -m mypy
 	TAKEOVER_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
 
@@ -70,6 +70,11 @@ bench: $(BENCH_STAMP) $(BENCH_NODE_STAMP)
 
 conformance: $(STAMP)
 	$(PY) -m pytest -q tests/test_autobahn.py --autobahn-all
+
+# 5,000 connections echoing for 60 s, then checks that fds, greenlets and RSS
+# come back (soak/run.py). Not part of make test; about 2 minutes.
+soak: $(BENCH_STAMP) $(BENCH_NODE_STAMP)
+	$(PY) -m soak.run
 
 # Coverage-guided fuzzing of the core (atheris): FUZZ_SECONDS per target. New
 # inputs grow fuzz/corpus/, crashes land in fuzz/crashes/; make test replays both.
