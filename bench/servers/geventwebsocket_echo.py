@@ -1,11 +1,16 @@
 """gevent-websocket 0.10.1 on gevent.pywsgi: an environ app echoing ``ws.receive()``.
 
-python -m bench.servers.geventwebsocket_echo --port P [--broadcast]
+python -m bench.servers.geventwebsocket_echo --port P [--broadcast] [--takeover]
+
+With ``--takeover`` the same app runs on ``takeover.legacy.WebSocketHandler``
+instead of gevent-websocket's handler (the ``takeover-legacy`` row): only
+``handler_class`` differs.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 from typing import Any
 
 import gevent
@@ -61,13 +66,22 @@ def broadcast_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 def main() -> None:
+    takeover = "--takeover" in sys.argv
+    if takeover:
+        sys.argv.remove("--takeover")
     args = parse_args(__doc__.splitlines()[0])
     app = broadcast_app if args.broadcast else echo_app
-    server = WSGIServer((args.host, args.port), app, handler_class=WebSocketHandler, log=None)
+    handler_class: Any = WebSocketHandler
+    if takeover:
+        from takeover.legacy import WebSocketHandler as LegacyWebSocketHandler
+
+        handler_class = LegacyWebSocketHandler
+    server = WSGIServer((args.host, args.port), app, handler_class=handler_class, log=None)
     server.start()
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, server.stop)
-    print(f"gevent-websocket echo server listening on ws://{args.host}:{server.server_port}/", flush=True)
+    name = "takeover.legacy" if takeover else "gevent-websocket"
+    print(f"{name} echo server listening on ws://{args.host}:{server.server_port}/", flush=True)
     server.serve_forever()
 
 
