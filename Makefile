@@ -83,6 +83,8 @@ fuzz: $(STAMP)
 	$(PY) -m pip install --quiet 'atheris>=2.3'
 	$(PY) -m fuzz.run frames -max_total_time=$(FUZZ_SECONDS)
 	$(PY) -m fuzz.run handshake -max_total_time=$(FUZZ_SECONDS)
+	$(PY) -m fuzz.run deflate -max_total_time=$(FUZZ_SECONDS)
+	$(PY) -m fuzz.run extensions -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/node/node_modules bench/node/node_modules reports docs/_build

@@ -7,8 +7,12 @@
     });
 
 Run: python examples/echo.py --host 127.0.0.1 --port 9001 [--idle-timeout 30] [--protocol NAME]
+                              [--compression deflate [--compression-level N]
+                              [--compression-threshold BYTES]]
 Text is echoed as text and binary as binary, on any path. With --protocol, the
-server answers with that subprotocol when the client offers it.
+server answers with that subprotocol when the client offers it. With
+--compression deflate, it accepts permessage-deflate (RFC 7692) from clients
+that offer it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import gevent
 
-from takeover import create_server, upgrade_websocket
+from takeover import DeflateOptions, create_server, upgrade_websocket
 from takeover.protocol.handshake import header_tokens
 
 
@@ -41,7 +45,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--idle-timeout", type=float, default=30, help="seconds; 0 disables")
     parser.add_argument("--protocol", help="subprotocol to choose when the client offers it")
+    parser.add_argument("--compression", choices=["deflate"], help="accept permessage-deflate")
+    parser.add_argument("--compression-level", type=int, default=-1, help="zlib's level, -1 or 0-9")
+    parser.add_argument(
+        "--compression-threshold", type=int, help="send smaller messages uncompressed (default: as ws)"
+    )
     args = parser.parse_args()
+    compression = None
+    if args.compression:
+        compression = DeflateOptions(level=args.compression_level, threshold=args.compression_threshold)
 
     server = create_server(http_app)
 
@@ -49,7 +61,12 @@ def main() -> None:
         offered = request.headers.get("Sec-WebSocket-Protocol", "")
         protocol = args.protocol if args.protocol in header_tokens(offered) else None
         ws, _ = upgrade_websocket(
-            request, socket=socket, head=head, protocol=protocol, idle_timeout=args.idle_timeout
+            request,
+            socket=socket,
+            head=head,
+            protocol=protocol,
+            idle_timeout=args.idle_timeout,
+            compression=compression,
         )
         ws.onmessage = lambda event: ws.send(event.data)
 

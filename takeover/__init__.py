@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from takeover.errors import ConnectionClosed, HandshakeError, InvalidStateError
     from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
+    from takeover.protocol.deflate import DeflateOptions
     from takeover.server import Server, create_server
     from takeover.upgrade import WebSocketUpgrade, upgrade_websocket
     from takeover.websocket import WebSocket, broadcast
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CloseEvent",
     "ConnectionClosed",
+    "DeflateOptions",
     "ErrorEvent",
     "Event",
     "HandshakeError",
@@ -47,6 +49,7 @@ _WHERE = {
     "ErrorEvent": "takeover.events",
     "Event": "takeover.events",
     "MessageEvent": "takeover.events",
+    "DeflateOptions": "takeover.protocol.deflate",
     "Server": "takeover.server",
     "create_server": "takeover.server",
     "WebSocketUpgrade": "takeover.upgrade",

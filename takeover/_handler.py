@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request
 from takeover.adapters import SOCKET_KEY, TAKE_OVER_KEY, abort_handshake, read_buffered
 from takeover.errors import HandshakeError
 from takeover.protocol.handshake import header_tokens, reject_response
-from takeover.upgrade import IDLE_TIMEOUT_KEY, pending_upgrade
+from takeover.upgrade import COMPRESSION_KEY, IDLE_TIMEOUT_KEY, pending_upgrade
 from takeover.websocket import websocket_for
 
 if TYPE_CHECKING:
@@ -131,8 +131,11 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         environ["wsgi.input"] = self.wsgi_input
         environ["wsgi.input_terminated"] = True
         environ[TAKE_OVER_KEY] = self._take
-        if self.server.owner.idle_timeout is not None:
-            environ[IDLE_TIMEOUT_KEY] = self.server.owner.idle_timeout
+        owner = self.server.owner
+        if owner.idle_timeout is not None:
+            environ[IDLE_TIMEOUT_KEY] = owner.idle_timeout
+        if owner.compression is not None:
+            environ[COMPRESSION_KEY] = owner.compression
         return environ
 
     def _handle_client_error(self, error: BaseException) -> Any:

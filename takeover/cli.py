@@ -1,7 +1,9 @@
 """The ``takeover`` command: run any WSGI application on :class:`takeover.Server`::
 
     takeover serve MODULE:APP [--bind HOST:PORT] [--certfile F --keyfile F]
-                              [--idle-timeout S] [--reload]
+                              [--idle-timeout S] [--compression deflate
+                              [--compression-level N] [--compression-threshold BYTES]]
+                              [--reload]
 
 ``python -m takeover`` is the same command. ``MODULE`` is imported with the
 current directory on ``sys.path``; ``path/to/file.py:APP`` imports a file.
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NoReturn
 
+from takeover.protocol.deflate import DeflateOptions
 from takeover.reloader import run_reloader, warn
 
 __all__ = [
@@ -270,6 +273,7 @@ def serve(
     *,
     ssl_context: ssl.SSLContext | None = None,
     idle_timeout: float | None = None,
+    compression: DeflateOptions | None = None,
 ) -> int:
     """Import the application, listen, print the banner and serve until SIGINT or SIGTERM."""
     # One line per upgrade and per close from the "takeover.access" logger,
@@ -286,6 +290,8 @@ def serve(
         options["ssl_context"] = ssl_context
     if idle_timeout is not None:
         options["idle_timeout"] = idle_timeout
+    if compression is not None:
+        options["compression"] = compression
     server = create_server(app, **options)
 
     stopping = False
@@ -370,6 +376,18 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _level(text: str) -> int:
+    if text.lstrip("-").isdigit() and -1 <= int(text) <= 9:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be -1 (zlib's default) or 0 to 9, not {text!r}")
+
+
+def _bytes(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"must be a number of bytes >= 0, not {text!r}")
+
+
 def _bind(text: str) -> tuple[str, int]:
     try:
         return parse_bind(text)
@@ -411,20 +429,53 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the library's)",
     )
     serve_parser.add_argument(
+        "--compression",
+        choices=["deflate"],
+        help="accept permessage-deflate (RFC 7692) from clients that offer it, by default for "
+        "every upgrade (default: no compression)",
+    )
+    serve_parser.add_argument(
+        "--compression-level",
+        metavar="N",
+        type=_level,
+        help="with --compression deflate: zlib's level, 0-9 or -1 for zlib's default (6)",
+    )
+    serve_parser.add_argument(
+        "--compression-threshold",
+        metavar="BYTES",
+        type=_bytes,
+        help="with --compression deflate: send messages under this size uncompressed (default: "
+        "1024 without context takeover, else 0, as ws)",
+    )
+    serve_parser.add_argument(
         "--reload", action="store_true", help="restart when a .py file changes (for development)"
     )
     return parser
+
+
+def _compression(args: argparse.Namespace) -> DeflateOptions | None:
+    """The server's ``compression`` from ``--compression*``; raises :class:`CLIError`."""
+    tuning = {"level": args.compression_level, "threshold": args.compression_threshold}
+    if args.compression is None:
+        for name, value in tuning.items():
+            if value is not None:
+                raise CLIError(f"--compression-{name} needs --compression deflate")
+        return None
+    return DeflateOptions(**{name: value for name, value in tuning.items() if value is not None})
 
 
 def _serve_command(args: argparse.Namespace) -> int:
     if (args.certfile is None) != (args.keyfile is None):
         given, missing = ("--certfile", "--keyfile") if args.certfile else ("--keyfile", "--certfile")
         raise CLIError(f"{given} needs {missing} as well")
+    compression = _compression(args)
     spec = parse_app_spec(args.app)
     host, port = args.bind
     context = load_ssl_context(args.certfile, args.keyfile) if args.certfile else None
     if not args.reload:
-        return serve(spec, host, port, ssl_context=context, idle_timeout=args.idle_timeout)
+        return serve(
+            spec, host, port, ssl_context=context, idle_timeout=args.idle_timeout, compression=compression
+        )
 
     roots = watch_roots(spec, os.getcwd())
     port = _free_port(host, port)
@@ -434,6 +485,12 @@ def _serve_command(args: argparse.Namespace) -> int:
         child_args += ["--certfile", args.certfile, "--keyfile", args.keyfile]
     if args.idle_timeout is not None:
         child_args += ["--idle-timeout", repr(args.idle_timeout)]
+    if args.compression is not None:
+        child_args += ["--compression", args.compression]
+    if args.compression_level is not None:
+        child_args += ["--compression-level", str(args.compression_level)]
+    if args.compression_threshold is not None:
+        child_args += ["--compression-threshold", str(args.compression_threshold)]
     return run_reloader(child_args, roots)
 
 

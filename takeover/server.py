@@ -37,8 +37,10 @@ from werkzeug.wrappers import Request
 
 from takeover._handler import TakeoverHandler
 from takeover.emitter import EventEmitter
+from takeover.protocol.deflate import DeflateOptions
 from takeover.protocol.frames import CloseCode
 from takeover.protocol.handshake import reject_response
+from takeover.upgrade import compression_options
 from takeover.websocket import WebSocket, close_all, watch_socket
 
 __all__ = ["Server", "create_server"]
@@ -110,6 +112,8 @@ class Server(EventEmitter):
     ``shouldUpgradeCallback``); ``certfile``/``keyfile`` or ``ssl_context`` to
     serve ``https``/``wss``; ``idle_timeout``, the default idle timeout of the
     WebSockets upgraded from this server's requests (in-app or in listeners);
+    ``compression``, their default compression (``"deflate"`` or
+    :class:`~takeover.DeflateOptions` to accept permessage-deflate; off by default);
     ``max_header_size`` (bytes, 431 beyond); ``header_timeout`` (seconds to
     receive a request's headers, 408 beyond); ``max_connections`` (HTTP
     connections plus open WebSockets; raw takeovers are not counted; 503
@@ -125,6 +129,7 @@ class Server(EventEmitter):
         keyfile: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float | None = None,
+        compression: str | DeflateOptions | None = None,
         max_header_size: int = 16 * 1024,
         header_timeout: float | None = 60.0,
         max_connections: int | None = None,
@@ -137,6 +142,8 @@ class Server(EventEmitter):
         self.keyfile = keyfile
         self.ssl_context = ssl_context
         self.idle_timeout = idle_timeout
+        #: The permessage-deflate settings upgrades get by default, or None.
+        self.compression = compression_options(compression)
         self.max_header_size = max_header_size
         self.header_timeout = header_timeout
         self.max_connections = max_connections

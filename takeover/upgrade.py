@@ -25,6 +25,7 @@ from werkzeug.wrappers import Request, Response
 from takeover.adapters import take_over
 from takeover.errors import HandshakeError, InvalidStateError
 from takeover.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
+from takeover.protocol.deflate import DeflateOptions, negotiate
 from takeover.protocol.handshake import (
     accept_headers,
     accept_response,
@@ -34,6 +35,7 @@ from takeover.protocol.handshake import (
 from takeover.websocket import WebSocket, websocket_for
 
 __all__ = [
+    "DEFAULT_COMPRESSION",
     "ENVIRON_KEY",
     "HTTPHandshakeError",
     "UpgradeResponse",
@@ -46,6 +48,8 @@ __all__ = [
 ENVIRON_KEY = "takeover.websocket"
 #: A server's default idle timeout for the upgrades of its requests.
 IDLE_TIMEOUT_KEY = "takeover.idle_timeout"
+#: A server's default compression for the upgrades of its requests.
+COMPRESSION_KEY = "takeover.compression"
 
 
 class _DefaultTimeout(float):
@@ -53,6 +57,32 @@ class _DefaultTimeout(float):
 
 
 DEFAULT_IDLE_TIMEOUT = _DefaultTimeout(30.0)
+
+
+class _DefaultCompression(str):
+    """The default ``compression``: the server's, else none."""
+
+
+#: ``upgrade_websocket``'s default ``compression``: the server's setting
+#: (``create_server(compression=)``, ``takeover serve --compression``), else off.
+DEFAULT_COMPRESSION = _DefaultCompression("server default")
+
+Compression = str | DeflateOptions | None
+
+
+def compression_options(compression: Compression) -> DeflateOptions | None:
+    """``compression`` as :class:`DeflateOptions`: None (off), ``"deflate"`` or options.
+
+    Raises :class:`ValueError` for anything else.
+    """
+    if compression is None or isinstance(compression, DeflateOptions):
+        return compression
+    if compression == "deflate":
+        return DeflateOptions()
+    raise ValueError(
+        f"Invalid compression {compression!r}: use None, \"deflate\" or a takeover.DeflateOptions"
+    )
+
 
 Environ = MutableMapping[str, Any]
 
@@ -191,6 +221,7 @@ def upgrade_websocket(
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
     close_timeout: float = 10,
     max_queue: int = 64,
+    compression: Compression = DEFAULT_COMPRESSION,
 ) -> WebSocketUpgrade:
     """Upgrade ``request`` (a werkzeug ``Request`` or a WSGI environ) to a WebSocket.
 
@@ -200,11 +231,16 @@ def upgrade_websocket(
     ``socket``/``head`` perform the upgrade over a socket from a server's
     ``upgrade`` event; without them, return ``response`` from the WSGI view.
     Messages over ``max_message_size`` bytes close the connection with 1009.
+    ``compression`` is ``"deflate"`` (or :class:`~takeover.DeflateOptions`)
+    to accept a client's permessage-deflate offer, None for no compression;
+    by default the server's setting applies, and compression is off.
 
     Raises :class:`HandshakeError` (with ``.status`` and ``.headers`` to
     answer) before anything is written, and :class:`InvalidStateError` for a
     socket that is closed or already upgraded.
     """
+    server_default = type(compression) is _DefaultCompression
+    options = None if server_default else compression_options(compression)
     if isinstance(request, Request):
         environ: Environ = request.environ
         werkzeug_request: Request | None = request
@@ -217,6 +253,9 @@ def upgrade_websocket(
             environ_headers(environ),
         )
         chosen = select_protocol(handshake, protocol)
+        if server_default:
+            options = environ.get(COMPRESSION_KEY)
+        deflate = negotiate(handshake.extensions, options) if options is not None else None
         if _body_disturbed(werkzeug_request, environ):
             raise HandshakeError(
                 "Request body was already read (disturbed): upgrade before reading the body",
@@ -234,7 +273,7 @@ def upgrade_websocket(
     elif environ.get(ENVIRON_KEY) is not None:
         raise InvalidStateError("This request has already been upgraded to a WebSocket")
 
-    headers = accept_headers(handshake, chosen)
+    headers = accept_headers(handshake, chosen, deflate.response if deflate is not None else None)
     ws = WebSocket(
         handshake_response=accept_response(headers),
         url=_request_url(environ),
@@ -243,6 +282,7 @@ def upgrade_websocket(
         max_message_size=max_message_size,
         close_timeout=close_timeout,
         max_queue=max_queue,
+        deflate=deflate,
     )
     if socket is not None:
         response = SwitchingProtocols(status=101, headers=headers)

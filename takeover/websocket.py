@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket as _socket
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -40,7 +41,8 @@ from takeover.protocol.connection import (
     State,
     check_close_arguments,
 )
-from takeover.protocol.frames import OP_BINARY, OP_TEXT, CloseCode, encode_frame
+from takeover.protocol.deflate import PerMessageDeflate
+from takeover.protocol.frames import OP_BINARY, OP_TEXT, RSV1, CloseCode, encode_frame
 
 __all__ = ["WebSocket", "broadcast"]
 
@@ -100,11 +102,11 @@ class WebSocket(EventTarget):
     """
 
     __slots__ = (
-        "__weakref__", "_claimed", "_close_event", "_close_requested", "_conn", "_done", "_end_pending",
-        "_finished", "_handshake_response", "_last_activity", "_max_message_size", "_max_queue",
-        "_may_park", "_on_finish", "_opened_at", "_paused", "_ping_sent_at", "_queue",
-        "_remote_address", "_runtime", "_state", "_timer", "_transport", "binary_type", "close_timeout",
-        "extensions", "idle_timeout", "protocol", "url",
+        "__weakref__", "_claimed", "_close_event", "_close_requested", "_conn", "_deflate", "_done",
+        "_end_pending", "_finished", "_handshake_response", "_last_activity", "_max_message_size",
+        "_max_queue", "_may_park", "_on_finish", "_opened_at", "_paused", "_ping_sent_at", "_queue",
+        "_remote_address", "_runtime", "_send_lock", "_state", "_timer", "_transport", "binary_type",
+        "close_timeout", "extensions", "idle_timeout", "protocol", "url",
     )
 
     CONNECTING = State.CONNECTING
@@ -128,13 +130,20 @@ class WebSocket(EventTarget):
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         close_timeout: float = 10,
         max_queue: int = 64,
+        deflate: PerMessageDeflate | None = None,
     ) -> None:
         super().__init__()
         self.url = url
         #: The subprotocol chosen in the handshake, or ``""``.
         self.protocol = protocol
-        #: The extensions negotiated in the handshake, or ``""``.
-        self.extensions = extensions
+        #: The extensions negotiated in the handshake, as the response's
+        #: ``Sec-WebSocket-Extensions`` states them (``"permessage-deflate"``
+        #: with its parameters), or ``""``.
+        self.extensions = extensions or (deflate.response if deflate is not None else "")
+        self._deflate = deflate
+        # Held from compressing to writing, under threads: frames must leave in
+        # the order the compressor saw them (RFC 7692 §7.2.1, context takeover).
+        self._send_lock: threading.Lock | None = None
         #: ``"bytes"`` (the default) or ``"bytearray"``: the type of binary ``MessageEvent.data``.
         self.binary_type = "bytes"
         self.idle_timeout = idle_timeout or None
@@ -210,6 +219,20 @@ class WebSocket(EventTarget):
             return
         conn = self._conn
         assert conn is not None
+        if self._send_lock is not None:
+            with self._send_lock:
+                self._send_locked(conn, data)
+            return
+        if isinstance(data, str):
+            frame = conn.send_text(data)
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            frame = conn.send_binary(data)
+        else:
+            raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+        self._transport.write(frame)
+
+    def _send_locked(self, conn: Connection, data: str | bytes | bytearray | memoryview) -> None:
+        # send()'s body, for the lock; send() keeps its own copy inline (the hot path).
         if isinstance(data, str):
             frame = conn.send_text(data)
         elif isinstance(data, (bytes, bytearray, memoryview)):
@@ -307,6 +330,8 @@ class WebSocket(EventTarget):
             watcher(self)
         runtime = runtime_for(sock)
         self._runtime = runtime
+        if self._deflate is not None and isinstance(runtime, ThreadRuntime):
+            self._send_lock = threading.Lock()
         self._transport = runtime.transport(sock)
         self._transport.owns_socket = owns_socket
         # An inline session must not return before it ends, so it never parks.
@@ -343,7 +368,7 @@ class WebSocket(EventTarget):
             transport.write(self._handshake_response)
             self._handshake_response = b""  # written: not kept for the connection's life
             conn = self._conn = Connection(
-                max_message_size=self._max_message_size, trailing_data=head
+                max_message_size=self._max_message_size, trailing_data=head, extension=self._deflate
             )
             if self._state is State.CONNECTING:
                 self._state = State.OPEN
@@ -605,6 +630,19 @@ class WebSocket(EventTarget):
         self._transport.write(frame)
         return True
 
+    def _send_payload(self, opcode: int, payload: bytes) -> bool:
+        """Frame (and compress) an encoded message for this connection alone; False unless OPEN."""
+        if self._state is not State.OPEN:
+            return False
+        conn = self._conn
+        assert conn is not None
+        if self._send_lock is not None:
+            with self._send_lock:
+                self._transport.write(conn.send_message(opcode, payload))
+        else:
+            self._transport.write(conn.send_message(opcode, payload))
+        return True
+
     def __repr__(self) -> str:
         return f"<WebSocket {self.url or '?'} {self._state.name}>"
 
@@ -639,9 +677,37 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes | bytearray | m
 
     The message is framed once and the same bytes are written to each socket
     (servers' frames are unmasked, RFC 6455 §5.1), instead of once per client.
+
+    With permessage-deflate, a connection gets the uncompressed frame when it
+    did not negotiate compression or the message is under its threshold. One
+    that compresses without context takeover (``server_no_context_takeover``)
+    shares a frame compressed once with every connection of the same level,
+    window and memory level. One with context takeover (the default) has its
+    own compressor state, which every message it is sent must go through:
+    its frame is compressed for it alone.
     """
     if isinstance(data, str):
-        frame = encode_frame(OP_TEXT, data.encode("utf-8"))
+        opcode, payload = OP_TEXT, data.encode("utf-8")
     else:
-        frame = encode_frame(OP_BINARY, bytes(data))
-    return sum(1 for ws in websockets if ws._send_frame(frame))
+        opcode, payload = OP_BINARY, bytes(data)
+    plain: bytes | None = None
+    shared: dict[tuple[int, int, int], bytes] = {}
+    sent = 0
+    for ws in websockets:
+        deflate = ws._deflate
+        if deflate is None or len(payload) < deflate.threshold:
+            if plain is None:
+                plain = encode_frame(opcode, payload)
+            sent += ws._send_frame(plain)
+            continue
+        key = deflate.shared_key
+        if key is None:
+            sent += ws._send_payload(opcode, payload)
+            continue
+        if ws.ready_state is not State.OPEN:
+            continue
+        frame = shared.get(key)
+        if frame is None:
+            frame = shared[key] = encode_frame(opcode, deflate.compress(payload), rsv=RSV1)
+        sent += ws._send_frame(frame)
+    return sent

@@ -26,7 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--autobahn-all",
         action="store_true",
         default=False,
-        help="run Autobahn sections 1-10 (adds the section 9 performance cases)",
+        help="run Autobahn sections 1-10 (adds the section 9 performance cases), all of 12 and 13 "
+        "(permessage-deflate), and 1-10 again with compression on",
     )
 
 

@@ -3,7 +3,16 @@
 By default sections 1–10 run (framing, pings, reserved bits and opcodes, fragmentation,
 UTF-8, close handling, limits, performance) except 9.3.1 and 9.4.1, which time out with Node's
 ``ws`` under this runner; ``pytest --autobahn-all`` (``make conformance``) runs those two as
-well, tolerating a failure there.  Sections 12 and 13 (permessage-deflate) are not run yet.
+well, tolerating a failure there.
+
+Sections 12 and 13 (permessage-deflate) run against ``examples/echo.py --compression
+deflate``: 12.1, 13.1 and 13.2 by default (default offers, and no context takeover), all of
+12 and 13 and sections 1–10 again (whose client offers no compression) with
+``--autobahn-all``.  The only outcomes tolerated there are the runner's own errors that
+Node's ``ws`` 8 (with ``perMessageDeflate: true``) gets under the same runner: 13.2, 13.5, 13.6
+and 13.7 cases 1–3, "Strings must be encoded before hashing".  They come when the server
+answers a small text message uncompressed, as both ``ws`` and takeover do by default without
+context takeover (messages under 1024 bytes); the runner then hashes a ``str``.
 
 kosoku writes Autobahn's report format: ``OUTDIR/index.json`` maps agent -> case id ->
 ``{"behavior", "behaviorClose", "remoteCloseCode", "duration", "reportfile"}`` and each
@@ -19,11 +28,12 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ServerProcess
+from conftest import EXAMPLES, ServerProcess, start_server
 
 pytestmark = pytest.mark.autobahn
 
@@ -42,6 +52,17 @@ TOLERATED = ["9.3.1", "9.4.1"]
 PARALLELISM = 8  # ~4x faster than sequential; results identical over repeated runs
 RUN_TIMEOUT = 240
 TOLERATED_TIMEOUT = 120
+
+# permessage-deflate: the default selection (about 25 s), and everything (about 5 minutes).
+DEFLATE_SELECTION = ["12.1.*", "13.1.*", "13.2.*"]
+DEFLATE_ALL = ["12.*", "13.*"]
+DEFLATE_TIMEOUT = 600
+# The runner errors Node's ws 8 gets too (see above): case id -> the runner's message.
+RUNNER_ERRORS = {
+    f"13.{group}.{case}": "Strings must be encoded before hashing"
+    for group in (2, 5, 6, 7)
+    for case in (1, 2, 3)
+}
 
 
 def kosoku_command() -> str:
@@ -89,6 +110,11 @@ def case_key(case_id: str) -> tuple[int, ...]:
 
 def is_accepted(entry: dict[str, Any]) -> bool:
     return entry["behavior"] in ACCEPTED_BEHAVIOR and entry["behaviorClose"] in ACCEPTED_CLOSE
+
+
+def is_known_runner_error(case_id: str, entry: dict[str, Any]) -> bool:
+    """One of the runner's errors that ws gets as well (RUNNER_ERRORS)."""
+    return entry["behavior"] == "ERROR" and RUNNER_ERRORS.get(case_id) == entry["details"]["result"]
 
 
 def describe(case_id: str, entry: dict[str, Any]) -> str:
@@ -156,3 +182,58 @@ def run_tolerated(server: ServerProcess, outdir: Path) -> list[str]:
         for case_id in sorted(results, key=case_key)
         if not is_accepted(results[case_id])
     ]
+
+
+@pytest.fixture(scope="module")
+def deflate_echo_server() -> Iterator[ServerProcess]:
+    """``examples/echo.py --compression deflate``."""
+    server = start_server(EXAMPLES / "echo.py", "--idle-timeout", "0", "--compression", "deflate")
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(DEFLATE_TIMEOUT + RUN_TIMEOUT + 60)
+def test_autobahn_permessage_deflate(
+    deflate_echo_server: ServerProcess, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    run_all = bool(request.config.getoption("--autobahn-all"))
+    selection = DEFLATE_ALL if run_all else DEFLATE_SELECTION
+
+    started = time.monotonic()
+    results = run_kosoku(
+        deflate_echo_server, tmp_path / "deflate", include=selection, timeout=DEFLATE_TIMEOUT
+    )
+    elapsed = time.monotonic() - started
+    expected = 216 if run_all else 18 * len(selection)  # 18 cases in each subsection
+    assert len(results) == expected, f"kosoku ran {len(results)} cases, not {expected}"
+    assert {case_key(case_id)[0] for case_id in results} == {12, 13}
+
+    failures = [
+        describe(case_id, results[case_id])
+        for case_id in sorted(results, key=case_key)
+        if not is_accepted(results[case_id]) and not is_known_runner_error(case_id, results[case_id])
+    ]
+    assert deflate_echo_server.process.poll() is None, "the echo server died during the run"
+    assert not failures, (
+        f"{len(failures)} of {len(results)} permessage-deflate cases failed (run took {elapsed:.1f}s):\n\n"
+        + "\n\n".join(failures)
+    )
+    known = sorted((case_id for case_id in results if not is_accepted(results[case_id])), key=case_key)
+    if run_all and known:
+        warnings.warn(f"runner errors, as with ws: {', '.join(known)}", stacklevel=1)
+    # In every case the server accepted the runner's offer (else the case says UNIMPLEMENTED).
+    uncompressed = [case_id for case_id, entry in results.items() if entry["behavior"] == "UNIMPLEMENTED"]
+    assert not uncompressed, f"permessage-deflate was not negotiated in {sorted(uncompressed, key=case_key)}"
+
+    if run_all:
+        # Sections 1-10 with compression enabled (their client offers none).
+        plain = run_kosoku(deflate_echo_server, tmp_path / "plain", exclude=DEFLATE_ALL + TOLERATED)
+        failures = [
+            describe(case_id, plain[case_id])
+            for case_id in sorted(plain, key=case_key)
+            if not is_accepted(plain[case_id])
+        ]
+        assert {case_key(case_id)[0] for case_id in plain} == {1, 2, 3, 4, 5, 6, 7, 9, 10}
+        assert not failures, f"{len(failures)} of {len(plain)} cases failed with compression on:\n\n" + (
+            "\n\n".join(failures)
+        )

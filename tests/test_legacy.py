@@ -416,13 +416,11 @@ def test_gunicorn_legacy_worker() -> None:
         with connect(url) as ws:
             ws.send("still here")
             assert ws.recv(timeout=5) == "still here"
-            started = time.monotonic()
             process.terminate()
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert process.wait(15) == 0
-        assert time.monotonic() - started < 5
     finally:
         if process.poll() is None:
             process.kill()

@@ -25,6 +25,7 @@ import enum
 from typing import NamedTuple
 
 from takeover.errors import InvalidStateError
+from takeover.protocol.deflate import DeflateError, MessageTooBig, PerMessageDeflate
 from takeover.protocol.frames import (
     MAX_CLOSE_REASON,
     MAX_CONTROL_PAYLOAD,
@@ -34,6 +35,7 @@ from takeover.protocol.frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RSV1,
     CloseCode,
     encode_close,
     encode_frame,
@@ -139,12 +141,19 @@ class Connection:
     ``head``); they are parsed before anything passed to :meth:`receive_data`.
     Bytes to write accumulate until :meth:`data_to_send`: pongs, the close echo
     and the failure close. ``send_*`` methods return their frame's bytes.
+
+    ``extension`` is the permessage-deflate codec negotiated in the handshake
+    (:func:`takeover.protocol.deflate.negotiate`), if any. Then RSV1 marks a
+    compressed message on its first frame (RFC 7692 §6), ``max_message_size``
+    bounds both the compressed bytes and the inflated size, and text and
+    binary messages from ``send_*`` are compressed from ``extension.threshold``
+    bytes on.
     """
 
     __slots__ = (
-        "_buffer", "_close_out", "_decoder", "_fragment_opcode", "_fragment_size", "_fragments",
-        "_frame_end", "_out", "_partial", "_skip", "_text_parts", "close", "close_received", "close_sent",
-        "failure", "max_message_size", "state",
+        "_buffer", "_close_out", "_compressed", "_decoder", "_fragment_opcode", "_fragment_size",
+        "_fragments", "_frame_end", "_inflated_size", "_out", "_partial", "_skip", "_text_parts", "close",
+        "close_received", "close_sent", "extension", "failure", "max_message_size", "state",
     )
 
     def __init__(
@@ -152,8 +161,11 @@ class Connection:
         *,
         max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         trailing_data: bytes = b"",
+        extension: PerMessageDeflate | None = None,
     ) -> None:
         self.max_message_size = max_message_size if max_message_size else None
+        #: The permessage-deflate codec, or None when no compression was negotiated.
+        self.extension = extension
         self.state = State.OPEN
         self.close_sent = False
         self._close_out = False  # our close frame has left through send_close or data_to_send
@@ -170,6 +182,9 @@ class Connection:
         self._text_parts: list[str] = []
         self._fragment_size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
+        # The message being reassembled has RSV1 set (RFC 7692 §6), and its inflated size so far.
+        self._compressed = False
+        self._inflated_size = 0
         # After a failure: the end of the failed frame, and bytes still to skip.
         self._frame_end = -1
         self._skip = 0
@@ -201,6 +216,14 @@ class Connection:
             return events
         except UnicodeDecodeError as error:
             self._fail(CloseCode.INVALID_DATA, "Invalid UTF-8 in text message", error, events)
+            return events
+        except MessageTooBig as error:
+            # Without its traceback: its frames hold the output inflated so far.
+            reason = f"Message inflates to over the limit of {self.max_message_size} bytes"
+            self._fail(CloseCode.TOO_BIG, reason, error.with_traceback(None), events)
+            return events
+        except DeflateError as error:  # as ws: the data, not the framing, is wrong
+            self._fail(CloseCode.INVALID_DATA, "Invalid compressed data", error.with_traceback(None), events)
             return events
         except Exception as error:  # a bug of ours: close with 1011 and no details (§7.4.1)
             self._fail(CloseCode.INTERNAL_ERROR, "Internal error", error, events)
@@ -284,8 +307,11 @@ class Connection:
         return pos
 
     def _is_text(self, first: int) -> bool:
+        """Whether the frame is uncompressed text, which is decoded as it arrives."""
         opcode = first & 0x0F
-        return opcode == OP_TEXT or (opcode == OP_CONT and self._fragment_opcode == OP_TEXT)
+        if opcode == OP_TEXT:
+            return not first & RSV1
+        return opcode == OP_CONT and self._fragment_opcode == OP_TEXT and not self._compressed
 
     def _decode_partial(self, first: int, buffer: bytearray, start: int, end: int) -> None:
         """Validate the part of a text frame received so far (§8.1: fail fast).
@@ -331,9 +357,13 @@ class Connection:
         """Checks that need only the header, so a bad frame fails before its payload arrives."""
         if not second & 0x80:
             raise _violation("Client frames must be masked")  # §5.1
-        if first & 0x70:
-            raise _violation("Reserved bits must be 0 without a negotiated extension")  # §5.2
         opcode = first & 0x0F
+        if first & 0x70:
+            if first & 0x70 != RSV1 or self.extension is None:
+                raise _violation("Reserved bits must be 0 without a negotiated extension")  # §5.2
+            if opcode == OP_CONT or opcode >= OP_CLOSE:
+                # RFC 7692 §6.1: RSV1 only on the first frame of a data message.
+                raise _violation("RSV1 set on a control or continuation frame")
         if opcode >= OP_CLOSE:
             if opcode > OP_PONG:
                 raise _violation(f"Reserved opcode {opcode:#x}")
@@ -361,7 +391,11 @@ class Connection:
     def _on_frame(self, first: int, payload: bytes, events: list[Event]) -> None:
         opcode = first & 0x0F
         fin = first & 0x80
-        if opcode == OP_TEXT:
+        if first & RSV1:  # the first frame of a compressed message (checked in _check_header)
+            self._start_fragments(opcode)
+            self._compressed = True
+            self._inflate(payload, bool(fin), events)
+        elif opcode == OP_TEXT:
             if fin:
                 events.append(Message(payload.decode("utf-8")))
             else:
@@ -403,7 +437,36 @@ class Connection:
             self._end_fragments()
             events.append(Message(text))
 
+    def _inflate(self, payload: bytes, final: bool, events: list[Event]) -> None:
+        """Inflate a frame of a compressed message; the size limit applies to its output."""
+        extension = self.extension
+        assert extension is not None
+        self._fragment_size += len(payload)  # the compressed size, checked from each header
+        limit = self.max_message_size
+        data = extension.decompress(payload, final, None if limit is None else limit - self._inflated_size)
+        self._inflated_size += len(data)
+        if self._fragment_opcode == OP_TEXT:
+            assert self._decoder is not None
+            self._text_parts.append(self._decoder.decode(data, final))
+            if final:
+                text = "".join(self._text_parts)
+                self._end_fragments()
+                events.append(Message(text))
+            return
+        if final and not self._fragments:
+            self._end_fragments()
+            events.append(Message(data))
+            return
+        self._fragments.append(data)
+        if final:
+            message = b"".join(self._fragments)
+            self._end_fragments()
+            events.append(Message(message))
+
     def _continue_fragments(self, payload: bytes, fin: bool, events: list[Event]) -> None:
+        if self._compressed:
+            self._inflate(payload, fin, events)
+            return
         if self._fragment_opcode == OP_TEXT:
             self._add_text(payload, events, final=fin)
             return
@@ -421,6 +484,8 @@ class Connection:
         self._fragment_size = 0
         self._decoder = None
         self._partial = 0
+        self._compressed = False
+        self._inflated_size = 0
 
     # -- closing (§5.5.1, §7) ---------------------------------------------
 
@@ -454,6 +519,8 @@ class Connection:
         self._transition("fail")
         self._resume_after_failed_frame()
         self._end_fragments()
+        if self.extension is not None:
+            self.extension.close()  # no more messages either way: free the zlib state
         self.failure = Failure(code, reason, cause)
         events.append(self.failure)
 
@@ -495,14 +562,31 @@ class Connection:
             raise InvalidStateError(f"Cannot send on a WebSocket that is {self.state.name}")
 
     def send_text(self, text: str) -> bytes:
-        """Frame a text message."""
+        """Frame a text message (compressed when negotiated and not under the threshold)."""
         self._check_open()
-        return encode_frame(OP_TEXT, text.encode("utf-8"))
+        if self.extension is None:
+            return encode_frame(OP_TEXT, text.encode("utf-8"))
+        return self._frame_compressed(OP_TEXT, text.encode("utf-8"), self.extension)
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> bytes:
-        """Frame a binary message."""
+        """Frame a binary message (compressed when negotiated and not under the threshold)."""
         self._check_open()
-        return encode_frame(OP_BINARY, bytes(data))
+        if self.extension is None:
+            return encode_frame(OP_BINARY, bytes(data))
+        return self._frame_compressed(OP_BINARY, bytes(data), self.extension)
+
+    def send_message(self, opcode: int, payload: bytes) -> bytes:
+        """Frame an encoded text (``OP_TEXT``) or binary (``OP_BINARY``) payload, as ``send_*`` would."""
+        self._check_open()
+        if self.extension is None:
+            return encode_frame(opcode, payload)
+        return self._frame_compressed(opcode, payload, self.extension)
+
+    @staticmethod
+    def _frame_compressed(opcode: int, payload: bytes, extension: PerMessageDeflate) -> bytes:
+        if len(payload) < extension.threshold:
+            return encode_frame(opcode, payload)
+        return encode_frame(opcode, extension.compress(payload), rsv=RSV1)
 
     def send_ping(self, payload: bytes = b"") -> bytes:
         """Frame a ping (at most 125 bytes, §5.5)."""

@@ -15,6 +15,7 @@ __all__ = [
     "OP_PING",
     "OP_PONG",
     "OP_TEXT",
+    "RSV1",
     "CloseCode",
     "encode_close",
     "encode_frame",
@@ -31,7 +32,7 @@ OP_PING = 0x9
 OP_PONG = 0xA
 
 FIN = 0x80
-RSV1 = 0x40
+RSV1 = 0x40  # "Per-Message Compressed" with permessage-deflate (RFC 7692 §6)
 MAX_CONTROL_PAYLOAD = 125  # §5.5: "All control frames MUST have a payload length of 125 bytes or less"
 MAX_CLOSE_REASON = 123  # 125 minus the 2-byte status code
 

@@ -12,18 +12,23 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import NamedTuple
 
 from takeover.errors import HandshakeError
 
 __all__ = [
+    "ExtensionOffer",
     "Handshake",
     "HandshakeError",
     "accept_key",
     "accept_response",
+    "extension_offers",
     "header_tokens",
+    "parse_extension",
     "reject_response",
     "select_protocol",
     "validate_request",
@@ -38,7 +43,12 @@ Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 @dataclass(frozen=True)
 class Handshake:
-    """A valid upgrade request, reduced to what the 101 response needs."""
+    """A valid upgrade request, reduced to what the 101 response needs.
+
+    ``extensions`` holds the text of each extension offer of
+    ``Sec-WebSocket-Extensions`` in order, as ``"permessage-deflate;
+    client_max_window_bits"``; :func:`parse_extension` reads one.
+    """
 
     key: str
     protocols: tuple[str, ...]
@@ -48,6 +58,77 @@ class Handshake:
 def header_tokens(value: str) -> list[str]:
     """Split a comma-separated header value (RFC 9110 §5.6.1) into its tokens."""
     return [token.strip() for token in value.split(",") if token.strip()]
+
+
+# RFC 9110 §5.6.2 token and §5.6.4 quoted-string.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_IS_TOKEN = re.compile(_TOKEN).fullmatch
+# One list element of Sec-WebSocket-Extensions: anything but commas outside quoted
+# strings (a stray quote stays in the element, for parse_extension to refuse).
+_ELEMENT = re.compile(r'(?:[^,"]|' + _QUOTED + r'|")+')
+# RFC 6455 §9.1: extension-param = token [ "=" (token | quoted-string) ]; whitespace
+# around the separators is tolerated.
+_PARAM = re.compile(r"[ \t]*;[ \t]*(" + _TOKEN + r")(?:[ \t]*=[ \t]*(" + _TOKEN + "|" + _QUOTED + r"))?")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def extension_offers(values: Iterable[str]) -> tuple[str, ...]:
+    """Split ``Sec-WebSocket-Extensions`` values into offers, never at a comma inside quotes.
+
+    Empty list elements are dropped (RFC 9110 §5.6.1); the offers are not
+    checked here, :func:`parse_extension` does that.
+    """
+    offers: list[str] = []
+    for value in values:
+        if '"' not in value:
+            offers.extend(header_tokens(value))
+            continue
+        for match in _ELEMENT.finditer(value):
+            offer = match.group().strip()
+            if offer:
+                offers.append(offer)
+    return tuple(offers)
+
+
+class ExtensionOffer(NamedTuple):
+    """One extension of ``Sec-WebSocket-Extensions``: its name and its parameters in order.
+
+    A parameter without a value has the value ``None``; a quoted value is unquoted.
+    """
+
+    name: str
+    params: tuple[tuple[str, str | None], ...]
+
+
+def parse_extension(text: str) -> ExtensionOffer:
+    """Parse one extension offer by the grammar of RFC 6455 §9.1.
+
+    ``extension = token *( ";" extension-param )`` and ``extension-param =
+    token [ "=" (token | quoted-string) ]``, where a quoted value must be a
+    token once unquoted. Raises :class:`ValueError` for anything else.
+    """
+    text = text.strip(" \t")
+    match = re.match(_TOKEN, text)
+    if match is None:
+        raise ValueError(f"Invalid extension {text!r}: it must start with an extension name")
+    name = match.group()
+    params: list[tuple[str, str | None]] = []
+    pos = match.end()
+    while pos < len(text):
+        param = _PARAM.match(text, pos)
+        if param is None:
+            raise ValueError(f"Invalid extension {text!r}: unexpected {text[pos:]!r}")
+        key, value = param.groups()
+        if value is not None and value.startswith('"'):
+            value = _QUOTED_PAIR.sub(r"\1", value[1:-1])
+            if not _IS_TOKEN(value):
+                raise ValueError(
+                    f"Invalid extension {text!r}: a quoted value must be a token (RFC 6455 §9.1)"
+                )
+        params.append((key, value))
+        pos = param.end()
+    return ExtensionOffer(name, tuple(params))
 
 
 # The only headers the handshake reads.
@@ -147,7 +228,7 @@ def validate_request(method: str, http_version: str, headers: Headers) -> Handsh
     return Handshake(
         key=key,
         protocols=tuple(_tokens(collected, "sec-websocket-protocol")),
-        extensions=tuple(_tokens(collected, "sec-websocket-extensions")),
+        extensions=extension_offers(collected.get("sec-websocket-extensions", ())),
     )
 
 

@@ -56,7 +56,7 @@ function echo(messages, options = {}) {
       received.push([data, isBinary]);
       if (received.length === messages.length) {
         ws.close(1000);
-        ws.on("close", (code) => resolve({ received, closeCode: code }));
+        ws.on("close", (code) => resolve({ received, closeCode: code, extensions: ws.extensions }));
       }
     });
   });
@@ -85,9 +85,10 @@ const scenarios = {
 
   async "large-binary"(size = String(16 * 1024 * 1024)) {
     const payload = crypto.randomBytes(Number(size));
-    const { received, closeCode } = await echo([[payload, true]]);
+    const { received, closeCode, extensions } = await echo([[payload, true]]);
     const [data, isBinary] = received[0];
     return {
+      extensions,
       sentLength: payload.length,
       sentSha256: sha256(payload),
       receivedLength: data.length,
@@ -102,8 +103,12 @@ const scenarios = {
     for (let i = 0; i < Number(count); i++) {
       messages.push(i % 2 ? [Buffer.from(String(i)), true] : [String(i), false]);
     }
-    const { received, closeCode } = await echo(messages);
-    return { messages: received.map(([d, b]) => ({ isBinary: b, text: d.toString("utf8") })), closeCode };
+    const { received, closeCode, extensions } = await echo(messages);
+    return {
+      messages: received.map(([d, b]) => ({ isBinary: b, text: d.toString("utf8") })),
+      closeCode,
+      extensions,
+    };
   },
 
   ping(payload = "are you there?") {
