@@ -336,6 +336,9 @@ class WebSocket(EventTarget):
         self._transport.owns_socket = owns_socket
         # An inline session must not return before it ends, so it never parks.
         self._may_park = not inline
+        if isinstance(runtime, ThreadRuntime):
+            # Threads race to make it on first use; greenlets never do (no preemption).
+            self._queue = runtime.queue(self._max_queue)
         if inline:
             self._run(bytes(head))
         else:
