@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request
 from takeover.adapters import SOCKET_KEY, TAKE_OVER_KEY, abort_handshake, read_buffered
 from takeover.errors import HandshakeError
 from takeover.protocol.handshake import header_tokens, reject_response
-from takeover.upgrade import COMPRESSION_KEY, IDLE_TIMEOUT_KEY, pending_upgrade
+from takeover.upgrade import ALLOWED_ORIGINS_KEY, COMPRESSION_KEY, IDLE_TIMEOUT_KEY, pending_upgrade
 from takeover.websocket import websocket_for
 
 if TYPE_CHECKING:
@@ -61,14 +61,25 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
     environ: dict[str, Any]
     close_connection: bool
     requestline: str | None
+    _request_begun = False  # a byte of the current request has arrived
     command: str
     path: str
 
     # -- reading requests, with limits ------------------------------------
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError as error:
+            # gevent writes its error answers (400, 408, 414, 431) unguarded: a client
+            # that is already gone (EPIPE, ECONNRESET) must not end in a hub traceback.
+            if error.errno not in self.ignored_socket_errors:
+                raise
+
     def handle_one_request(self) -> Any:
         timeout = self.server.owner.header_timeout
         self.requestline = None
+        self._request_begun = False
         if not timeout:
             return super().handle_one_request()
         timer = gevent.Timeout(timeout, _HeaderTimeout())
@@ -79,13 +90,22 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         except _HeaderTimeout as error:
             if error is not timer.exception:
                 raise
-            if not self.requestline and not self._buffered():
+            if not self._request_begun:
                 return None  # an idle keep-alive connection: close it quietly
             return self._handle_client_error(
                 ClientError(408, "ERR_HTTP_REQUEST_TIMEOUT", "Request headers took too long to arrive")
             )
         finally:
             timer.close()
+
+    def read_requestline(self) -> str:
+        # Wait for the request's first byte before reading its line: a header timeout
+        # can then tell a request that has begun (408; a partial line read so far is
+        # lost inside readline) from an idle keep-alive connection (closed quietly).
+        if self.rfile.peek(1):
+            self._request_begun = True
+        line: str = super().read_requestline()
+        return line
 
     def _buffered(self) -> bytes:
         """Bytes already read from the socket and not yet parsed, without waiting for more."""
@@ -108,10 +128,16 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             size += len(line)
             if size > limit:
                 break
-            if line in (b"\r\n", b"\n", b""):
+            if line in (b"\r\n", b"\n"):
                 message = OldMessage()
                 message._headers = fields
                 return message
+            if not line.endswith(b"\n"):
+                # The connection ended before the blank line: an incomplete request
+                # is not acted on (RFC 9112 §8); Node reports HPE_INVALID_EOF_STATE.
+                raise ClientError(
+                    400, "HPE_INVALID_EOF_STATE", "Request ended before its headers were complete"
+                )
             match = _HEADER_LINE.match(line)
             if match is None:
                 raise ClientError(400, "HPE_INVALID_HEADER_TOKEN", "Invalid header line")
@@ -136,6 +162,8 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             environ[IDLE_TIMEOUT_KEY] = owner.idle_timeout
         if owner.compression is not None:
             environ[COMPRESSION_KEY] = owner.compression
+        if owner.allowed_origins is not None:
+            environ[ALLOWED_ORIGINS_KEY] = owner.allowed_origins
         return environ
 
     def _handle_client_error(self, error: BaseException) -> Any:

@@ -3,7 +3,7 @@
     takeover serve MODULE:APP [--bind HOST:PORT] [--certfile F --keyfile F]
                               [--idle-timeout S] [--compression deflate
                               [--compression-level N] [--compression-threshold BYTES]]
-                              [--reload]
+                              [--allowed-origin ORIGIN ...] [--reload]
 
 ``python -m takeover`` is the same command. ``MODULE`` is imported with the
 current directory on ``sys.path``; ``path/to/file.py:APP`` imports a file.
@@ -39,6 +39,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from takeover.protocol.deflate import DeflateOptions
+from takeover.protocol.origin import normalize_origin
 from takeover.reloader import run_reloader, warn
 
 __all__ = [
@@ -274,6 +275,7 @@ def serve(
     ssl_context: ssl.SSLContext | None = None,
     idle_timeout: float | None = None,
     compression: DeflateOptions | None = None,
+    allowed_origins: Sequence[str] | None = None,
 ) -> int:
     """Import the application, listen, print the banner and serve until SIGINT or SIGTERM."""
     # One line per upgrade and per close from the "takeover.access" logger,
@@ -292,6 +294,8 @@ def serve(
         options["idle_timeout"] = idle_timeout
     if compression is not None:
         options["compression"] = compression
+    if allowed_origins is not None:
+        options["allowed_origins"] = allowed_origins
     server = create_server(app, **options)
 
     stopping = False
@@ -388,6 +392,13 @@ def _bytes(text: str) -> int:
     raise argparse.ArgumentTypeError(f"must be a number of bytes >= 0, not {text!r}")
 
 
+def _origin(text: str) -> str:
+    try:
+        return normalize_origin(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _bind(text: str) -> tuple[str, int]:
     try:
         return parse_bind(text)
@@ -448,6 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
         "1024 without context takeover, else 0, as ws)",
     )
     serve_parser.add_argument(
+        "--allowed-origin",
+        metavar="ORIGIN",
+        action="append",
+        type=_origin,
+        dest="allowed_origins",
+        help="accept WebSocket upgrades only from pages of this origin, as https://app.example.com; "
+        "repeat for more (others get 403; default: any origin)",
+    )
+    serve_parser.add_argument(
         "--reload", action="store_true", help="restart when a .py file changes (for development)"
     )
     return parser
@@ -474,7 +494,13 @@ def _serve_command(args: argparse.Namespace) -> int:
     context = load_ssl_context(args.certfile, args.keyfile) if args.certfile else None
     if not args.reload:
         return serve(
-            spec, host, port, ssl_context=context, idle_timeout=args.idle_timeout, compression=compression
+            spec,
+            host,
+            port,
+            ssl_context=context,
+            idle_timeout=args.idle_timeout,
+            compression=compression,
+            allowed_origins=args.allowed_origins,
         )
 
     roots = watch_roots(spec, os.getcwd())
@@ -491,6 +517,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         child_args += ["--compression-level", str(args.compression_level)]
     if args.compression_threshold is not None:
         child_args += ["--compression-threshold", str(args.compression_threshold)]
+    for origin in args.allowed_origins or ():
+        child_args += ["--allowed-origin", origin]
     return run_reloader(child_args, roots)
 
 

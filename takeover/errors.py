@@ -18,7 +18,8 @@ class HandshakeError(ValueError):
     Raised before anything is written to the client. ``status`` and
     ``headers`` are the HTTP response to send instead (RFC 6455 §4.2.2 and
     §4.4): 400 for a malformed request, 405 for a method other than GET, 426
-    with ``Sec-WebSocket-Version: 13`` for an unsupported version. Listeners
+    with ``Sec-WebSocket-Version: 13`` for an unsupported version, 403 for an
+    ``Origin`` that ``allowed_origins`` refuses (§10.2). Listeners
     may raise it with any status to refuse an upgrade (``ws``'s abortHandshake).
     """
 

@@ -37,7 +37,8 @@ from takeover.errors import ConnectionClosed, HandshakeError
 from takeover.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
 from takeover.protocol.frames import CloseCode, encode_frame
 from takeover.protocol.handshake import header_tokens
-from takeover.upgrade import ENVIRON_KEY, upgrade_websocket
+from takeover.protocol.origin import AllowedOrigins
+from takeover.upgrade import DEFAULT_ALLOWED_ORIGINS, ENVIRON_KEY, upgrade_websocket
 from takeover.websocket import WebSocket
 
 __all__ = [
@@ -263,6 +264,10 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
     close_timeout: float = 10.0
     #: Messages queued for ``receive()`` before reading pauses.
     max_queue: int = 64
+    #: The origins whose pages may connect (others get 403), as ``upgrade_websocket``'s
+    #: ``allowed_origins``: a list, or a method ``allowed_origins(self, origin) -> bool``.
+    #: By default, the environ's ``takeover.allowed_origins`` if a server set one, else no check.
+    allowed_origins: AllowedOrigins = DEFAULT_ALLOWED_ORIGINS
 
     websocket: LegacyWebSocket | None = None
     prevent_wsgi_call = False
@@ -316,6 +321,7 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
                 max_message_size=self.max_message_size,
                 close_timeout=self.close_timeout,
                 max_queue=self.max_queue,
+                allowed_origins=self.allowed_origins,
             )
         except HandshakeError as error:
             self._reject(error)

@@ -40,6 +40,7 @@ from takeover.emitter import EventEmitter
 from takeover.protocol.deflate import DeflateOptions
 from takeover.protocol.frames import CloseCode
 from takeover.protocol.handshake import reject_response
+from takeover.protocol.origin import AllowedOrigins, origin_policy
 from takeover.upgrade import compression_options
 from takeover.websocket import WebSocket, close_all, watch_socket
 
@@ -114,6 +115,9 @@ class Server(EventEmitter):
     WebSockets upgraded from this server's requests (in-app or in listeners);
     ``compression``, their default compression (``"deflate"`` or
     :class:`~takeover.DeflateOptions` to accept permessage-deflate; off by default);
+    ``allowed_origins``, the origins whose pages may open those WebSockets (a
+    list of exact origins or a function, as :func:`~takeover.upgrade_websocket`
+    takes it; others get 403; None, the default, checks nothing);
     ``max_header_size`` (bytes, 431 beyond); ``header_timeout`` (seconds to
     receive a request's headers, 408 beyond); ``max_connections`` (HTTP
     connections plus open WebSockets; raw takeovers are not counted; 503
@@ -130,6 +134,7 @@ class Server(EventEmitter):
         ssl_context: ssl.SSLContext | None = None,
         idle_timeout: float | None = None,
         compression: str | DeflateOptions | None = None,
+        allowed_origins: AllowedOrigins = None,
         max_header_size: int = 16 * 1024,
         header_timeout: float | None = 60.0,
         max_connections: int | None = None,
@@ -144,6 +149,9 @@ class Server(EventEmitter):
         self.idle_timeout = idle_timeout
         #: The permessage-deflate settings upgrades get by default, or None.
         self.compression = compression_options(compression)
+        #: The origins upgrades accept by default (an :class:`~takeover.protocol.origin.OriginPolicy`),
+        #: or None: no check.
+        self.allowed_origins = origin_policy(allowed_origins)
         self.max_header_size = max_header_size
         self.header_timeout = header_timeout
         self.max_connections = max_connections
@@ -174,6 +182,10 @@ class Server(EventEmitter):
         if ws.ready_state != WebSocket.CLOSED:
             self._websockets.add(ws)
             ws._on_finish.append(self._websockets.discard)
+            if self._server is None:
+                # Upgraded by a request that was in progress when close() began:
+                # it gets the 1001 too (while CONNECTING, right after its 101).
+                ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
 
     def _emit_safely(self, event: str, *args: Any) -> None:
         try:
@@ -252,6 +264,9 @@ class Server(EventEmitter):
         server.close()  # stop accepting
         close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, timeout)
         server.stop(timeout=max(timeout - (time.monotonic() - started), 0.1))
+        # Those upgraded meanwhile were closed as they came (_add_websocket): wait for them too.
+        remaining = max(timeout - (time.monotonic() - started), 0.0)
+        close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, remaining)
         self._closed.set()
         self.emit("close")
 

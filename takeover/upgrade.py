@@ -32,9 +32,16 @@ from takeover.protocol.handshake import (
     select_protocol,
     validate_request,
 )
-from takeover.websocket import WebSocket, websocket_for
+from takeover.protocol.origin import AllowedOrigins, OriginPolicy, origin_policy
+from takeover.websocket import (
+    DEFAULT_HIGH_WATER_MARK,
+    DEFAULT_MAX_BUFFERED_AMOUNT,
+    WebSocket,
+    websocket_for,
+)
 
 __all__ = [
+    "DEFAULT_ALLOWED_ORIGINS",
     "DEFAULT_COMPRESSION",
     "ENVIRON_KEY",
     "HTTPHandshakeError",
@@ -50,6 +57,8 @@ ENVIRON_KEY = "takeover.websocket"
 IDLE_TIMEOUT_KEY = "takeover.idle_timeout"
 #: A server's default compression for the upgrades of its requests.
 COMPRESSION_KEY = "takeover.compression"
+#: A server's default ``allowed_origins`` (an :class:`OriginPolicy`) for the upgrades of its requests.
+ALLOWED_ORIGINS_KEY = "takeover.allowed_origins"
 
 
 class _DefaultTimeout(float):
@@ -68,6 +77,19 @@ class _DefaultCompression(str):
 DEFAULT_COMPRESSION = _DefaultCompression("server default")
 
 Compression = str | DeflateOptions | None
+
+
+class _DefaultOrigins(tuple[str, ...]):
+    """The default ``allowed_origins``: the server's, else no check."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT_ALLOWED_ORIGINS"
+
+
+#: ``upgrade_websocket``'s default ``allowed_origins``: the server's setting
+#: (``create_server(allowed_origins=)``, ``takeover serve --allowed-origin``), else
+#: no check. An empty tuple, so it refuses every browser if it ever ends up used as a list.
+DEFAULT_ALLOWED_ORIGINS: AllowedOrigins = _DefaultOrigins()
 
 
 def compression_options(compression: Compression) -> DeflateOptions | None:
@@ -99,7 +121,7 @@ class HTTPHandshakeError(HandshakeError, HTTPException):
     """A :class:`HandshakeError` that Flask and werkzeug answer with its own status.
 
     Raised by :func:`upgrade_websocket`, so a view that lets it propagate
-    gives the client 400/405/426 instead of a 500.
+    gives the client 400/403/405/426 instead of a 500.
     """
 
     def __init__(self, error: HandshakeError) -> None:
@@ -204,6 +226,12 @@ def _body_disturbed(request: Request | None, environ: Environ) -> bool:
     return getattr(environ.get("wsgi.input"), "position", 0) > 0
 
 
+def _server_origins(environ: Environ) -> OriginPolicy | None:
+    """The policy a server left in ``environ``; anything else there is checked as ``allowed_origins``."""
+    value = environ.get(ALLOWED_ORIGINS_KEY)
+    return value if value is None or isinstance(value, OriginPolicy) else origin_policy(value)
+
+
 def _socket_destroyed(sock: Any) -> bool:
     try:
         return bool(sock.fileno() < 0)
@@ -222,6 +250,10 @@ def upgrade_websocket(
     close_timeout: float = 10,
     max_queue: int = 64,
     compression: Compression = DEFAULT_COMPRESSION,
+    allowed_origins: AllowedOrigins = DEFAULT_ALLOWED_ORIGINS,
+    high_water_mark: int | None = DEFAULT_HIGH_WATER_MARK,
+    send_timeout: float | None = 30,
+    max_buffered_amount: int | None = DEFAULT_MAX_BUFFERED_AMOUNT,
 ) -> WebSocketUpgrade:
     """Upgrade ``request`` (a werkzeug ``Request`` or a WSGI environ) to a WebSocket.
 
@@ -235,12 +267,33 @@ def upgrade_websocket(
     to accept a client's permessage-deflate offer, None for no compression;
     by default the server's setting applies, and compression is off.
 
+    Backpressure, for peers that stop reading: ``send()`` waits while more
+    than ``high_water_mark`` bytes are queued, raising :class:`TimeoutError`
+    after ``send_timeout`` seconds; more than ``max_buffered_amount`` bytes
+    queued (by sends that do not wait, such as :func:`takeover.broadcast`)
+    closes the connection with 1008. None disables each.
+
+    ``allowed_origins`` defends cookie-authenticated apps against cross-site
+    WebSocket hijacking: a list of the origins whose pages may connect, as
+    ``["https://app.example.com", "http://localhost:8000"]`` (compared as
+    :func:`~takeover.protocol.origin.normalize_origin` serialises them: scheme
+    and host lower-cased, ``:80``/``:443`` dropped), or a function ``(origin:
+    str | None) -> bool``. A request from another ``Origin`` gets 403. A
+    request without ``Origin`` is not from a browser (browsers always send it,
+    RFC 6455 §4.1) and is allowed by a list; a function receives None and
+    decides. ``"null"`` matches only if listed. None checks nothing; by default
+    the server's setting applies, else nothing is checked.
+
     Raises :class:`HandshakeError` (with ``.status`` and ``.headers`` to
     answer) before anything is written, and :class:`InvalidStateError` for a
-    socket that is closed or already upgraded.
+    socket that is closed or already upgraded. A malformed ``compression`` or
+    ``allowed_origins`` (a single string, an item that is not an origin)
+    raises :class:`TypeError` or :class:`ValueError` whatever the request.
     """
     server_default = type(compression) is _DefaultCompression
     options = None if server_default else compression_options(compression)
+    origins_default = type(allowed_origins) is _DefaultOrigins
+    policy = None if origins_default else origin_policy(allowed_origins)
     if isinstance(request, Request):
         environ: Environ = request.environ
         werkzeug_request: Request | None = request
@@ -252,6 +305,11 @@ def upgrade_websocket(
             environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
             environ_headers(environ),
         )
+        if origins_default:
+            policy = _server_origins(environ)
+        if policy is not None:
+            # RFC 6455 §4.2.1 item 7 and §10.2: check Origin, answer 403 when refused.
+            policy.check(environ.get("HTTP_ORIGIN"))
         chosen = select_protocol(handshake, protocol)
         if server_default:
             options = environ.get(COMPRESSION_KEY)
@@ -283,6 +341,9 @@ def upgrade_websocket(
         close_timeout=close_timeout,
         max_queue=max_queue,
         deflate=deflate,
+        high_water_mark=high_water_mark,
+        send_timeout=send_timeout,
+        max_buffered_amount=max_buffered_amount,
     )
     if socket is not None:
         response = SwitchingProtocols(status=101, headers=headers)

@@ -3,8 +3,12 @@
 One task per connection (a greenlet, or a thread under a threaded server)
 writes the 101, feeds the ``head`` bytes and then everything read from the
 socket to the sans-I/O :class:`~takeover.protocol.connection.Connection`, and
-dispatches what comes out as DOM-style events. Sending never blocks on a slow
-peer: frames go to the transport's queue and ``buffered_amount`` counts them.
+dispatches what comes out as DOM-style events. Sending does not block on a
+slow peer: frames go to the transport's queue and ``buffered_amount`` counts
+them. Two bounds keep a peer that stops reading from growing that queue
+without end: :meth:`WebSocket.send` waits while more than ``high_water_mark``
+bytes are queued (up to ``send_timeout`` seconds), and a connection with more
+than ``max_buffered_amount`` bytes waiting is closed with 1008.
 
 Messages go to ``message`` listeners; when there are none they are queued for
 the blocking API (:meth:`WebSocket.receive`, ``for message in ws``), up to
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket as _socket
+import sys
 import threading
 import time
 import weakref
@@ -53,6 +58,11 @@ access_logger = logging.getLogger("takeover.access")
 _END = object()  # queued for the blocking API once the connection is closed
 _UNKNOWN = object()
 IDLE_TIMEOUT_REASON = "No response from ping frame."
+OVERFLOW_REASON = "Send buffer full: the peer is not reading"
+#: ``send()`` waits while more than this many bytes are queued for the peer.
+DEFAULT_HIGH_WATER_MARK = 1024 * 1024
+#: A connection with more than this many bytes queued behind the frame in flight is closed with 1008.
+DEFAULT_MAX_BUFFERED_AMOUNT = 16 * 1024 * 1024
 NOT_RETURNED = "Upgrade response was not returned from callback"
 
 # The WebSocket each socket was handed to, so a second upgrade fails clearly.
@@ -103,10 +113,11 @@ class WebSocket(EventTarget):
 
     __slots__ = (
         "__weakref__", "_claimed", "_close_event", "_close_requested", "_conn", "_deflate", "_done",
-        "_end_pending", "_finished", "_handshake_response", "_last_activity", "_max_message_size",
-        "_max_queue", "_may_park", "_on_finish", "_opened_at", "_paused", "_ping_sent_at", "_queue",
-        "_remote_address", "_runtime", "_send_lock", "_state", "_timer", "_transport", "binary_type",
-        "close_timeout", "extensions", "idle_timeout", "protocol", "url",
+        "_end_pending", "_finished", "_handshake_response", "_high_water", "_last_activity",
+        "_max_message_size", "_max_queue", "_may_park", "_on_finish", "_opened_at", "_overflowing",
+        "_paused", "_ping_sent_at", "_queue", "_remote_address", "_runtime", "_send_lock", "_state",
+        "_timer", "_transport", "binary_type", "close_timeout", "extensions", "high_water_mark",
+        "idle_timeout", "max_buffered_amount", "protocol", "send_timeout", "url",
     )
 
     CONNECTING = State.CONNECTING
@@ -131,8 +142,23 @@ class WebSocket(EventTarget):
         close_timeout: float = 10,
         max_queue: int = 64,
         deflate: PerMessageDeflate | None = None,
+        high_water_mark: int | None = DEFAULT_HIGH_WATER_MARK,
+        send_timeout: float | None = 30,
+        max_buffered_amount: int | None = DEFAULT_MAX_BUFFERED_AMOUNT,
     ) -> None:
         super().__init__()
+        check_backpressure_options(high_water_mark, send_timeout, max_buffered_amount)
+        #: :meth:`send` waits while more than this many bytes are queued (None: never waits).
+        self.high_water_mark = high_water_mark
+        # A send() that would overflow the hard limit waits instead: the lower bound applies.
+        self._high_water = min(
+            sys.maxsize if high_water_mark is None else high_water_mark,
+            sys.maxsize if max_buffered_amount is None else max_buffered_amount,
+        )
+        #: Seconds :meth:`send` waits for the queue to drain before raising TimeoutError.
+        self.send_timeout = send_timeout
+        #: Bytes that may be queued behind the frame being written; more closes with 1008.
+        self.max_buffered_amount = max_buffered_amount
         self.url = url
         #: The subprotocol chosen in the handshake, or ``""``.
         self.protocol = protocol
@@ -164,6 +190,7 @@ class WebSocket(EventTarget):
         self._close_event: CloseEvent | None = None
         self._opened_at = 0.0
         self._paused = False  # reading paused by a full receive() queue
+        self._overflowing = False  # closing with 1008: the close events are on their way
         self._end_pending = False  # the end marker still has to be queued
         self._remote_address: Any = None
         self._done: Any = None
@@ -198,7 +225,7 @@ class WebSocket(EventTarget):
 
     @property
     def buffered_amount(self) -> int:
-        """Bytes of sent frames not yet handed to the operating system."""
+        """Bytes of sent frames not yet handed to the operating system (exact)."""
         transport = self._transport
         return transport.buffered_amount if transport is not None else 0
 
@@ -211,11 +238,19 @@ class WebSocket(EventTarget):
         has started, data is discarded as the DOM specifies. Text that cannot be
         encoded as UTF-8 (lone surrogates, as ``json.loads`` can produce)
         raises :class:`UnicodeEncodeError`, a :class:`ValueError`.
+
+        Backpressure: while more than ``high_water_mark`` bytes are queued for
+        the peer, the calling greenlet waits for the queue to drain down to
+        it. After ``send_timeout`` seconds it raises :class:`TimeoutError` and
+        the message is not sent (the connection stays open). Under threads the
+        write itself blocks; see :attr:`send_timeout`.
         """
         state = self._state
         if state is not State.OPEN:
             if state is State.CONNECTING:
                 raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
+            return
+        if self._transport.buffered_amount > self._high_water and not self._wait_for_room():
             return
         conn = self._conn
         assert conn is not None
@@ -230,6 +265,16 @@ class WebSocket(EventTarget):
         else:
             raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
         self._transport.write(frame)
+
+    def _wait_for_room(self) -> bool:
+        """Wait for the queue to drain to ``high_water_mark``; False if the close started meanwhile."""
+        if not self._transport.wait_for_room(self.send_timeout):
+            raise TimeoutError(
+                f"send() waited {self.send_timeout} s for the peer to read: {self.buffered_amount}"
+                f" bytes are still queued (high_water_mark={self.high_water_mark}). The message was"
+                " not sent; close the connection, drop the message or retry."
+            )
+        return self._state is State.OPEN
 
     def _send_locked(self, conn: Connection, data: str | bytes | bytearray | memoryview) -> None:
         # send()'s body, for the lock; send() keeps its own copy inline (the hot path).
@@ -332,8 +377,12 @@ class WebSocket(EventTarget):
         self._runtime = runtime
         if self._deflate is not None and isinstance(runtime, ThreadRuntime):
             self._send_lock = threading.Lock()
-        self._transport = runtime.transport(sock)
-        self._transport.owns_socket = owns_socket
+        transport = self._transport = runtime.transport(sock)
+        transport.owns_socket = owns_socket
+        transport.high_water = self._high_water
+        transport.limit = self.max_buffered_amount
+        transport.send_timeout = self.send_timeout
+        transport.on_overflow = self._on_overflow
         # An inline session must not return before it ends, so it never parks.
         self._may_park = not inline
         if isinstance(runtime, ThreadRuntime):
@@ -482,6 +531,39 @@ class WebSocket(EventTarget):
             ErrorEvent(failure.reason, failure.cause),
         )
 
+    def _on_overflow(self) -> None:
+        """The peer stopped reading: more than ``max_buffered_amount`` bytes were queued.
+
+        Called by the transport in the task that wrote, which may be iterating
+        over many sockets (:func:`broadcast`); the events are dispatched from a
+        task of their own, so a ``close`` listener may change that collection.
+        """
+        if self._finished or self._state is State.CLOSED:
+            return
+        self._state = State.CLOSING
+        self._overflowing = True
+        conn = self._conn
+        if conn is not None and not conn.close_sent:
+            # §7.4.1: 1008, a message that violates the endpoint's policy. The
+            # queue held whole frames only, so the close frame can follow the
+            # one in flight, should the peer read again within close_timeout.
+            self._transport.write_last(conn.send_close(CloseCode.POLICY_VIOLATION, OVERFLOW_REASON))
+        logger.warning(
+            "Closing WebSocket %s peer=%s with 1008: the peer is not reading"
+            " (max_buffered_amount=%s, send_timeout=%s)",
+            self._path, self._peer, self.max_buffered_amount, self.send_timeout,
+        )
+        assert self._runtime is not None
+        self._runtime.spawn(self._close_overflowed)
+
+    def _close_overflowed(self) -> None:
+        self._finish(
+            CloseEvent(CloseCode.POLICY_VIOLATION, OVERFLOW_REASON, False), ErrorEvent(OVERFLOW_REASON)
+        )
+        transport = self._transport
+        transport.flush(self.close_timeout)
+        transport.abort()
+
     def _linger(self) -> None:
         """Flush, send FIN, and read until the peer's close frame, its EOF or ``close_timeout``."""
         transport = self._transport
@@ -501,7 +583,7 @@ class WebSocket(EventTarget):
 
     def _on_eof(self, conn: Connection) -> None:
         self._transport.abort()
-        if conn.close_received:
+        if conn.close_received or self._overflowing:
             return
         if self._state is State.CLOSING and self._close_event is None and not self._finished:
             # We sent a close and the peer hung up without answering.
@@ -568,6 +650,7 @@ class WebSocket(EventTarget):
         if transport is not None:
             _by_socket.pop(transport.sock, None)
             _watchers.pop(transport.sock, None)
+            transport.on_overflow = None  # a bound method of this WebSocket: a cycle
         self._listeners = {}
         self._handlers = {}
         self._on_finish = []
@@ -648,6 +731,21 @@ class WebSocket(EventTarget):
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url or '?'} {self._state.name}>"
+
+
+def check_backpressure_options(
+    high_water_mark: int | None, send_timeout: float | None, max_buffered_amount: int | None
+) -> None:
+    """Raise ValueError for a negative size or a timeout that is not positive."""
+    if high_water_mark is not None and high_water_mark < 0:
+        raise ValueError(f"high_water_mark must be 0 or more bytes, or None, not {high_water_mark}")
+    if send_timeout is not None and send_timeout <= 0:
+        raise ValueError(f"send_timeout must be a positive number of seconds or None, not {send_timeout}")
+    if max_buffered_amount is not None:
+        if max_buffered_amount < 0:
+            raise ValueError(
+                f"max_buffered_amount must be 0 or more bytes, or None, not {max_buffered_amount}"
+            )
 
 
 def _no_delay(sock: Any) -> None:

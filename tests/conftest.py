@@ -218,6 +218,57 @@ class RawClient:
         self.sock.close()
 
 
+def assert_echoes(port: int, connect: Any = None) -> None:
+    """A new client on ``port`` is upgraded and echoed: the server still serves."""
+    client = RawClient(port, connect=connect)
+    try:
+        client.send(handshake_request() + client_frame(0x1, b"still serving"))
+        assert client.read_response()[0] == 101
+        assert client.read_frame() == (0x1, True, b"still serving")
+    finally:
+        client.close()
+
+
+def upgraded_client(port: int) -> RawClient:
+    """A raw client on ``port`` that has completed the handshake."""
+    client = RawClient(port)
+    client.send(handshake_request())
+    assert client.read_response()[0] == 101
+    return client
+
+
+# -- in-process servers (gevent) ----------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    """takeover's server in this process, on an ephemeral port."""
+    from takeover import create_server
+
+    srv = create_server()
+    srv.listen(0)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def make_server() -> Iterator[Any]:
+    """``make(app=None, **options)``: servers in this process, all closed afterwards."""
+    from takeover import create_server
+
+    servers: list[Any] = []
+
+    def make(app: Any = None, **options: Any) -> Any:
+        server = create_server(app, **options)
+        server.listen(0)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close(timeout=1)
+
+
 @pytest.fixture
 def raw_client(echo_server: ServerProcess) -> Iterator[RawClient]:
     client = RawClient(echo_server.port)

@@ -45,6 +45,20 @@ def app(environ, start_response):
     return response(environ, start_response)
 """
 
+# A plain WSGI app answers a refused handshake itself: HTTPHandshakeError is a werkzeug HTTPException.
+ORIGIN_APP = """
+from werkzeug.exceptions import HTTPException
+
+from takeover import upgrade_websocket
+
+def app(environ, start_response):
+    try:
+        ws, response = upgrade_websocket(environ)  # no allowed_origins: the server's --allowed-origin
+    except HTTPException as error:
+        return error(environ, start_response)
+    return response(environ, start_response)
+"""
+
 
 def write_app(path: Path, body: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +214,34 @@ def test_idle_timeout_reaches_in_app_websockets(tmp_path: Path, start: Callable[
         client.close()
 
 
+@pytest.mark.parametrize("reload", [False, True])
+def test_allowed_origin_reaches_in_app_websockets(
+    tmp_path: Path, start: Callable[..., Served], reload: bool
+) -> None:
+    (tmp_path / "wsapp.py").write_text(ORIGIN_APP)
+    served = start(
+        "serve", "wsapp:app", "--bind", "127.0.0.1:0", "--allowed-origin", "https://App.Example.com:443",
+        "--allowed-origin", "http://localhost:8000", *(["--reload"] if reload else []),
+    )
+    port = int(served.wait_serving().group(3))
+    for origin, status in [
+        ("https://app.example.com", 101),
+        ("http://localhost:8000", 101),
+        (None, 101),  # not a browser: no cross-site hijacking to prevent
+        ("https://evil.example", 403),
+        ("http://localhost:8001", 403),
+    ]:
+        client = RawClient(port)
+        try:
+            client.send(handshake_request(headers={"Origin": origin} if origin else {}))
+            answer, _, body = client.read_response()
+            assert answer == status, (origin, body)
+            if status == 403:
+                assert body.startswith(f"Origin {origin!r} is not allowed".encode())
+        finally:
+            client.close()
+
+
 def test_tls_serves_https_and_announces_wss(tmp_path: Path, start: Callable[..., Served]) -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
@@ -296,6 +338,16 @@ def test_certfile_and_keyfile_go_together(tmp_path: Path, given: str, missing: s
 def test_bad_bind(tmp_path: Path, bind: str) -> None:
     line = run_error(tmp_path, "serve", "hello:app", "--bind", bind)
     assert line.startswith(f"takeover: argument --bind/-b: invalid address {bind!r}: ")
+
+
+@pytest.mark.parametrize(
+    ("origin", "why"),
+    [("app.example.com", "an origin is scheme://host[:port]"), ("https://app.example.com/", "use ")],
+)
+def test_bad_allowed_origin(tmp_path: Path, origin: str, why: str) -> None:
+    line = run_error(tmp_path, "serve", "hello:app", "--allowed-origin", origin)
+    assert line.startswith(f"takeover: argument --allowed-origin: {origin!r} is not an origin: ")
+    assert why in line
 
 
 # -- argument parsing, in process ------------------------------------------------

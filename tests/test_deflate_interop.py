@@ -232,14 +232,6 @@ def deflate_client(
     return client, headers
 
 
-@pytest.fixture
-def server() -> Iterator[Server]:
-    srv = create_server()
-    srv.listen(0)
-    yield srv
-    srv.close()
-
-
 def test_broadcast_frames_for_each_kind_of_connection(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -23,21 +22,6 @@ TEXT, CLOSE = 0x1, 0x8
 
 def gevent_client(server: Server, timeout: float = 10) -> RawClient:
     return RawClient(server.address[1], timeout=timeout, connect=gevent.socket.create_connection)
-
-
-@pytest.fixture
-def make_server() -> Iterator[Any]:
-    servers: list[Server] = []
-
-    def make(app: Any = None, **options: Any) -> Server:
-        server = create_server(app, **options)
-        server.listen(0)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close(timeout=1)
 
 
 def echo_listener(request: Request, sock: Any, head: bytes) -> None:

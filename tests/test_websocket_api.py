@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -23,7 +23,6 @@ from takeover import (
     HandshakeError,
     InvalidStateError,
     WebSocket,
-    create_server,
     upgrade_websocket,
 )
 from takeover.server import Server
@@ -31,14 +30,6 @@ from takeover.upgrade import ENVIRON_KEY, complete_upgrade, pending_upgrade
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 Listener = Callable[[Request, Any, bytes], None]
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    srv = create_server()
-    srv.listen(0)
-    yield srv
-    srv.close()
 
 
 def on_upgrade(server: Server, listener: Listener) -> None:

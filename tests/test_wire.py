@@ -7,7 +7,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import EXAMPLES, RawClient, ServerProcess, client_frame, handshake_request, start_server
+from conftest import (
+    EXAMPLES,
+    RawClient,
+    ServerProcess,
+    assert_echoes,
+    client_frame,
+    handshake_request,
+    start_server,
+    upgraded_client,
+)
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -88,23 +97,6 @@ def test_bad_handshakes_are_answered_and_the_server_keeps_serving(
     assert_echoes(echo_server.port)
 
 
-def assert_echoes(port: int) -> None:
-    client = RawClient(port)
-    try:
-        client.send(handshake_request() + client_frame(TEXT, b"still serving"))
-        assert client.read_response()[0] == 101
-        assert client.read_frame() == (TEXT, True, b"still serving")
-    finally:
-        client.close()
-
-
-def open_client(port: int) -> RawClient:
-    client = RawClient(port)
-    client.send(handshake_request())
-    assert client.read_response()[0] == 101
-    return client
-
-
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
@@ -122,7 +114,7 @@ def open_client(port: int) -> RawClient:
 def test_protocol_violations_close_with_the_rfc_code(
     echo_server: ServerProcess, frame: bytes, code: int
 ) -> None:
-    client = open_client(echo_server.port)
+    client = upgraded_client(echo_server.port)
     try:
         client.send(frame)
         assert client.read_close()[0] == code
@@ -134,7 +126,7 @@ def test_protocol_violations_close_with_the_rfc_code(
 
 
 def test_client_close_is_echoed_then_the_server_closes_tcp(echo_server: ServerProcess) -> None:
-    client = open_client(echo_server.port)
+    client = upgraded_client(echo_server.port)
     try:
         client.send(client_frame(CLOSE, (4321).to_bytes(2, "big") + b"done"))
         assert client.read_close() == (4321, "")
@@ -144,7 +136,7 @@ def test_client_close_is_echoed_then_the_server_closes_tcp(echo_server: ServerPr
 
 
 def test_empty_close_is_answered_with_an_empty_close(echo_server: ServerProcess) -> None:
-    client = open_client(echo_server.port)
+    client = upgraded_client(echo_server.port)
     try:
         client.send(client_frame(CLOSE, b""))
         assert client.read_close() == (None, "")
@@ -153,7 +145,7 @@ def test_empty_close_is_answered_with_an_empty_close(echo_server: ServerProcess)
 
 
 def test_client_vanishing_mid_frame_does_not_disturb_others(echo_server: ServerProcess) -> None:
-    client = open_client(echo_server.port)
+    client = upgraded_client(echo_server.port)
     client.send(client_frame(BINARY, b"y" * 1000)[:300])
     client.close()
     assert_echoes(echo_server.port)
@@ -170,7 +162,7 @@ class TestIdleTimeout:
     """Deno's idleTimeout: a ping after idle/2 of silence, close 1001 after idle."""
 
     def test_a_silent_client_is_pinged_then_closed_with_1001(self, idle_server: ServerProcess) -> None:
-        client = open_client(idle_server.port)
+        client = upgraded_client(idle_server.port)
         try:
             started = time.monotonic()
             opcode, _, _ = client.read_frame()
@@ -185,7 +177,7 @@ class TestIdleTimeout:
             client.close()
 
     def test_a_client_that_answers_pings_stays_open(self, idle_server: ServerProcess) -> None:
-        client = open_client(idle_server.port)
+        client = upgraded_client(idle_server.port)
         try:
             started = time.monotonic()
             pings = 0
@@ -201,7 +193,7 @@ class TestIdleTimeout:
             client.close()
 
     def test_any_received_frame_resets_the_timer(self, idle_server: ServerProcess) -> None:
-        client = open_client(idle_server.port)
+        client = upgraded_client(idle_server.port)
         try:
             client.sock.settimeout(0.6)
             for _ in range(6):  # 3.6 s of messages every 0.6 s: never silent for idle/2

@@ -3,33 +3,65 @@
 ``write`` never blocks the caller on a slow peer. The gevent transport tries
 one non-blocking ``send`` (no greenlet switch when the kernel has room, which
 is nearly always) and leaves any remainder to a writer greenlet that drains a
-queue in order; ``buffered_amount`` is the number of bytes in that queue, like
-the DOM's ``bufferedAmount``. The thread transport writes under a lock.
+queue in order. ``buffered_amount`` is exactly the number of bytes written to
+the transport and not yet taken by the kernel, like the DOM's
+``bufferedAmount``: the writer greenlet subtracts what each ``send`` took.
+
+Two bounds protect memory from a peer that stops reading (see
+:class:`~takeover.WebSocket`): :meth:`GeventTransport.wait_for_room` lets a
+sender wait until the queue is back under ``high_water``, and a write that
+finds more than ``limit`` bytes queued behind the one in flight *overflows*:
+the queue is dropped, further writes are refused and ``on_overflow`` is
+called. The queue only ever holds whole writes (whole frames), so dropping it
+keeps the stream well-formed, and :meth:`GeventTransport.write_last` can still
+queue a close frame behind the frame in flight.
+
+The thread transport writes in the caller's thread under a lock; a write that
+the peer does not take within ``send_timeout`` seconds overflows the same way.
 """
 
 from __future__ import annotations
 
 import collections
+import select
 import socket as _socket
+import ssl
+import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["GeventTransport", "ThreadTransport"]
 
 READ_SIZE = 256 * 1024
+#: Linux's per-call non-blocking flag; where it is missing, thread writes block.
+_DONTWAIT = getattr(_socket, "MSG_DONTWAIT", 0)
 
 
 class _BaseTransport:
-    __slots__ = ("broken", "closed", "owns_socket", "sock")
+    __slots__ = (
+        "accepting", "broken", "closed", "high_water", "limit", "on_overflow", "owns_socket",
+        "send_timeout", "sock",
+    )
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self.closed = False
         self.broken = False
+        #: False once closed, broken or overflowed: writes are dropped.
+        self.accepting = True
         #: Whether :meth:`abort` closes the socket, or only shuts the connection
         #: down and leaves the socket object to the server that owns it.
         self.owns_socket = True
+        #: :meth:`wait_for_room` waits until no more than this many bytes are queued.
+        self.high_water = sys.maxsize
+        #: Bytes that may wait behind the write in flight; more overflows (None: no limit).
+        self.limit: int | None = None
+        #: Seconds a thread write may take before it overflows (threads only).
+        self.send_timeout: float | None = None
+        #: Called once, in the writing task, when the transport overflows.
+        self.on_overflow: Callable[[], object] | None = None
 
     def recv(self, park: bool = False) -> bytes | None:
         """Bytes from the peer; ``b""`` at end of stream or on a dead connection.
@@ -54,6 +86,7 @@ class _BaseTransport:
         if self.closed:
             return
         self.closed = True
+        self.accepting = False
         try:
             self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
@@ -63,6 +96,11 @@ class _BaseTransport:
                 self.sock.close()
             except OSError:
                 pass
+
+    def _overflowed(self) -> None:
+        callback, self.on_overflow = self.on_overflow, None
+        if callback is not None:
+            callback()
 
 
 class _Park(BaseException):
@@ -126,8 +164,8 @@ class GeventTransport(_BaseTransport):
     """
 
     __slots__ = (
-        "_drained", "_draining", "_gevent", "_parked", "_pending", "_raw_recv", "_raw_send",
-        "buffered_amount",
+        "_drained", "_draining", "_gevent", "_inflight", "_parked", "_pending", "_raw_recv",
+        "_raw_send", "_room", "buffered_amount",
     )
 
     PARK_AFTER = 0.5
@@ -144,9 +182,11 @@ class GeventTransport(_BaseTransport):
         direct = raw is not None and not hasattr(sock, "context") and hasattr(sock, "_read_event")
         self._raw_send = raw.send if direct else None
         self._raw_recv = raw.recv if direct else None
-        self._pending: collections.deque[bytes | memoryview] | None = None  # made when a write waits
+        self._pending: collections.deque[bytes] | None = None  # made when a write first waits
         self._draining = False
+        self._inflight = 0  # bytes of the write the writer greenlet is sending, not yet sent
         self._drained: Any = None  # an Event, made when a flush has to wait
+        self._room: Any = None  # an Event, made when a sender waits for the queue to shrink
         self._parked = False
         self.buffered_amount = 0
 
@@ -194,53 +234,102 @@ class GeventTransport(_BaseTransport):
             self._parked = False
             self.sock._read_event.stop()
         super().abort()
+        self._wake()
 
     def write(self, data: bytes) -> None:
         """Queue ``data``; write at once what the kernel takes."""
+        if not self.accepting:
+            return
+        if self._draining:
+            limit = self.limit
+            if limit is not None and self.buffered_amount - self._inflight > limit:
+                self._overflow()
+                return
+            assert self._pending is not None
+            self._pending.append(data)
+            self.buffered_amount += len(data)
+            return
+        sent = 0
+        if self._raw_send is not None:
+            try:
+                sent = self._raw_send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._break()
+                return
+            if sent == len(data):
+                return
+        self._start_draining(memoryview(data)[sent:] if sent else data)
+
+    def write_last(self, data: bytes) -> None:
+        """Queue ``data`` even after an overflow (the close frame that ends the stream)."""
         if self.closed or self.broken:
             return
-        if not self._draining:
-            sent = 0
-            if self._raw_send is not None:
-                try:
-                    sent = self._raw_send(data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError:
-                    self._break()
-                    return
-                if sent == len(data):
-                    return
-            if self._pending is None:
-                self._pending = collections.deque()
-            self._pending.append(memoryview(data)[sent:])
-            self.buffered_amount += len(data) - sent
-            self._draining = True
-            self._gevent.spawn_raw(self._drain, self._pending)
-            return
-        assert self._pending is not None
-        self._pending.append(data)
-        self.buffered_amount += len(data)
+        if self._draining:
+            assert self._pending is not None
+            self._pending.append(data)
+            self.buffered_amount += len(data)
+        else:
+            self._start_draining(data)
 
-    def _drain(self, pending: collections.deque[bytes | memoryview]) -> None:
+    def _start_draining(self, rest: bytes | memoryview) -> None:
+        if self._pending is None:
+            self._pending = collections.deque()
+        self.buffered_amount += len(rest)
+        self._inflight = len(rest)
+        self._draining = True
+        self._gevent.spawn_raw(self._drain, rest)
+
+    def _drain(self, chunk: bytes | memoryview) -> None:
+        """The writer greenlet: send ``chunk``, then the queue, in order, counting every byte."""
+        pending = self._pending
+        assert pending is not None
+        send = self.sock.send  # cooperative: waits for room, returns what the kernel took
         try:
-            while pending and not self.closed:
+            while not self.closed:
+                view = memoryview(chunk)
+                while view:
+                    sent = send(view)
+                    view = view[sent:]
+                    self._inflight -= sent
+                    self.buffered_amount -= sent
+                    if self._room is not None and self.buffered_amount <= self.high_water:
+                        self._room.set()
+                    if self.closed:
+                        return
+                if not pending:
+                    break
                 chunk = pending.popleft()
-                self.sock.sendall(chunk)
-                self.buffered_amount -= len(chunk)
+                self._inflight = len(chunk)
         except OSError:
             self._break()
         finally:
             self._draining = False
+            self._inflight = 0
             if self.closed or self.broken:
                 pending.clear()
                 self.buffered_amount = 0
             if self._drained is not None:
                 self._drained.set()
+            if self._room is not None:
+                self._room.set()
+
+    def _overflow(self) -> None:
+        # More than ``limit`` bytes wait behind the write in flight: the peer is
+        # not reading. Drop the queue (whole frames only) and refuse more.
+        self.accepting = False
+        pending = self._pending
+        if pending:
+            self.buffered_amount -= sum(map(len, pending))
+            pending.clear()
+        self._wake()
+        self._overflowed()
 
     def _break(self) -> None:
         # The peer is gone: drop what is queued and wake the reader.
         self.broken = True
+        self.accepting = False
         if self._pending is not None:
             self._pending.clear()
         self.buffered_amount = 0
@@ -248,6 +337,36 @@ class GeventTransport(_BaseTransport):
             self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
+    def wait_for_room(self, timeout: float | None) -> bool:
+        """Wait until at most ``high_water`` bytes are queued; False after ``timeout`` seconds.
+
+        Returns True at once in the hub, which must never block, and once the
+        transport no longer accepts writes (the caller checks its state).
+        """
+        if self.buffered_amount <= self.high_water:
+            return True
+        if self._gevent.getcurrent() is self._gevent.get_hub():
+            return True
+        if self._room is None:
+            import gevent.event
+
+            self._room = gevent.event.Event()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _ in range(1_000_000):  # each pass waits for the writer's progress
+            if self.buffered_amount <= self.high_water or not self.accepting:
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            self._room.clear()
+            self._room.wait(remaining)
+        return False
 
     def flush(self, timeout: float | None) -> bool:
         """Wait until everything queued is written; False on timeout."""
@@ -262,7 +381,11 @@ class GeventTransport(_BaseTransport):
 
 
 class ThreadTransport(_BaseTransport):
-    """A blocking socket shared by a reader thread and writers, one write at a time."""
+    """A blocking socket shared by a reader thread and writers, one write at a time.
+
+    ``buffered_amount`` counts the bytes of the write in progress that the
+    kernel has not taken yet.
+    """
 
     __slots__ = ("_lock", "buffered_amount")
 
@@ -272,21 +395,72 @@ class ThreadTransport(_BaseTransport):
         self.buffered_amount = 0
 
     def write(self, data: bytes) -> None:
-        """Write ``data`` before returning (the caller's thread blocks)."""
-        if self.closed or self.broken:
+        """Write ``data`` before returning (the caller's thread blocks, up to ``send_timeout``)."""
+        if not self.accepting:
             return
-        with self._lock:
+        timeout = self.send_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._time_out()
+            return
+        try:
+            if not self.accepting:
+                return
             self.buffered_amount += len(data)
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                self.broken = True
+            unsent = self._send(memoryview(data), deadline)
+            if unsent is None:
+                return
+            self.buffered_amount -= unsent
+        finally:
+            self._lock.release()
+        self._time_out()
+
+    def _send(self, view: memoryview, deadline: float | None) -> int | None:
+        """Send all of ``view``; None when done (or broken), else the bytes left at the deadline."""
+        sock = self.sock
+        try:
+            if deadline is None or not _DONTWAIT or isinstance(sock, ssl.SSLSocket):
+                sock.sendall(view)  # TLS takes no flags; send_timeout does not apply
+                self.buffered_amount -= len(view)
+                return None
+            while view:
                 try:
-                    self.sock.shutdown(_socket.SHUT_RDWR)
-                except OSError:
-                    pass
-            finally:
-                self.buffered_amount -= len(data)
+                    sent = sock.send(view, _DONTWAIT)
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return len(view)
+                    select.select((), (sock,), (), remaining)
+                    continue
+                view = view[sent:]
+                self.buffered_amount -= sent
+        except (OSError, ValueError):  # ValueError: select() on a socket closed meanwhile
+            self.buffered_amount -= len(view)
+            self.broken = True
+            self.accepting = False
+            try:
+                sock.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
+        return None
+
+    def _time_out(self) -> None:
+        # The peer took nothing for send_timeout seconds. A frame may be half
+        # written, so nothing can follow it: refuse writes, end the connection.
+        self.accepting = False
+        try:
+            self.sock.shutdown(_socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._overflowed()
+
+    def write_last(self, data: bytes) -> None:
+        """Nothing can follow a write that timed out; otherwise the same as :meth:`write`."""
+        self.write(data)
+
+    def wait_for_room(self, timeout: float | None) -> bool:
+        """Writes are synchronous: there is never a queue to wait for."""
+        return True
 
     def flush(self, timeout: float | None) -> bool:
         """Writes are synchronous: wait only for one in progress."""

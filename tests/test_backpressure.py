@@ -1,0 +1,325 @@
+"""Backpressure: an exact ``buffered_amount``, ``send()`` waiting at the
+high-water mark, and peers that stop reading closed with 1008 at
+``max_buffered_amount`` instead of growing the server's memory."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+import termios
+import threading
+import time
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.socket
+import pytest
+from conftest import ROOT, RawClient, client_frame, handshake_request, start_server
+from werkzeug.wrappers import Request
+
+from takeover import WebSocket, broadcast, upgrade_websocket
+from takeover.server import Server
+from takeover.websocket import OVERFLOW_REASON
+
+TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
+KIB = 1024
+MESSAGE = 64 * KIB
+FRAME = MESSAGE + 10  # a 64 KiB payload takes the 64-bit length form: 10 header bytes
+
+
+def connect(server: Server, **options: Any) -> tuple[WebSocket, RawClient]:
+    """A raw client and the server's WebSocket for it (upgraded with ``options``)."""
+    result = gevent.event.AsyncResult()
+
+    def listener(request: Request, sock: Any, head: bytes) -> None:
+        ws, _ = upgrade_websocket(request, socket=sock, head=head, idle_timeout=None, **options)
+        result.set(ws)
+
+    server.once("upgrade", listener)
+    client = RawClient(server.address[1], connect=gevent.socket.create_connection)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+    client.send(handshake_request())
+    assert client.read_response()[0] == 101
+    ws: WebSocket = result.get(timeout=5)
+    return ws, client
+
+
+def numbered(i: int) -> bytes:
+    return i.to_bytes(4, "big") + b"x" * (MESSAGE - 4)
+
+
+def read_numbered(client: RawClient, count: int) -> list[int]:
+    numbers = []
+    for _ in range(count):
+        opcode, fin, payload = client.read_frame()
+        assert (opcode, fin, len(payload)) == (BINARY, True, MESSAGE)
+        numbers.append(int.from_bytes(payload[:4], "big"))
+    return numbers
+
+
+def kernel_queued(sock: Any, request: int) -> int:
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0])
+
+
+class TestBufferedAmount:
+    def test_it_is_exactly_what_the_kernel_has_not_taken(self, server: Server) -> None:
+        # Every byte written is in exactly one place: takeover's queue
+        # (buffered_amount), the server socket's send queue, the client
+        # socket's receive queue, or already read by the client.
+        ws, client = connect(server, high_water_mark=None, max_buffered_amount=None)
+        ws.binary_type = "bytes"
+        for i in range(64):
+            ws.send(numbered(i))
+        total = 64 * FRAME
+        server_sock = ws._transport.sock
+        read = 0
+
+        def accounted() -> int:
+            queued_out = kernel_queued(server_sock, termios.TIOCOUTQ)
+            queued_in = kernel_queued(client.sock, termios.FIONREAD)
+            return ws.buffered_amount + queued_out + queued_in + read + len(client.buffer)
+
+        for step in range(4):
+            # The writer greenlet has done what the kernel lets it; the
+            # loopback's acknowledgements may take a moment to be counted.
+            for _ in range(200):
+                gevent.idle()
+                if accounted() == total:
+                    break
+                gevent.sleep(0.005)
+            assert accounted() == total
+            if step == 0:
+                assert ws.buffered_amount > 0, "the kernel took it all: the test proves nothing"
+            numbers = read_numbered(client, 8)
+            assert numbers == list(range(step * 8, step * 8 + 8))
+            read += 8 * FRAME
+        assert read_numbered(client, 32) == list(range(32, 64))
+        for _ in range(200):
+            if ws.buffered_amount == 0:
+                break
+            gevent.sleep(0.005)
+        assert ws.buffered_amount == 0
+
+
+class TestHighWaterMark:
+    def test_send_waits_then_times_out_without_sending(self, server: Server) -> None:
+        ws, client = connect(server, high_water_mark=256 * KIB, send_timeout=0.3)
+        most = sent = 0
+        with pytest.raises(TimeoutError, match="high_water_mark=262144"):
+            for i in range(2000):  # 125 MiB if nothing ever waited
+                ws.send(numbered(i))
+                sent += 1
+                most = max(most, ws.buffered_amount)
+        # It waited: at most one message beyond the mark was ever queued.
+        assert most <= 256 * KIB + FRAME
+        assert sent < 200
+        assert ws.ready_state == WebSocket.OPEN
+        # Nothing was lost or half sent: the peer reads every message sent, in order.
+        assert read_numbered(client, sent) == list(range(sent))
+        ws.send(b"after")
+        assert client.read_frame() == (BINARY, True, b"after")
+
+    def test_send_resumes_as_the_peer_reads(self, server: Server) -> None:
+        ws, client = connect(server, high_water_mark=128 * KIB, send_timeout=10)
+        count = 200  # 12.5 MiB through a 128 KiB mark
+        most = 0
+
+        def sender() -> None:
+            nonlocal most
+            for i in range(count):
+                ws.send(numbered(i))
+                most = max(most, ws.buffered_amount)
+
+        task = gevent.spawn(sender)
+        assert read_numbered(client, count) == list(range(count))
+        task.get(timeout=10)
+        assert most <= 128 * KIB + FRAME
+
+    def test_none_never_waits(self, server: Server) -> None:
+        ws, client = connect(server, high_water_mark=None, max_buffered_amount=None)
+        for i in range(100):
+            ws.send(numbered(i))
+        assert ws.buffered_amount > 1024 * KIB  # queued, not waited for
+        assert read_numbered(client, 100) == list(range(100))
+
+
+class TestHardLimit:
+    def test_a_peer_that_stops_reading_is_closed_with_1008(self, server: Server) -> None:
+        stuck, stuck_client = connect(server, max_buffered_amount=1024 * KIB, close_timeout=5)
+        # The reader of the other client shares this process's one CPU with the
+        # broadcaster, so it may fall behind for a while: no limit for it.
+        good, good_client = connect(server, max_buffered_amount=None)
+        events: list[tuple[str, Any]] = []
+        clients = {stuck, good}
+
+        def on_close(event: Any) -> None:
+            events.append(("close", (event.code, event.reason, event.was_clean)))
+            clients.discard(stuck)  # as a chat does: the set broadcast() iterates changes
+
+        stuck.add_event_listener("error", lambda event: events.append(("error", event.message)))
+        stuck.add_event_listener("close", on_close)
+        count = 400  # 25 MiB to each
+        received: list[int] = []
+        reader = gevent.spawn(lambda: received.extend(read_numbered(good_client, count)))
+        deliveries = []
+        most = 0
+        for i in range(count):
+            deliveries.append(broadcast(clients, numbered(i)))
+            most = max(most, stuck.buffered_amount)
+            gevent.sleep(0)
+        reader.get(timeout=20)
+        assert received == list(range(count)), "the reading client lost messages"
+        assert stuck.wait_closed(5)
+        assert events == [
+            ("error", OVERFLOW_REASON),
+            ("close", (1008, OVERFLOW_REASON, False)),
+        ]
+        assert deliveries[0] == 2 and deliveries[-1] == 1
+        # Bounded: the limit, the frame in flight and the one that overflowed.
+        assert most <= 1024 * KIB + 2 * FRAME
+        assert good.ready_state == WebSocket.OPEN
+        # The queue held whole frames: reading now gives complete frames, then
+        # the close frame with 1008, then the end of the connection.
+        opcodes = []
+        for _ in range(count):
+            opcode, fin, payload = stuck_client.read_frame()
+            opcodes.append(opcode)
+            if opcode == CLOSE:
+                assert int.from_bytes(payload[:2], "big") == 1008
+                assert payload[2:].decode() == OVERFLOW_REASON
+                break
+            assert (opcode, fin, len(payload)) == (BINARY, True, MESSAGE)
+        assert opcodes[-1] == CLOSE
+        assert stuck_client.at_eof(5)
+
+    def test_pongs_for_a_ping_flood_count_too(self, server: Server) -> None:
+        # A peer that sends pings and never reads would make the server queue
+        # pongs without end; they count towards the limit like any frame.
+        ws, client = connect(server, max_buffered_amount=256 * KIB, close_timeout=1)
+        closed = gevent.event.AsyncResult()
+        ws.onclose = lambda event: closed.set(event.code)
+        ping = client_frame(0x9, b"p" * 125)
+        pings = ping * 64
+        for _ in range(2000):  # 16 MiB of pongs if nothing stopped it
+            if closed.ready():
+                break
+            try:
+                client.send(pings)
+            except OSError:  # the server closed the connection
+                break
+        else:
+            raise AssertionError("the server never stopped reading pings")
+        assert closed.get(timeout=5) == 1008
+
+
+def test_thread_writes_give_up_after_send_timeout() -> None:
+    """Under threads (Werkzeug's server) a write the peer does not take in
+    ``send_timeout`` seconds closes the connection with 1008, and the sending
+    thread gets its control back."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+    ours, _ = listener.accept()
+    listener.close()
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(
+        path="/",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    ).get_environ()
+    ws, _ = upgrade_websocket(environ, socket=ours, send_timeout=0.3, idle_timeout=None)
+    assert ws._runtime is not None and ws._runtime.name == "threads"
+    closed = threading.Event()
+    codes: list[int] = []
+    ws.add_event_listener("close", lambda event: (codes.append(event.code), closed.set()))
+    for _ in range(500):  # the session thread writes the 101, then opens
+        if ws.ready_state == WebSocket.OPEN:
+            break
+        time.sleep(0.01)
+    assert ws.ready_state == WebSocket.OPEN
+    returned = threading.Event()
+
+    def sender() -> None:
+        for _ in range(2000):  # 125 MiB
+            ws.send(b"x" * MESSAGE)
+            if ws.ready_state != WebSocket.OPEN:
+                break
+        returned.set()
+
+    started = time.monotonic()
+    threading.Thread(target=sender, daemon=True).start()
+    assert returned.wait(10), "the sending thread stayed blocked"
+    assert closed.wait(10)
+    assert codes == [1008]
+    assert time.monotonic() - started < 5
+    client.close()
+
+
+@pytest.mark.parametrize("path", ["/broadcast", "/send"])
+def test_rss_stays_bounded_when_the_peer_stops_reading(path: str) -> None:
+    """256 MiB sent at a client that reads nothing: the server's RSS rises by
+    about the limits (1 MiB high-water mark, 16 MiB hard limit), not by 256 MiB."""
+    server = start_server(ROOT / "tests" / "servers" / "firehose.py", "--megabytes", "256")
+    try:
+        client = RawClient(server.port)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+        client.send(handshake_request(path))
+        assert client.read_response()[0] == 101
+        line = _report(server)
+        client.close()
+    finally:
+        server.stop()
+    fields = dict(item.split("=") for item in line.split()[1:])
+    assert fields["path"] == path
+    assert int(fields["rss_growth_kib"]) < 40 * 1024, line
+    if path == "/broadcast":
+        assert fields["code"] == "1008", line  # closed at max_buffered_amount
+    else:
+        assert fields["timeouts"] == "1", line  # send() waited, then gave up
+        assert int(fields["sent"]) < 100, line
+
+
+def test_without_the_limit_rss_grows_with_what_is_sent() -> None:
+    """The control for the test above: with ``max_buffered_amount=None`` the
+    same client makes the server hold what it cannot send."""
+    server = start_server(
+        ROOT / "tests" / "servers" / "firehose.py", "--megabytes", "128", "--no-limit"
+    )
+    try:
+        client = RawClient(server.port)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+        client.send(handshake_request("/broadcast"))
+        assert client.read_response()[0] == 101
+        assert server.process.stdout is not None
+        # It never finishes on its own: read its peak once the client hangs up.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _rss_kib(server.process.pid) < 100 * 1024:
+            time.sleep(0.05)
+        assert _rss_kib(server.process.pid) >= 100 * 1024
+        client.close()
+    finally:
+        server.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * 4
+
+
+def _report(server: Any, timeout: float = 60) -> str:
+    stdout = server.process.stdout
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stdout.readline().decode()
+        if not line:
+            break
+        if line.startswith("done "):
+            return str(line.strip())
+    raise AssertionError("the firehose server reported nothing")
