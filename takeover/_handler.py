@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket as _socket
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -68,6 +69,8 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
     # -- reading requests, with limits ------------------------------------
 
     def handle(self) -> None:
+        owner = self.server.owner
+        owner._handlers.add(self)
         try:
             super().handle()
         except OSError as error:
@@ -75,8 +78,30 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             # that is already gone (EPIPE, ECONNRESET) must not end in a hub traceback.
             if error.errno not in self.ignored_socket_errors:
                 raise
+        finally:
+            owner._handler_done(self)
+
+    def close_if_idle(self) -> bool:
+        """Shut down a keep-alive connection waiting for its next request; False if one is in progress.
+
+        Node's ``server.close()`` closes idle connections the same way (since 19).
+        """
+        if self._request_begun or self.socket is None:
+            return False
+        self.abort()
+        return True
+
+    def abort(self) -> None:
+        """End the connection now: its handler sees end of stream and returns."""
+        if self.socket is not None:
+            try:
+                self.socket.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def handle_one_request(self) -> Any:
+        if self.server.owner.closing:
+            return None  # no new request on a kept-alive connection once close() began
         timeout = self.server.owner.header_timeout
         self.requestline = None
         self._request_begun = False

@@ -160,6 +160,11 @@ class Server(EventEmitter):
         self._closed = gevent.event.Event()
         self._http_connections = 0
         self._websockets: WeakSet[WebSocket] = WeakSet()
+        #: The handlers of HTTP connections (a keep-alive connection has one for all its requests).
+        self._handlers: set[Any] = set()
+        self._handlers_done: gevent.event.Event | None = None  # made by close() when it must wait
+        #: True from close() on: kept-alive connections take no new request.
+        self.closing = False
 
     # -- what the handler asks --------------------------------------------
 
@@ -182,10 +187,15 @@ class Server(EventEmitter):
         if ws.ready_state != WebSocket.CLOSED:
             self._websockets.add(ws)
             ws._on_finish.append(self._websockets.discard)
-            if self._server is None:
+            if self.closing:
                 # Upgraded by a request that was in progress when close() began:
                 # it gets the 1001 too (while CONNECTING, right after its 101).
                 ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+
+    def _handler_done(self, handler: Any) -> None:
+        self._handlers.discard(handler)
+        if not self._handlers and self._handlers_done is not None:
+            self._handlers_done.set()
 
     def _emit_safely(self, event: str, *args: Any) -> None:
         try:
@@ -226,6 +236,7 @@ class Server(EventEmitter):
         server.start()
         self._server = server
         self._closed.clear()
+        self.closing = False
         self.emit("listening")
         return self
 
@@ -251,8 +262,11 @@ class Server(EventEmitter):
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every open WebSocket with 1001, then stop.
 
-        Waits up to ``timeout`` seconds in all for the WebSockets' close
-        handshakes and for HTTP requests in progress. Unlike Node's
+        Keep-alive connections waiting for their next request are closed at
+        once (as Node's ``server.close()`` does since 19). Waits up to
+        ``timeout`` seconds in all for the WebSockets' close handshakes and
+        for HTTP requests in progress, whose connections then close; a request
+        still running after that has its connection cut. Unlike Node's
         ``closeAllConnections``, WebSockets are not left open; sockets taken
         over raw (custom upgrades, CONNECT tunnels) belong to their listeners
         and are left to them, as in Node. Emits ``close``.
@@ -260,15 +274,28 @@ class Server(EventEmitter):
         server, self._server = self._server, None
         if server is None:
             return
-        started = time.monotonic()
+        deadline = time.monotonic() + timeout
+        self.closing = True
         server.close()  # stop accepting
+        for handler in list(self._handlers):
+            handler.close_if_idle()
         close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, timeout)
-        server.stop(timeout=max(timeout - (time.monotonic() - started), 0.1))
+        server.stop(timeout=max(deadline - time.monotonic(), 0.1))
+        self._wait_for_requests(deadline)
         # Those upgraded meanwhile were closed as they came (_add_websocket): wait for them too.
-        remaining = max(timeout - (time.monotonic() - started), 0.0)
+        remaining = max(deadline - time.monotonic(), 0.0)
         close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, remaining)
         self._closed.set()
         self.emit("close")
+
+    def _wait_for_requests(self, deadline: float) -> None:
+        """Let requests in progress finish until ``deadline``, then cut their connections."""
+        if self._handlers:
+            self._handlers_done = gevent.event.Event()
+            self._handlers_done.wait(max(deadline - time.monotonic(), 0.0))
+            self._handlers_done = None
+        for handler in list(self._handlers):
+            handler.abort()
 
 
 def create_server(app: WSGIApp | None = None, **options: Any) -> Server:

@@ -209,6 +209,53 @@ class TestClose:
                 client.close()
             server.stop()
 
+    @staticmethod
+    def blocking_app(entered: gevent.event.Event, release: gevent.event.Event) -> Any:
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            if environ["PATH_INFO"] == "/slow":
+                entered.set()
+                release.wait(30)
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"ok"]
+
+        return app
+
+    def test_idle_keep_alive_connections_are_closed_at_once(self, make_server: Any) -> None:
+        server = make_server(self.blocking_app(gevent.event.Event(), gevent.event.Event()))
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_response()[:3:2] == (200, b"ok")
+        closer = gevent.spawn(server.close, 10)
+        assert client.at_eof(5)  # not after header_timeout (60 s) nor close's 10 s
+        closer.get(timeout=5)
+        assert not server._handlers
+
+    def test_a_request_in_progress_finishes_then_its_connection_closes(self, make_server: Any) -> None:
+        entered, release = gevent.event.Event(), gevent.event.Event()
+        server = make_server(self.blocking_app(entered, release))
+        client = gevent_client(server)
+        client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert entered.wait(5)
+        closer = gevent.spawn(server.close, 10)
+        gevent.idle()
+        assert not closer.ready()  # close() waits for the request
+        release.set()
+        assert client.read_response()[:3:2] == (200, b"ok")
+        assert client.at_eof(5)  # kept alive no more: the server is closing
+        closer.get(timeout=5)
+
+    def test_a_request_past_the_timeout_has_its_connection_cut(self, make_server: Any) -> None:
+        entered = gevent.event.Event()
+        release = gevent.event.Event()
+        server = make_server(self.blocking_app(entered, release))
+        client = gevent_client(server)
+        client.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert entered.wait(5)
+        closer = gevent.spawn(server.close, 0.3)
+        closer.get(timeout=5)
+        assert client.at_eof(5)
+        release.set()
+
 
 class TestInApp:
     @pytest.fixture
