@@ -105,15 +105,14 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         timeout = self.server.owner.header_timeout
         self.requestline = None
         self._request_begun = False
-        if not timeout:
-            return super().handle_one_request()
-        timer = gevent.Timeout(timeout, _HeaderTimeout())
-        self._header_timer = timer
-        timer.start()
+        timer = None
+        if timeout:
+            timer = self._header_timer = gevent.Timeout(timeout, _HeaderTimeout())
+            timer.start()
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         except _HeaderTimeout as error:
-            if error is not timer.exception:
+            if timer is None or error is not timer.exception:
                 raise
             if not self._request_begun:
                 return None  # an idle keep-alive connection: close it quietly
@@ -121,7 +120,15 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
                 ClientError(408, "ERR_HTTP_REQUEST_TIMEOUT", "Request headers took too long to arrive")
             )
         finally:
-            timer.close()
+            if timer is not None:
+                timer.close()
+        if type(result) is tuple and result[0] == "414":
+            # gevent answers an over-long request line itself, with 414 as RFC 9112 §3
+            # asks; like Node's over-long heads, it goes to 'clientError' listeners.
+            return self._handle_client_error(
+                ClientError(414, "HPE_HEADER_OVERFLOW", "Request line too long")
+            )
+        return result
 
     def read_requestline(self) -> str:
         # Wait for the request's first byte before reading its line: a header timeout

@@ -164,6 +164,20 @@ class TestClientErrors:
         assert status == 431
         assert errors == [(431, "HPE_HEADER_OVERFLOW")]
 
+    def test_an_oversized_request_line_goes_to_client_error_too(self, make_server: Any) -> None:
+        server = make_server()
+        errors: list[tuple[int, str]] = []
+
+        def on_client_error(error: Any, sock: Any) -> None:
+            errors.append((error.status, error.code))
+            sock.sendall(b"HTTP/1.1 414 Custom\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+        server.on("clientError", on_client_error)
+        client = gevent_client(server)
+        client.send(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_response()[0] == 414
+        assert errors == [(414, "HPE_HEADER_OVERFLOW")]
+
 
 class TestLimits:
     def test_max_connections_counts_open_websockets(self, make_server: Any) -> None:
