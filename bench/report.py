@@ -1,0 +1,218 @@
+"""The report: the markdown tables, the targets (PASS/FAIL) and the notes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.config import BENCH
+from bench.measure import QUIET
+from bench.specs import REFERENCE, SCENARIO_BY_KEY, SERVERS
+
+CLIENT_BOUND = 0.9  # the load generator's share of its core from which a figure is marked
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "KB/conn":
+        return f"{value:.1f}"
+    if unit == "MB/s":
+        return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
+TAKEOVER_MODES = ("takeover", "takeover-inapp")
+TARGET_COLUMNS = (*TAKEOVER_MODES, "takeover-legacy")
+TARGETS = [
+    # (scenario, peer, minimum ratio takeover/peer, label, the takeover rows it applies to)
+    ("small", "websockets", 1.3, "32 B echo: takeover >= 1.3x websockets", TAKEOVER_MODES),
+    ("small", "gevent-websocket", 1.8, "32 B echo: takeover >= 1.8x gevent-websocket", TAKEOVER_MODES),
+    ("small", "gevent-tcp", 0.75, "32 B echo: takeover >= 0.75x raw gevent TCP", TAKEOVER_MODES),
+    ("large", "websockets", 1.0, "1 MiB echo: takeover >= 1.0x websockets", TAKEOVER_MODES),
+    ("handshake", "gevent-websocket", 1.0, "handshakes/s: takeover >= 1.0x gevent-websocket", TAKEOVER_MODES),
+    (
+        "large",
+        "gevent-websocket",
+        20.0,
+        "1 MiB echo: the gevent-websocket app on takeover.legacy >= 20x on gevent-websocket",
+        ("takeover-legacy",),
+    ),
+]
+
+
+def evaluate_targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for scenario, peer, minimum, label, modes in TARGETS:
+        row: dict[str, Any] = {"target": label}
+        for mode in TARGET_COLUMNS:
+            if mode not in modes:
+                row[mode] = {"ratio": None, "pass": None, "applies": False}
+                continue
+            mine = summary.get(mode, {}).get(scenario, {}).get("median")
+            theirs = summary.get(peer, {}).get(scenario, {}).get("median")
+            if mine is None or theirs is None or theirs == 0:
+                row[mode] = {"ratio": None, "pass": None}
+            else:
+                ratio = mine / theirs
+                row[mode] = {"ratio": ratio, "pass": ratio >= minimum}
+        rows.append(row)
+    idle = {}
+    for mode in ("takeover", "takeover-inapp"):
+        value = summary.get(mode, {}).get("idle", {}).get("median")
+        idle[mode] = {"value": value, "pass": None if value is None else value <= 10.0}
+    rows.append(dict({"target": "idle RSS: takeover <= 10 KB per connection"}, **idle))
+    framed = {}
+    for mode, source in (
+        ("takeover", "takeover_socket_broadcast.py"),
+        ("takeover-inapp", "takeover_inapp_broadcast.py"),
+    ):
+        text = (BENCH / "servers" / source).read_text()
+        uses = "from takeover import broadcast" in text or "import broadcast," in text
+        ran = summary.get(mode, {}).get("broadcast", {}).get("median") is not None
+        framed[mode] = {
+            "value": f"takeover.broadcast in bench/servers/{source}",
+            "pass": uses and ran if ran else None,
+        }
+    rows.append(
+        dict({"target": "broadcast: takeover frames the message once (takeover.broadcast)"}, **framed)
+    )
+    return rows
+
+
+def verdict(cell: dict[str, Any] | None, scenario_unit: str = "") -> str:
+    if cell is None or cell.get("applies") is False:
+        return "n/a"
+    if cell.get("pass") is None:
+        return "not measured"
+    mark = "PASS" if cell["pass"] else "FAIL"
+    if cell.get("ratio") is not None:
+        return f"{mark} ({cell['ratio']:.2f}x)"
+    if isinstance(cell.get("value"), float):
+        return f"{mark} ({cell['value']:.1f} KB)"
+    return mark
+
+
+def markdown(report: dict[str, Any]) -> str:
+    summary = report["summary"]
+    scenarios = [SCENARIO_BY_KEY[key] for key in report["config"]["scenarios"]]
+    servers = [server for server in SERVERS if server.key in report["config"]["servers"]]
+    header = ["server"] + [f"{scenario.title} ({scenario.unit})" for scenario in scenarios]
+    rows = []
+    for server in servers:
+        row = [server.label]
+        for scenario in scenarios:
+            cell = summary.get(server.key, {}).get(scenario.key, {})
+            if cell.get("status") == "ok":
+                reference = summary.get(REFERENCE, {}).get(scenario.key, {}).get("median")
+                text = fmt(cell["median"], scenario.unit)
+                if reference:
+                    text += f" ({cell['median'] / reference:.2f}x)"
+                if cell.get("client_cpu", 0) >= CLIENT_BOUND:
+                    text += " †"
+                if cell.get("problems"):
+                    text += " !"
+                row.append(text)
+            else:
+                row.append(cell.get("status", "-"))
+        rows.append(row)
+    widths = [max(len(str(line[i])) for line in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True))
+            + " |"
+        )
+
+    out = [line(header), "|" + "|".join("-" * (width + 2) for width in widths) + "|"]
+    out += [line(row) for row in rows]
+    out.append("")
+    out.append(
+        f"Medians of {report['config']['rounds']} round(s) of {report['config']['duration']:g} s; "
+        "(N.NNx) is the ratio to takeover (socket mode) in the same run "
+        '(for idle RSS, lower is better). "†": the load generator used '
+        f"{CLIENT_BOUND:.0%} or more of its CPU, so it, not the server, may have set the figure. "
+        '"!": a figure with problems (listed below).'
+    )
+    busy = [
+        (server.label, scenario.title, cell["foreign_cpu_max"])
+        for server in servers
+        for scenario in scenarios
+        for cell in [summary.get(server.key, {}).get(scenario.key, {})]
+        if cell.get("foreign_cpu_max", 0) > QUIET
+    ]
+    if busy:
+        out.append("")
+        out.append(
+            "Other processes used the CPUs during: "
+            + "; ".join(f"{label}, {title} (up to {share:.0%} of a core)" for label, title, share in busy)
+            + "."
+        )
+    out.append("")
+    out.append("CPU use during the measured window (median; share of one core), server / load generator:")
+    out.append("")
+    cpu_header = ["server"] + [scenario.title for scenario in scenarios if scenario.key != "idle"]
+    out.append("| " + " | ".join(cpu_header) + " |")
+    out.append("|" + "|".join("---" for _ in cpu_header) + "|")
+    for server in servers:
+        row = [server.label]
+        for scenario in scenarios:
+            if scenario.key == "idle":
+                continue
+            cell = summary.get(server.key, {}).get(scenario.key, {})
+            row.append(
+                f"{cell['server_cpu']:.0%} / {cell['client_cpu']:.0%}" if "client_cpu" in cell else "-"
+            )
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    target_rows = report["targets"]
+    out.append("| target (issue) | takeover (socket mode) | takeover (in-app) | takeover.legacy |")
+    out.append("|---|---|---|---|")
+    for row in target_rows:
+        cells = " | ".join(verdict(row.get(mode)) for mode in TARGET_COLUMNS)
+        out.append(f"| {row['target']} | {cells} |")
+    notes = []
+    for server in servers:
+        for scenario in scenarios:
+            cell = summary.get(server.key, {}).get(scenario.key, {})
+            for problem in cell.get("problems", []):
+                notes.append(f"- {server.label}, {scenario.title}: {problem}")
+            for error in cell.get("errors", []):
+                notes.append(f"- {server.label}, {scenario.title}: {error}")
+            if cell.get("reason"):
+                notes.append(f"- {server.label}, {scenario.title}: {cell['status']}: {cell['reason']}")
+    if notes:
+        out += ["", "Problems, errors and gaps:", "", *notes]
+    return "\n".join(out) + "\n"
+
+
+def machine_markdown(report: dict[str, Any]) -> str:
+    info = report["machine"]
+    config = report["config"]
+    lines = [
+        f"- date: {info['date']}",
+        f"- CPU: {info['cpu']}, {info['cores']} cores, {info['memory']} RAM, Linux {info['kernel']}",
+        f"- pinning: {config['pinning']}",
+        f"- Python {info['python']}, gevent {info['gevent']}, greenlet {info['greenlet']}",
+        f"- takeover {info['takeover']} at {info['takeover_commit']}"
+        + (" (with uncommitted changes in takeover/)" if info["takeover_uncommitted_changes"] else "")
+        + (
+            f" (CHANGED DURING THE RUN: it started at {report['takeover_at_start']['commit']})"
+            if report["takeover_sources_changed_during_run"]
+            else ""
+        )
+        + f", C speedups: {info['takeover_speedups']}",
+        f"- websockets {info['websockets']} (C speedups: {info['websockets_speedups']}), "
+        f"gevent-websocket {info['gevent-websocket']}, Flask {info['flask']}, "
+        f"Flask-Sock {info['flask-sock']} (simple-websocket {info['simple-websocket']}), "
+        f"picows {info['picows']}, uvloop {info['uvloop']}",
+        f"- Node {info['node']}, ws {info['ws']}, bufferutil {info['bufferutil']} "
+        f"(load generator: {config['client']} client; Node server)",
+        f"- command: `{config['command']}`; {config['rounds']} round(s), {config['duration']:g} s per "
+        f"measurement after {config['warmup']:g} s of warm-up; total {report['runtime_seconds']:.0f} s",
+    ]
+    lines.append("- scenarios:")
+    for key in config["scenarios"]:
+        lines.append(f"  - {SCENARIO_BY_KEY[key].title}: {config['scenario_descriptions'][key]}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,266 @@
+"""What is measured: the scenarios, the servers under test and the commands that start them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.config import NODE_DIR, NOFILE, PY, ROOT
+
+# -- scenarios --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str  # column heading
+    unit: str
+    higher_is_better: bool
+    full: dict[str, Any]  # load generator parameters for the full run
+    quick: dict[str, Any]  # ... and for --quick
+
+    def params(self, quick: bool) -> dict[str, Any]:
+        return dict(self.quick if quick else self.full)
+
+
+SCENARIOS = [
+    Scenario(
+        "small",
+        "32 B echo",
+        "msgs/s",
+        True,
+        {"scenario": "echo", "connections": 50, "size": 32, "binary": False},
+        {"scenario": "echo", "connections": 20, "size": 32, "binary": False},
+    ),
+    Scenario(
+        "large",
+        "1 MiB echo",
+        "MB/s",
+        True,
+        {"scenario": "echo", "connections": 4, "size": 1 << 20, "binary": True},
+        {"scenario": "echo", "connections": 2, "size": 1 << 20, "binary": True},
+    ),
+    Scenario(
+        "handshake",
+        "handshakes",
+        "/s",
+        True,
+        {"scenario": "handshake", "concurrency": 8, "size": 32},
+        {"scenario": "handshake", "concurrency": 8, "size": 32},
+    ),
+    Scenario(
+        "idle",
+        "idle RSS",
+        "KB/conn",
+        False,
+        {"scenario": "idle", "connections": 3000, "openConcurrency": 64},
+        {"scenario": "idle", "connections": 500, "openConcurrency": 64},
+    ),
+    Scenario(
+        "broadcast",
+        "broadcast",
+        "deliveries/s",
+        True,
+        {"scenario": "broadcast", "connections": 1000, "batch": 20, "openConcurrency": 64},
+        {"scenario": "broadcast", "connections": 200, "batch": 20, "openConcurrency": 64},
+    ),
+]
+SCENARIO_BY_KEY = {scenario.key: scenario for scenario in SCENARIOS}
+
+
+def describe_scenario(scenario: Scenario, params: dict[str, Any], duration: float) -> str:
+    """One line saying exactly what a scenario measures with these parameters."""
+    if scenario.key == "small":
+        return (
+            f"{params['connections']} connections x 32-byte text messages, closed loop, "
+            f"{duration:g} s: echoes received per second"
+        )
+    if scenario.key == "large":
+        return (
+            f"{params['connections']} connections x 1 MiB (1,048,576-byte) binary messages, closed "
+            f"loop, {duration:g} s: echoed payload received, in MB/s (10^6 bytes)"
+        )
+    if scenario.key == "handshake":
+        return (
+            f"{params['concurrency']} loops in flight of connect, opening handshake, close handshake, "
+            f"TCP close, {duration:g} s: completed cycles per second"
+        )
+    if scenario.key == "idle":
+        return (
+            f"{params['connections']} idle connections: (server RSS after - before) / "
+            f"{params['connections']}, in KB (1024 bytes)"
+        )
+    return (
+        f"{params['connections']} clients; one of them asks for {params['batch']} broadcasts of a "
+        f"100-byte text message at a time, the next batch when all arrived, {duration:g} s: "
+        f"messages received per second, all clients together"
+    )
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+@dataclass
+class ServerSpec:
+    key: str
+    label: str
+    kind: str  # "ws" or "tcp"
+    echo: Callable[[int], list[str]]
+    broadcast: Callable[[int], list[str]] | None
+    path: str = "/ws"
+    needs: list[str] = field(default_factory=list)  # Python modules, or "node"
+    notes: str = ""
+    no_broadcast_reason: str = ""
+    unavailable: str = ""  # set when a dependency is missing
+
+    def command(self, scenario: str, port: int) -> list[str] | None:
+        if scenario == "broadcast":
+            return self.broadcast(port) if self.broadcast else None
+        return self.echo(port)
+
+    def url(self, port: int) -> str:
+        return f"tcp://127.0.0.1:{port}" if self.kind == "tcp" else f"ws://127.0.0.1:{port}{self.path}"
+
+
+def module_server(module: str) -> Callable[[int], list[str]]:
+    return lambda port: [PY, "-m", module, "--port", str(port)]
+
+
+def module_broadcast(module: str) -> Callable[[int], list[str]]:
+    return lambda port: [PY, "-m", module, "--port", str(port), "--broadcast"]
+
+
+def takeover_serve(app: str) -> Callable[[int], list[str]]:
+    return lambda port: [PY, "-m", "takeover", "serve", app, "--bind", f"127.0.0.1:{port}"]
+
+
+def node_server(broadcast: bool) -> Callable[[int], list[str]]:
+    extra = " --broadcast" if broadcast else ""
+    # Node's own limit on open files is the shell's: raise it for the 3,000 connections.
+    return lambda port: [
+        "bash",
+        "-c",
+        f"ulimit -n {NOFILE}; exec node bench/node/server.js --host 127.0.0.1 --port {port}{extra}",
+    ]
+
+
+SERVERS = [
+    ServerSpec(
+        "takeover",
+        "takeover (socket mode)",
+        "ws",
+        lambda port: [
+            PY,
+            "examples/echo.py",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--idle-timeout",
+            "30",
+        ],
+        module_broadcast("bench.servers.takeover_socket_broadcast"),
+        notes="examples/echo.py --idle-timeout 30: the upgrade event, ws.onmessage = ws.send; "
+        "broadcast: takeover.broadcast()",
+    ),
+    ServerSpec(
+        "takeover-inapp",
+        "takeover (in-app, Flask)",
+        "ws",
+        takeover_serve("examples.flask_echo:app"),
+        takeover_serve("bench.servers.takeover_inapp_broadcast:app"),
+        needs=["flask"],
+        notes="python -m takeover serve examples.flask_echo:app (the /ws view); "
+        "broadcast: takeover.broadcast()",
+    ),
+    ServerSpec(
+        "gevent-websocket",
+        "gevent-websocket",
+        "ws",
+        module_server("bench.servers.geventwebsocket_echo"),
+        module_broadcast("bench.servers.geventwebsocket_echo"),
+        needs=["geventwebsocket"],
+        notes="WebSocketHandler on gevent.pywsgi, ws.receive()/ws.send() loop; broadcast: loop of ws.send()",
+    ),
+    ServerSpec(
+        "takeover-legacy",
+        "takeover.legacy (gevent-websocket app)",
+        "ws",
+        lambda port: [PY, "-m", "bench.servers.geventwebsocket_echo", "--port", str(port), "--takeover"],
+        lambda port: [
+            PY, "-m", "bench.servers.geventwebsocket_echo", "--port", str(port), "--broadcast", "--takeover",
+        ],
+        needs=["geventwebsocket"],
+        notes="the gevent-websocket row's app, unchanged, with "
+        "handler_class=takeover.legacy.WebSocketHandler",
+    ),
+    ServerSpec(
+        "websockets",
+        "websockets (asyncio)",
+        "ws",
+        module_server("bench.servers.websockets_echo"),
+        module_broadcast("bench.servers.websockets_echo"),
+        needs=["websockets"],
+        notes="websockets.asyncio.server.serve(max_size=None), default asyncio loop, "
+        "`async for message in ws: await ws.send(message)`; broadcast: websockets.broadcast()",
+    ),
+    ServerSpec(
+        "flask-sock",
+        "Flask-Sock (gevent)",
+        "ws",
+        module_server("bench.servers.flasksock_echo"),
+        module_broadcast("bench.servers.flasksock_echo"),
+        needs=["flask_sock"],
+        notes="Flask-Sock route on gevent.pywsgi.WSGIServer after monkey.patch_all(); "
+        "broadcast: loop of ws.send()",
+    ),
+    ServerSpec(
+        "node-ws",
+        "Node ws 8",
+        "ws",
+        node_server(False),
+        node_server(True),
+        needs=["node"],
+        notes="http.createServer + server.on('upgrade') + wss.handleUpgrade (noServer: true); "
+        "broadcast: loop over wss.clients",
+    ),
+    ServerSpec(
+        "picows",
+        "picows (uvloop)",
+        "ws",
+        module_server("bench.servers.picows_echo"),
+        module_broadcast("bench.servers.picows_echo"),
+        needs=["picows", "uvloop"],
+        notes="frame-level echo on uvloop, for reference; broadcast: loop of transport.send()",
+    ),
+    ServerSpec(
+        "gevent-tcp",
+        "raw gevent TCP (no WebSocket)",
+        "tcp",
+        module_server("bench.servers.gevent_tcp_echo"),
+        None,
+        notes="gevent.server.StreamServer, recv(65536)/sendall loop: the floor of a gevent round trip; "
+        "'handshake' is connect + one 32-byte round trip + close",
+        no_broadcast_reason="no WebSocket, nothing to broadcast",
+    ),
+]
+REFERENCE = "takeover"
+
+
+def check_available(server: ServerSpec) -> str:
+    """Why ``server`` cannot run here, or "" if it can."""
+    for need in server.needs:
+        if need == "node":
+            if shutil.which("node") is None:
+                return "node is not installed"
+            if not (NODE_DIR / "node_modules" / "ws").is_dir():
+                return "bench/node/node_modules/ws is missing (npm install in bench/node)"
+            continue
+        probe = subprocess.run([PY, "-c", f"import {need}"], capture_output=True, text=True, cwd=ROOT)
+        if probe.returncode != 0:
+            last = (probe.stderr.strip().splitlines() or ["import failed"])[-1]
+            return f"import {need} failed: {last}"
+    return ""
