@@ -118,7 +118,14 @@ def serve(
     """Import the application, listen, print the banner and serve until SIGINT or SIGTERM."""
     # One line per upgrade and per close from the "takeover.access" logger,
     # unless the application configured logging itself.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not logging.root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        # That format shows no thread or process. Under gevent, looking the thread
+        # up makes a dummy Thread for every new greenlet: about 4% of an in-app
+        # handshake's time went to it (py-spy, examples/flask_echo.py).
+        logging.logThreads = False
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
     app = load_app(spec)
 
     import gevent
