@@ -39,7 +39,7 @@ from takeover.protocol.frames import CloseCode, encode_frame
 from takeover.protocol.handshake import header_tokens
 from takeover.protocol.origin import AllowedOrigins
 from takeover.upgrade import DEFAULT_ALLOWED_ORIGINS, ENVIRON_KEY, upgrade_websocket
-from takeover.websocket import WebSocket
+from takeover.websocket import DEFAULT_HIGH_WATER_MARK, DEFAULT_MAX_BUFFERED_AMOUNT, WebSocket
 
 __all__ = [
     "Client",
@@ -167,7 +167,10 @@ class LegacyWebSocket:
         """Send ``message``: binary if ``binary``, or (``binary=None``) unless it is a ``str``.
 
         Raises :class:`WebSocketError` after :meth:`close` or once :meth:`receive`
-        returned ``None``. While the peer is closing, messages are dropped.
+        returned ``None``, and when a peer that does not read keeps more than the
+        handler's ``high_water_mark`` queued for ``send_timeout`` seconds (the
+        message is not sent; gevent-websocket's ``send`` would block for ever).
+        While the peer is closing, messages are dropped.
         """
         if self._closed:
             self.current_app.on_close(MSG_SOCKET_DEAD)
@@ -177,7 +180,10 @@ class LegacyWebSocket:
         ws = self.websocket
         if ws.ready_state is not WebSocket.OPEN:
             return  # the peer closed; this greenlet learns it from its next receive()
-        ws.send(_binary(message) if binary else _text(message))
+        try:
+            ws.send(_binary(message) if binary else _text(message))
+        except TimeoutError as error:
+            raise WebSocketError(str(error)) from error
 
     def send_frame(self, message: Any, opcode: int) -> None:
         """Send one frame with ``opcode`` (text, binary, ping, pong or close)."""
@@ -268,6 +274,12 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
     #: ``allowed_origins``: a list, or a method ``allowed_origins(self, origin) -> bool``.
     #: By default, the environ's ``takeover.allowed_origins`` if a server set one, else no check.
     allowed_origins: AllowedOrigins = DEFAULT_ALLOWED_ORIGINS
+    #: ``send()`` waits while more than this many bytes are queued for a slow peer (None: never).
+    high_water_mark: int | None = DEFAULT_HIGH_WATER_MARK
+    #: Seconds ``send()`` waits for such a peer before raising :class:`WebSocketError`.
+    send_timeout: float | None = 30.0
+    #: Bytes queued behind the frame being written (by sends that do not wait) before closing with 1008.
+    max_buffered_amount: int | None = DEFAULT_MAX_BUFFERED_AMOUNT
 
     websocket: LegacyWebSocket | None = None
     prevent_wsgi_call = False
@@ -322,6 +334,9 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
                 close_timeout=self.close_timeout,
                 max_queue=self.max_queue,
                 allowed_origins=self.allowed_origins,
+                high_water_mark=self.high_water_mark,
+                send_timeout=self.send_timeout,
+                max_buffered_amount=self.max_buffered_amount,
             )
         except HandshakeError as error:
             self._reject(error)

@@ -476,6 +476,41 @@ def test_idle_timeout_option(in_process: Any) -> None:
     assert 0.3 < time.monotonic() - started < 2
 
 
+def test_a_peer_that_stops_reading_gives_send_a_websocket_error(in_process: Any) -> None:
+    """gevent-websocket's send() blocks for ever on such a peer; the bridge's
+    waits at the high-water mark, then raises the error its apps catch."""
+    import socket
+
+    import gevent.event
+    from gevent.pywsgi import WSGIServer
+    from geventwebsocket.exceptions import WebSocketError
+
+    from takeover.legacy import WebSocketHandler
+
+    class Handler(WebSocketHandler):
+        high_water_mark = 256 * 1024
+        send_timeout = 0.3
+
+    outcome = gevent.event.AsyncResult()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        ws = environ["wsgi.websocket"]
+        sent = 0
+        try:
+            for _ in range(2000):  # 125 MiB if nothing ever waited
+                ws.send(b"x" * 65536)
+                sent += 1
+        except WebSocketError as error:
+            outcome.set((sent, str(error)))
+        return []
+
+    client = in_process(WSGIServer(("127.0.0.1", 0), app, handler_class=Handler, log=None))("/")
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    assert client.read_response()[0] == 101
+    sent, message = outcome.get(timeout=10)
+    assert sent < 200 and "high_water_mark=262144" in message
+
+
 def test_websocket_server_resource_protocol_and_send_frame(in_process: Any) -> None:
     from geventwebsocket import Resource, WebSocketApplication
     from geventwebsocket.protocols.base import BaseProtocol
