@@ -113,11 +113,11 @@ class WebSocket(EventTarget):
 
     __slots__ = (
         "__weakref__", "_claimed", "_close_event", "_close_requested", "_conn", "_deflate", "_done",
-        "_end_pending", "_finished", "_handshake_response", "_high_water", "_last_activity",
-        "_max_message_size", "_max_queue", "_may_park", "_on_finish", "_opened_at", "_overflowing",
-        "_paused", "_ping_sent_at", "_queue", "_remote_address", "_runtime", "_send_lock", "_state",
-        "_timer", "_transport", "binary_type", "close_timeout", "extensions", "high_water_mark",
-        "idle_timeout", "max_buffered_amount", "protocol", "send_timeout", "url",
+        "_end_pending", "_finish_lock", "_finished", "_handshake_response", "_high_water",
+        "_last_activity", "_max_message_size", "_max_queue", "_may_park", "_on_finish", "_opened_at",
+        "_overflowing", "_paused", "_ping_sent_at", "_queue", "_remote_address", "_runtime",
+        "_send_lock", "_state", "_timer", "_transport", "binary_type", "close_timeout", "extensions",
+        "high_water_mark", "idle_timeout", "max_buffered_amount", "protocol", "send_timeout", "url",
     )
 
     CONNECTING = State.CONNECTING
@@ -187,6 +187,7 @@ class WebSocket(EventTarget):
         self._ping_sent_at = 0.0
         self._close_requested: tuple[int | None, str] | None = None
         self._finished = False
+        self._finish_lock: threading.Lock | None = None  # under threads only
         self._close_event: CloseEvent | None = None
         self._opened_at = 0.0
         self._paused = False  # reading paused by a full receive() queue
@@ -388,6 +389,7 @@ class WebSocket(EventTarget):
         if isinstance(runtime, ThreadRuntime):
             # Threads race to make it on first use; greenlets never do (no preemption).
             self._queue = runtime.queue(self._max_queue)
+            self._finish_lock = threading.Lock()
         if inline:
             self._run(bytes(head))
         else:
@@ -611,7 +613,15 @@ class WebSocket(EventTarget):
         """Become CLOSED and dispatch ``error`` (if any) then ``close``, exactly once."""
         if self._finished:
             return
-        self._finished = True
+        if self._finish_lock is None:
+            self._finished = True
+        else:
+            # Threads may get here together (the reader at EOF, a timer, a writer
+            # that overflowed); exactly one goes on.
+            with self._finish_lock:
+                if self._finished:
+                    return
+                self._finished = True
         self._state = State.CLOSED
         self._cancel_timer()
         self._close_event = close
