@@ -5,17 +5,19 @@ server's open file descriptors, greenlets and RSS come back to within 10% of
 where they started (counts: 10% or 2, whichever is larger). Exits non-zero if
 any figure misses. Loopback only; every wait is bounded.
 
-"Where they started" is measured after a warm-up round: the same number of
-connections echoing for ``--warmup`` seconds, then all closed. The first
-round grows the process's allocator pools to their working size, and with
-CPython's small-object allocator they stay there (an arena goes back to the
-OS only when it is entirely empty), so a cold start makes RSS look 80% higher
-after the first round even when every object is freed. A leak shows as growth
-from one round to the next, which is what the check compares. The cold-start
-figures are printed too, and so is the number of live Python objects, which
-must come back as well.
+"Where they started" is measured after a warm-up round, the same as the
+measured one: as many connections echoing for as long, then all closed. The
+first round grows the process's allocator pools to their working size, and
+with CPython's small-object allocator they stay there (an arena goes back to
+the OS only when it is entirely empty), so after a cold start RSS looks 80%
+higher even when every object is freed. A leak shows as growth from one
+round to the next, which is what the check compares. The pools' size follows
+the round's peak, so the warm-up is as long as the measured round (a 10 s
+warm-up reached a lower peak on a busy machine and the check failed). The
+cold-start figures are printed too, and so is the number of live Python
+objects, which must come back as well.
 
-    python -m soak.run [--connections 5000] [--seconds 60] [--warmup 10]
+    python -m soak.run [--connections 5000] [--seconds 60] [--warmup SECONDS]
 """
 
 from __future__ import annotations
@@ -90,8 +92,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--warmup", type=float, default=10, help="seconds of the warm-up round (0: none)")
+    parser.add_argument(
+        "--warmup", type=float, help="seconds of the warm-up round (default: --seconds; 0: none)"
+    )
     args = parser.parse_args()
+    if args.warmup is None:
+        args.warmup = args.seconds
     raise_open_file_limit()
     process, port = start_server()
     try:
