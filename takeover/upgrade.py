@@ -14,6 +14,7 @@ Two modes, as in Deno:
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
@@ -37,6 +38,7 @@ from takeover.websocket import (
     DEFAULT_HIGH_WATER_MARK,
     DEFAULT_MAX_BUFFERED_AMOUNT,
     WebSocket,
+    access_logger,
     websocket_for,
 )
 
@@ -232,6 +234,16 @@ def _server_origins(environ: Environ) -> OriginPolicy | None:
     return value if value is None or isinstance(value, OriginPolicy) else origin_policy(value)
 
 
+def _log_refusal(environ: Environ, error: HandshakeError) -> None:
+    """One access-log line per refused upgrade: a browser shows its page only 1006."""
+    if access_logger.isEnabledFor(logging.INFO):
+        peer = (environ.get("REMOTE_ADDR") or "-", environ.get("REMOTE_PORT") or "-")
+        access_logger.info(
+            "WebSocket refused %s peer=%s:%s status=%d: %s",
+            environ.get("PATH_INFO") or "/", *peer, error.status, error,
+        )
+
+
 def _socket_destroyed(sock: Any) -> bool:
     try:
         return bool(sock.fileno() < 0)
@@ -320,6 +332,7 @@ def upgrade_websocket(
                 status=400,
             )
     except HandshakeError as error:
+        _log_refusal(environ, error)
         raise HTTPHandshakeError(error) from None
     if type(idle_timeout) is _DefaultTimeout:
         idle_timeout = environ.get(IDLE_TIMEOUT_KEY, float(idle_timeout))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,8 +72,9 @@ class TestPerCall:
             assert_echoes(client)
 
     def test_another_origin_gets_403_nothing_is_upgraded_and_others_are_served(
-        self, make_server: Any
+        self, make_server: Any, caplog: pytest.LogCaptureFixture
     ) -> None:
+        caplog.set_level(logging.INFO, logger="takeover.access")
         server = make_server()
         listener = Listener(allowed_origins=[APP])
         server.on("upgrade", listener)
@@ -82,6 +84,11 @@ class TestPerCall:
         assert refused.at_eof()
         assert refused.buffer == b""  # no frame came back: nothing was upgraded
         assert listener.upgraded == []
+        # Logged once: the browser's page learns only that the connection failed.
+        refusals = [r.getMessage() for r in caplog.records if "WebSocket refused" in r.getMessage()]
+        assert len(refusals) == 1
+        assert refusals[0].startswith("WebSocket refused / peer=127.0.0.1:")
+        assert f"status=403: Origin '{EVIL}' is not allowed" in refusals[0]
         welcome = request(server, APP)
         assert welcome.read_response()[0] == 101
         assert_echoes(welcome)
