@@ -12,14 +12,13 @@ Debian's ``/usr/bin/chromium`` and fails without it unless
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from browser_util import evaluate_in_page, serve_page
 from conftest import EXAMPLES, ServerProcess, start_server
-from test_browser_chat import WAIT_MS, browser
+from test_browser_chat import browser
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -75,38 +74,17 @@ async (url) => {
 PAGE = b"<!doctype html><title>deflate echo</title><p>takeover permessage-deflate test page</p>"
 
 
-class _PageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def page_url() -> Iterator[str]:
     """A page on 127.0.0.1, so that its WebSockets to 127.0.0.1 are allowed."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd, origin = serve_page(PAGE)
+    yield origin + "/"
     httpd.shutdown()
     httpd.server_close()
 
 
 def echo_in_page(browser: Browser, page_url: str, url: str) -> dict[str, Any]:
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS * 3)
-        page.goto(page_url, timeout=WAIT_MS)
-        result: dict[str, Any] = page.evaluate(ECHO_SCRIPT, url)
-    finally:
-        context.close()
+    result: dict[str, Any] = evaluate_in_page(browser, page_url, ECHO_SCRIPT, url)
     return result
 
 

@@ -18,12 +18,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from browser_util import evaluate_in_page, serve_page
 from conftest import ROOT
-from test_browser_chat import WAIT_MS, browser
+from test_browser_chat import browser
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -48,29 +48,11 @@ PAGE = b"<!doctype html><title>a page</title><p>a page on its own origin</p>"
 BANNER = re.compile(r"ws://127\.0\.0\.1:(\d+)/")
 
 
-class _PageHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def _serve_page() -> tuple[ThreadingHTTPServer, str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _PageHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
-
-
 @pytest.fixture(scope="module")
 def origins() -> Iterator[tuple[str, str]]:
     """The app's own origin and another site's, each serving a page."""
-    own, own_origin = _serve_page()
-    other, other_origin = _serve_page()
+    own, own_origin = serve_page(PAGE)
+    other, other_origin = serve_page(PAGE)
     yield own_origin, other_origin
     for httpd in (own, other):
         httpd.shutdown()
@@ -109,14 +91,7 @@ def app(origins: tuple[str, str]) -> Iterator[tuple[str, list[str]]]:
 
 
 def try_in_page(browser: Browser, page_url: str, ws_url: str) -> dict[str, Any]:
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS * 3)
-        page.goto(page_url, timeout=WAIT_MS)
-        result: dict[str, Any] = page.evaluate(TRY_SCRIPT, ws_url)
-    finally:
-        context.close()
+    result: dict[str, Any] = evaluate_in_page(browser, page_url, TRY_SCRIPT, ws_url)
     return result
 
 
