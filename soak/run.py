@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WS_MODULE = ROOT / "bench" / "node" / "node_modules" / "ws"
+# Node's ws, from make bench's install (make soak) or make test's (tests/test_soak.py).
+WS_MODULES = [ROOT / "bench" / "node" / "node_modules" / "ws",
+              ROOT / "tests" / "node" / "node_modules" / "ws"]
 NOFILE = 30000
 
 
@@ -46,10 +48,16 @@ def raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], int]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "soak.server", "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE
-    )
+def ws_module() -> Path:
+    for path in WS_MODULES:
+        if path.exists():
+            return path
+    raise SystemExit("soak: Node's ws is not installed: run make soak (it installs bench/node)")
+
+
+def start_server(leak: bool) -> tuple[subprocess.Popen[bytes], int]:
+    command = [sys.executable, "-m", "soak.server", "--port", "0", *(["--leak"] if leak else [])]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
     assert process.stdout is not None
     line = process.stdout.readline().decode()
     match = re.search(r"ws://[^:]+:(\d+)/", line)
@@ -72,7 +80,7 @@ def within(after: int, before: int, *, count: bool) -> bool:
 
 def run_round(port: int, connections: int, seconds: float) -> tuple[dict[str, Any], dict[str, int]]:
     """Run the Node client once; its report, and the server's stats once every WebSocket closed."""
-    env = dict(os.environ, WS_MODULE=str(WS_MODULE))
+    env = dict(os.environ, WS_MODULE=str(ws_module()))
     client = subprocess.run(
         ["node", str(ROOT / "soak" / "client.js"), f"ws://127.0.0.1:{port}/",
          str(connections), str(seconds)],
@@ -95,11 +103,12 @@ def main() -> int:
     parser.add_argument(
         "--warmup", type=float, help="seconds of the warm-up round (default: --seconds; 0: none)"
     )
+    parser.add_argument("--leak", action="store_true", help="run the server with --leak (to see FAIL)")
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = args.seconds
     raise_open_file_limit()
-    process, port = start_server()
+    process, port = start_server(args.leak)
     try:
         cold = server_stats(port)
         warmup: dict[str, int] | None = None

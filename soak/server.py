@@ -58,12 +58,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--leak", action="store_true",
+        help="keep every WebSocket and 256 KiB per connection (tests/test_soak.py: the checks must fail)",
+    )
     args = parser.parse_args()
     server = create_server(app)
+    leaked: list[Any] = []
 
     def on_upgrade(request: Any, socket: Any, head: bytes) -> None:
         ws, _ = upgrade_websocket(request, socket=socket, head=head)
         ws.onmessage = lambda event: ws.send(event.data)
+        if args.leak:
+            leaked.append((ws, bytearray(256 * 1024)))
 
     server.on("upgrade", on_upgrade)
     server.listen(args.port, args.host)
