@@ -63,6 +63,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
     close_connection: bool
     requestline: str | None
     _request_begun = False  # a byte of the current request has arrived
+    greenlet: Any = None  # the greenlet handling this connection
     command: str
     path: str
 
@@ -70,6 +71,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
 
     def handle(self) -> None:
         owner = self.server.owner
+        self.greenlet = gevent.getcurrent()  # close() may run in it: it must not wait for itself
         owner._handlers.add(self)
         try:
             super().handle()
@@ -199,6 +201,9 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         return environ
 
     def _handle_client_error(self, error: BaseException) -> Any:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.close()  # answering is not receiving: a slow clientError listener gets no 408
         if not isinstance(error, ClientError):
             error = ClientError(400, "HPE_INVALID", str(error) or "Bad Request")
         owner = self.server.owner

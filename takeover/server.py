@@ -32,6 +32,7 @@ from weakref import WeakSet
 
 import gevent
 import gevent.event
+import gevent.ssl
 from gevent.pywsgi import WSGIServer
 from werkzeug.wrappers import Request
 
@@ -67,6 +68,7 @@ class _GeventServer(WSGIServer):  # type: ignore[misc]
     owner: Server
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.tls_context: ssl.SSLContext | None = kwargs.get("ssl_context")
         super().__init__(*args, **kwargs)
         self.taken: set[Any] = set()
 
@@ -94,10 +96,20 @@ class _GeventServer(WSGIServer):  # type: ignore[misc]
     def wrap_socket_and_handle(self, client_socket: Any, address: Any) -> None:
         # gevent closes the TLS socket when the handler returns; a taken-over
         # one belongs to its new owner.
+        tls_socket = None
         try:
-            tls_socket = self.wrap_socket(client_socket, **self.ssl_args)
+            # header_timeout covers the TLS handshake too: a client that connects
+            # and never starts it would otherwise hold the connection for ever.
+            with gevent.Timeout(self.owner.header_timeout, False):
+                # gevent's SSLSocket, whatever the context's class: the standard
+                # library's would do the handshake blocking the whole process
+                # unless the ssl module is monkey-patched.
+                tls_socket = gevent.ssl.SSLSocket(
+                    sock=client_socket, server_side=True, _context=self.tls_context
+                )
         except (ssl.SSLError, OSError) as error:
             logger.debug("TLS handshake with %s failed: %s", address, error)
+        if tls_socket is None:
             client_socket.close()
             return
         try:
@@ -194,7 +206,7 @@ class Server(EventEmitter):
 
     def _handler_done(self, handler: Any) -> None:
         self._handlers.discard(handler)
-        if not self._handlers and self._handlers_done is not None:
+        if self._handlers_done is not None:
             self._handlers_done.set()
 
     def _emit_safely(self, event: str, *args: Any) -> None:
@@ -277,7 +289,7 @@ class Server(EventEmitter):
         deadline = time.monotonic() + timeout
         self.closing = True
         server.close()  # stop accepting
-        for handler in list(self._handlers):
+        for handler in self._other_handlers():
             handler.close_if_idle()
         close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, timeout)
         server.stop(timeout=max(deadline - time.monotonic(), 0.1))
@@ -288,13 +300,22 @@ class Server(EventEmitter):
         self._closed.set()
         self.emit("close")
 
+    def _other_handlers(self) -> list[Any]:
+        """The connections' handlers but the one running ``close()`` (a ``/shutdown`` view)."""
+        current = gevent.getcurrent()
+        return [handler for handler in self._handlers if handler.greenlet is not current]
+
     def _wait_for_requests(self, deadline: float) -> None:
         """Let requests in progress finish until ``deadline``, then cut their connections."""
-        if self._handlers:
-            self._handlers_done = gevent.event.Event()
-            self._handlers_done.wait(max(deadline - time.monotonic(), 0.0))
-            self._handlers_done = None
-        for handler in list(self._handlers):
+        self._handlers_done = gevent.event.Event()
+        for _ in range(100_000):  # each pass waits for a handler to end
+            remaining = deadline - time.monotonic()
+            if not self._other_handlers() or remaining <= 0:
+                break
+            self._handlers_done.clear()
+            self._handlers_done.wait(remaining)
+        self._handlers_done = None
+        for handler in self._other_handlers():
             handler.abort()
 
 

@@ -47,7 +47,15 @@ from takeover.protocol.connection import (
     check_close_arguments,
 )
 from takeover.protocol.deflate import PerMessageDeflate
-from takeover.protocol.frames import OP_BINARY, OP_TEXT, RSV1, CloseCode, encode_frame
+from takeover.protocol.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_TEXT,
+    RSV1,
+    CloseCode,
+    encode_close,
+    encode_frame,
+)
 
 __all__ = ["WebSocket", "broadcast"]
 
@@ -150,10 +158,11 @@ class WebSocket(EventTarget):
         check_backpressure_options(high_water_mark, send_timeout, max_buffered_amount)
         #: :meth:`send` waits while more than this many bytes are queued (None: never waits).
         self.high_water_mark = high_water_mark
-        # A send() that would overflow the hard limit waits instead: the lower bound applies.
-        self._high_water = min(
-            sys.maxsize if high_water_mark is None else high_water_mark,
-            sys.maxsize if max_buffered_amount is None else max_buffered_amount,
+        # With both set, send() waits at the lower one rather than overflow the
+        # hard limit; high_water_mark=None never waits (the hard limit then applies).
+        self._high_water = (
+            sys.maxsize if high_water_mark is None
+            else min(high_water_mark, sys.maxsize if max_buffered_amount is None else max_buffered_amount)
         )
         #: Seconds :meth:`send` waits for the queue to drain before raising TimeoutError.
         self.send_timeout = send_timeout
@@ -269,13 +278,23 @@ class WebSocket(EventTarget):
 
     def _wait_for_room(self) -> bool:
         """Wait for the queue to drain to ``high_water_mark``; False if the close started meanwhile."""
-        if not self._transport.wait_for_room(self.send_timeout):
+        # While this task waits it may be the reader: the idle timer must not
+        # count that silence as the peer's (as when receive()'s queue is full).
+        self._paused = True
+        try:
+            room = self._transport.wait_for_room(self.send_timeout)
+        finally:
+            self._paused = False
+            self._last_activity = time.monotonic()
+        if self._state is not State.OPEN:
+            return False  # the close started meanwhile: discarded, as the DOM does
+        if not room:
             raise TimeoutError(
                 f"send() waited {self.send_timeout} s for the peer to read: {self.buffered_amount}"
                 f" bytes are still queued (high_water_mark={self.high_water_mark}). The message was"
                 " not sent; close the connection, drop the message or retry."
             )
-        return self._state is State.OPEN
+        return True
 
     def _send_locked(self, conn: Connection, data: str | bytes | bytearray | memoryview) -> None:
         # send()'s body, for the lock; send() keeps its own copy inline (the hot path).
@@ -311,7 +330,9 @@ class WebSocket(EventTarget):
             return
         assert self._conn is not None
         self._state = State.CLOSING
-        self._transport.write(self._conn.send_close(code, reason))
+        # A close frame is never refused by max_buffered_amount (it is at most
+        # 131 bytes): it must follow the queue, or the peer never learns the code.
+        self._transport.write_last(self._conn.send_close(code, reason))
         self._set_timer(self.close_timeout, self._on_close_timeout)
 
     # -- the blocking API -------------------------------------------------
@@ -540,16 +561,27 @@ class WebSocket(EventTarget):
         over many sockets (:func:`broadcast`); the events are dispatched from a
         task of their own, so a ``close`` listener may change that collection.
         """
-        if self._finished or self._state is State.CLOSED:
+        lock = self._finish_lock
+        if lock is not None:  # threads: the reader may be finishing at this moment
+            with lock:
+                if self._finished or self._overflowing:
+                    return
+                self._overflowing = True
+        elif self._finished or self._overflowing:
             return
-        self._state = State.CLOSING
         self._overflowing = True
+        self._state = State.CLOSING
         conn = self._conn
-        if conn is not None and not conn.close_sent:
+        if conn is not None:
             # §7.4.1: 1008, a message that violates the endpoint's policy. The
             # queue held whole frames only, so the close frame can follow the
             # one in flight, should the peer read again within close_timeout.
-            self._transport.write_last(conn.send_close(CloseCode.POLICY_VIOLATION, OVERFLOW_REASON))
+            # A close frame of ours that was queued went with the queue: this
+            # one replaces it.
+            frame = conn.send_close(CloseCode.POLICY_VIOLATION, OVERFLOW_REASON) or encode_frame(
+                OP_CLOSE, encode_close(CloseCode.POLICY_VIOLATION, OVERFLOW_REASON)
+            )
+            self._transport.write_last(frame)
         logger.warning(
             "Closing WebSocket %s peer=%s with 1008: the peer is not reading"
             " (max_buffered_amount=%s, send_timeout=%s)",
@@ -601,7 +633,7 @@ class WebSocket(EventTarget):
         conn = self._conn
         if conn is not None and not conn.close_sent and transport is not None:
             try:
-                transport.write(conn.send_close(code, reason))
+                transport.write_last(conn.send_close(code, reason))
             except Exception:
                 pass
             transport.flush(1.0)
@@ -702,7 +734,7 @@ class WebSocket(EventTarget):
         conn = self._conn
         assert conn is not None
         self._state = State.CLOSING
-        self._transport.write(conn.send_close(CloseCode.GOING_AWAY, IDLE_TIMEOUT_REASON))
+        self._transport.write_last(conn.send_close(CloseCode.GOING_AWAY, IDLE_TIMEOUT_REASON))
         self._transport.flush(1.0)
         self._transport.abort()
         self._finish(
@@ -724,7 +756,7 @@ class WebSocket(EventTarget):
         if self._state is not State.OPEN:
             return False
         self._transport.write(frame)
-        return True
+        return self._state is State.OPEN  # not if this write overflowed the limit
 
     def _send_payload(self, opcode: int, payload: bytes) -> bool:
         """Frame (and compress) an encoded message for this connection alone; False unless OPEN."""
@@ -737,7 +769,7 @@ class WebSocket(EventTarget):
                 self._transport.write(conn.send_message(opcode, payload))
         else:
             self._transport.write(conn.send_message(opcode, payload))
-        return True
+        return self._state is State.OPEN  # not if this write overflowed the limit
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url or '?'} {self._state.name}>"

@@ -5,6 +5,8 @@ high-water mark, and peers that stop reading closed with 1008 at
 from __future__ import annotations
 
 import fcntl
+import os
+import resource
 import socket
 import struct
 import termios
@@ -137,6 +139,26 @@ class TestHighWaterMark:
         task.get(timeout=10)
         assert most <= 128 * KIB + FRAME
 
+    def test_a_close_started_meanwhile_discards_instead_of_raising(self, server: Server) -> None:
+        ws, _client = connect(server, high_water_mark=256 * KIB, send_timeout=0.5, close_timeout=5)
+        for i in range(10):
+            ws.send(numbered(i))
+        gevent.spawn_later(0.1, ws.close, 1000, "bye")
+        for i in range(10, 110):  # waits at the mark; the close comes during the wait
+            ws.send(numbered(i))  # must not raise TimeoutError: the DOM discards after close()
+        assert ws.ready_state == WebSocket.CLOSING
+
+    def test_none_never_waits_even_with_a_hard_limit(self, server: Server) -> None:
+        ws, _client = connect(server, high_water_mark=None, max_buffered_amount=1024 * KIB)
+        codes: list[int] = []
+        ws.add_event_listener("close", lambda event: codes.append(event.code))
+        for i in range(400):  # 25 MiB; send() never waits, so the limit closes it
+            ws.send(numbered(i))
+            if ws.ready_state != WebSocket.OPEN:
+                break
+        assert ws.wait_closed(5)
+        assert codes == [1008]
+
     def test_none_never_waits(self, server: Server) -> None:
         ws, client = connect(server, high_water_mark=None, max_buffered_amount=None)
         for i in range(100):
@@ -194,6 +216,40 @@ class TestHardLimit:
         assert opcodes[-1] == CLOSE
         assert stuck_client.at_eof(5)
 
+    def test_a_close_frame_is_never_refused_by_the_limit(self, server: Server) -> None:
+        # The queue is over the limit by less than a frame: a further data frame
+        # would overflow, but close() must still queue its frame behind the rest.
+        ws, client = connect(server, max_buffered_amount=1024 * KIB, close_timeout=5)
+        events: list[Any] = []
+        ws.add_event_listener("error", events.append)
+        ws.add_event_listener("close", events.append)
+        transport = ws._transport
+        sent = 0
+        for i in range(100):
+            if transport.buffered_amount - transport._inflight > 1024 * KIB - MESSAGE:
+                break
+            broadcast([ws], numbered(i))
+            sent += 1
+        assert broadcast([ws], numbered(sent)) == 1
+        assert transport.buffered_amount - transport._inflight > 1024 * KIB  # next data frame overflows
+        ws.close(1000, "bye")
+        assert read_numbered(client, sent + 1) == list(range(sent + 1))
+        assert client.read_close() == (1000, "bye")
+        client.send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
+        assert ws.wait_closed(5)
+        assert [(event.type, getattr(event, "code", None)) for event in events] == [("close", 1000)]
+
+    def test_broadcast_does_not_count_a_write_that_overflowed(self, server: Server) -> None:
+        ws, _client = connect(server, max_buffered_amount=256 * KIB)
+        for i in range(100):
+            count = broadcast([ws], numbered(i))
+            if ws.ready_state != WebSocket.OPEN:
+                break  # this write overflowed: its message was dropped, not sent
+            assert count == 1
+        else:
+            raise AssertionError("never overflowed")
+        assert count == 0
+
     def test_pongs_for_a_ping_flood_count_too(self, server: Server) -> None:
         # A peer that sends pings and never reads would make the server queue
         # pongs without end; they count towards the limit like any frame.
@@ -212,6 +268,92 @@ class TestHardLimit:
         else:
             raise AssertionError("the server never stopped reading pings")
         assert closed.get(timeout=5) == 1008
+
+
+def thread_websocket(**options: Any) -> tuple[WebSocket, socket.socket, socket.socket]:
+    """A WebSocket on the thread runtime over a plain TCP socket: (ws, its socket, the client)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+    ours, _ = listener.accept()
+    listener.close()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * KIB)
+    if "fd" in options:  # as on a server with that many files open
+        fd = options.pop("fd")
+        os.dup2(ours.fileno(), fd)
+        ours.close()
+        ours = socket.socket(fileno=fd)
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(
+        path="/",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    ).get_environ()
+    ws, _ = upgrade_websocket(environ, socket=ours, idle_timeout=None, **options)
+    assert ws._runtime is not None and ws._runtime.name == "threads"
+    for _ in range(500):  # the session thread writes the 101, then opens
+        if ws.ready_state == WebSocket.OPEN:
+            break
+        time.sleep(0.01)
+    assert ws.ready_state == WebSocket.OPEN
+    return ws, ours, client
+
+
+def read_steadily(client: socket.socket, total: int, chunk: int, pause: float) -> threading.Thread:
+    """Read ``total`` bytes past the 101 in ``chunk``s with ``pause`` between them, in a thread."""
+
+    def run() -> None:
+        client.settimeout(10)
+        got = 0
+        while got < total:
+            data = client.recv(min(chunk, total - got))
+            if not data:
+                return
+            got += len(data)
+            time.sleep(pause)  # the pace of a slow reader, not a synchronisation
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_thread_writes_time_out_on_no_progress_not_on_length() -> None:
+    """A client that reads steadily but slowly (about 2.5 MiB/s) gets a 4 MiB
+    message whole with send_timeout=1: the clock restarts each time it reads."""
+    ws, _ours, client = thread_websocket(send_timeout=1.0)
+    codes: list[int] = []
+    ws.add_event_listener("close", lambda event: codes.append(event.code))
+    size = 4 * 1024 * KIB
+    reader = read_steadily(client, size + 129 + 10, 256 * KIB, 0.1)  # the 101, the frame header
+    started = time.monotonic()
+    ws.send(b"x" * size)
+    assert time.monotonic() - started > 1.0  # it did take longer than send_timeout
+    reader.join(10)
+    assert ws.ready_state == WebSocket.OPEN and codes == []
+    client.close()
+
+
+def test_thread_writes_work_on_descriptors_past_1024() -> None:
+    """select() refuses descriptors from 1024 on; the thread transport must not."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1600:
+        pytest.skip(f"the open-file hard limit ({hard}) is below 1600")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1600), hard))
+    ws, ours, client = thread_websocket(send_timeout=5, fd=1500)
+    assert ours.fileno() == 1500
+    codes: list[int] = []
+    ws.add_event_listener("close", lambda event: codes.append(event.code))
+    size = 4 * 1024 * KIB
+    reader = read_steadily(client, size, 1024 * KIB, 0)
+    ws.send(b"x" * size)
+    reader.join(10)
+    assert ws.ready_state == WebSocket.OPEN and codes == []
+    client.close()
 
 
 def test_thread_writes_give_up_after_send_timeout() -> None:

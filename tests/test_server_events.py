@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import gevent
@@ -164,6 +165,23 @@ class TestClientErrors:
         assert status == 431
         assert errors == [(431, "HPE_HEADER_OVERFLOW")]
 
+    def test_a_slow_client_error_listener_is_not_interrupted_by_the_header_timeout(
+        self, make_server: Any
+    ) -> None:
+        server = make_server(header_timeout=0.3)
+        errors: list[tuple[int, str]] = []
+
+        def on_client_error(error: Any, sock: Any) -> None:
+            errors.append((error.status, error.code))
+            gevent.sleep(0.6)  # a slow log sink, say: past the header timeout
+            sock.sendall(b"HTTP/1.1 400 Custom\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+
+        server.on("clientError", on_client_error)
+        client = gevent_client(server)
+        client.send(b"GET / HTTP/1.1\r\nbad header line\r\n\r\n")
+        assert client.read_response()[0] == 400
+        assert errors == [(400, "HPE_INVALID_HEADER_TOKEN")]  # once: no 408 on top
+
     def test_an_oversized_request_line_goes_to_client_error_too(self, make_server: Any) -> None:
         server = make_server()
         errors: list[tuple[int, str]] = []
@@ -257,6 +275,26 @@ class TestClose:
         assert client.read_response()[:3:2] == (200, b"ok")
         assert client.at_eof(5)  # kept alive no more: the server is closing
         closer.get(timeout=5)
+
+    def test_close_called_from_a_request_does_not_wait_for_it(self, make_server: Any) -> None:
+        # An admin view that shuts the server down: close() must not wait for the
+        # request it runs in, nor cut that request's connection.
+        server: Any = None
+        took: list[float] = []
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            started = time.monotonic()
+            server.close(timeout=5)
+            took.append(time.monotonic() - started)
+            start_response("200 OK", [("Content-Length", "3")])
+            return [b"bye"]
+
+        server = make_server(app)
+        client = gevent_client(server)
+        client.send(b"GET /shutdown HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert client.read_response()[:3:2] == (200, b"bye")
+        assert client.at_eof(5)
+        assert took and took[0] < 2
 
     def test_a_request_past_the_timeout_has_its_connection_cut(self, make_server: Any) -> None:
         entered = gevent.event.Event()

@@ -401,3 +401,22 @@ def test_keep_alive_requests_then_an_upgrade_on_the_same_connection(server: Serv
 def test_server_is_still_serving_after_the_suite(server: Served) -> None:
     assert server.process.poll() is None, server.output
     assert_still_echoes(server)
+
+
+def test_a_client_that_never_starts_the_tls_handshake_is_dropped(tmp_path: Path) -> None:
+    """header_timeout covers the TLS handshake: a connection that sends nothing is closed."""
+    import gevent.socket
+
+    from takeover import create_server
+
+    tls = _tls_files(tmp_path)
+    server = create_server(certfile=str(tls.certfile), keyfile=str(tls.keyfile), header_timeout=0.3)
+    server.listen(0)
+    try:
+        silent = gevent.socket.create_connection(server.address, timeout=5)
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # the server hung up
+        assert time.monotonic() - started < 3
+        silent.close()
+    finally:
+        server.close(timeout=1)

@@ -16,8 +16,8 @@ called. The queue only ever holds whole writes (whole frames), so dropping it
 keeps the stream well-formed, and :meth:`GeventTransport.write_last` can still
 queue a close frame behind the frame in flight.
 
-The thread transport writes in the caller's thread under a lock; a write that
-the peer does not take within ``send_timeout`` seconds overflows the same way.
+The thread transport writes in the caller's thread under a lock; a write of
+which the peer takes nothing for ``send_timeout`` seconds overflows the same way.
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ class GeventTransport(_BaseTransport):
                     break
                 chunk = pending.popleft()
                 self._inflight = len(chunk)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the socket object was closed
             self._break()
         finally:
             self._draining = False
@@ -395,46 +395,49 @@ class ThreadTransport(_BaseTransport):
         self.buffered_amount = 0
 
     def write(self, data: bytes) -> None:
-        """Write ``data`` before returning (the caller's thread blocks, up to ``send_timeout``)."""
+        """Write ``data`` before returning (the caller's thread blocks while the peer reads).
+
+        Gives up when the kernel takes nothing for ``send_timeout`` seconds: then
+        the transport overflows (see :meth:`_time_out`).
+        """
         if not self.accepting:
             return
-        timeout = self.send_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            self._time_out()
-            return
-        try:
+        # The lock's holder returns within send_timeout of the peer's last read,
+        # so waiting for it needs no timeout of its own.
+        with self._lock:
             if not self.accepting:
                 return
             self.buffered_amount += len(data)
-            unsent = self._send(memoryview(data), deadline)
-            if unsent is None:
+            if self._send(memoryview(data)):
                 return
-            self.buffered_amount -= unsent
-        finally:
-            self._lock.release()
+            self.accepting = False  # inside the lock: no frame may follow a half-written one
         self._time_out()
 
-    def _send(self, view: memoryview, deadline: float | None) -> int | None:
-        """Send all of ``view``; None when done (or broken), else the bytes left at the deadline."""
+    def _send(self, view: memoryview) -> bool:
+        """Send all of ``view``; False if the kernel took nothing for ``send_timeout`` seconds."""
         sock = self.sock
+        timeout = self.send_timeout
         try:
-            if deadline is None or not _DONTWAIT or isinstance(sock, ssl.SSLSocket):
+            if timeout is None or not _DONTWAIT or isinstance(sock, ssl.SSLSocket):
                 sock.sendall(view)  # TLS takes no flags; send_timeout does not apply
                 self.buffered_amount -= len(view)
-                return None
+                return True
+            poller = None
             while view:
                 try:
                     sent = sock.send(view, _DONTWAIT)
                 except BlockingIOError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return len(view)
-                    select.select((), (sock,), (), remaining)
+                    if poller is None:
+                        # poll, not select: select() refuses descriptors from 1024 on.
+                        poller = select.poll()
+                        poller.register(sock, select.POLLOUT)
+                    if not poller.poll(timeout * 1000):  # the clock restarts on each progress
+                        self.buffered_amount -= len(view)
+                        return False
                     continue
                 view = view[sent:]
                 self.buffered_amount -= sent
-        except (OSError, ValueError):  # ValueError: select() on a socket closed meanwhile
+        except (OSError, ValueError):  # ValueError: a socket closed meanwhile
             self.buffered_amount -= len(view)
             self.broken = True
             self.accepting = False
@@ -442,17 +445,17 @@ class ThreadTransport(_BaseTransport):
                 sock.shutdown(_socket.SHUT_RDWR)
             except OSError:
                 pass
-        return None
+        return True
 
     def _time_out(self) -> None:
         # The peer took nothing for send_timeout seconds. A frame may be half
-        # written, so nothing can follow it: refuse writes, end the connection.
-        self.accepting = False
+        # written, so nothing can follow it: end the connection. The WebSocket
+        # hears of it first, so the reader's end of stream is known for what it is.
+        self._overflowed()
         try:
             self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
-        self._overflowed()
 
     def write_last(self, data: bytes) -> None:
         """Nothing can follow a write that timed out; otherwise the same as :meth:`write`."""
