@@ -360,32 +360,10 @@ def test_thread_writes_give_up_after_send_timeout() -> None:
     """Under threads (Werkzeug's server) a write the peer does not take in
     ``send_timeout`` seconds closes the connection with 1008, and the sending
     thread gets its control back."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
-    ours, _ = listener.accept()
-    listener.close()
-    from werkzeug.test import EnvironBuilder
-
-    environ = EnvironBuilder(
-        path="/",
-        headers={
-            "Upgrade": "websocket",
-            "Connection": "Upgrade",
-            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-            "Sec-WebSocket-Version": "13",
-        },
-    ).get_environ()
-    ws, _ = upgrade_websocket(environ, socket=ours, send_timeout=0.3, idle_timeout=None)
-    assert ws._runtime is not None and ws._runtime.name == "threads"
+    ws, _ours, client = thread_websocket(send_timeout=0.3)
     closed = threading.Event()
     codes: list[int] = []
     ws.add_event_listener("close", lambda event: (codes.append(event.code), closed.set()))
-    for _ in range(500):  # the session thread writes the 101, then opens
-        if ws.ready_state == WebSocket.OPEN:
-            break
-        time.sleep(0.01)
-    assert ws.ready_state == WebSocket.OPEN
     returned = threading.Event()
 
     def sender() -> None:
