@@ -21,8 +21,6 @@ import argparse
 import signal
 from typing import Any
 
-import gevent
-
 from takeover import DeflateOptions, create_server, upgrade_websocket
 from takeover.protocol.handshake import header_tokens
 
@@ -72,11 +70,8 @@ def main() -> None:
 
     server.on("upgrade", on_upgrade)
     server.listen(args.port, args.host)
-    host, port = server.address
-    print(f"echo server listening on ws://{host}:{port}/", flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, server.close)
-    server.serve_forever()
+    print(f"echo server listening on {server.url}", flush=True)
+    server.serve_forever(close_on=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import signal
 
-import gevent
-
 from takeover import create_server, upgrade_websocket
 
 
@@ -65,11 +63,8 @@ def main() -> None:
     # server.listen(8080);
     server.listen(args.port, args.host)
 
-    host, port = server.address
-    print(f"listening on ws://{host}:{port}/", flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, server.close)
-    server.serve_forever()
+    print(f"listening on {server.url}", flush=True)
+    server.serve_forever(close_on=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

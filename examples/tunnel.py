@@ -47,6 +47,7 @@ from werkzeug.wrappers import Request
 
 from takeover import create_server
 from takeover.protocol.handshake import reject_response
+from takeover.server import format_address
 
 ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 BUFFER_SIZE = 64 * 1024
@@ -306,13 +307,10 @@ def main() -> None:
     server = create_server(http_app)
     server.on("connect", proxy.on_connect)
     server.listen(args.port, args.host)
-    host, port = server.address
-    shown = f"[{host}]" if ":" in host else host
     allowed = ", ".join(map(str, args.allow)) if args.allow else "loopback only"
-    print(f"CONNECT proxy listening on http://{shown}:{port}/ (targets: {allowed})", flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, server.close)
-    server.serve_forever()
+    address = format_address(*server.address)
+    print(f"CONNECT proxy listening on http://{address}/ (targets: {allowed})", flush=True)
+    server.serve_forever(close_on=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

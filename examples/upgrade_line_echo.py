@@ -41,6 +41,7 @@ from werkzeug.wrappers import Request
 
 from takeover import create_server
 from takeover.protocol.handshake import header_tokens
+from takeover.server import format_address
 
 PROTOCOL = "line-echo"
 SWITCHING = (
@@ -130,12 +131,9 @@ def main() -> None:
 
     server.on("upgrade", on_upgrade)
     server.listen(args.port, args.host)
-    host, port = server.address
-    shown = f"[{host}]" if ":" in host else host
-    print(f"line-echo listening on http://{shown}:{port}/ (Upgrade: {PROTOCOL})", flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, server.close)
-    server.serve_forever()
+    address = format_address(*server.address)
+    print(f"line-echo listening on http://{address}/ (Upgrade: {PROTOCOL})", flush=True)
+    server.serve_forever(close_on=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import os
 import signal
 from typing import Any
 
-import gevent
 from greenlet import greenlet
 
 from takeover import create_server, upgrade_websocket
@@ -74,11 +73,8 @@ def main() -> None:
 
     server.on("upgrade", on_upgrade)
     server.listen(args.port, args.host)
-    host, port = server.address
-    print(f"soak server listening on ws://{host}:{port}/", flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, server.close)
-    server.serve_forever()
+    print(f"soak server listening on {server.url}", flush=True)
+    server.serve_forever(close_on=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

@@ -70,9 +70,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
     # -- reading requests, with limits ------------------------------------
 
     def handle(self) -> None:
-        owner = self.server.owner
         self.greenlet = gevent.getcurrent()  # close() may run in it: it must not wait for itself
-        owner._handlers.add(self)
         try:
             super().handle()
         except OSError as error:
@@ -80,8 +78,6 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             # that is already gone (EPIPE, ECONNRESET) must not end in a hub traceback.
             if error.errno not in self.ignored_socket_errors:
                 raise
-        finally:
-            owner._handler_done(self)
 
     def close_if_idle(self) -> bool:
         """Shut down a keep-alive connection waiting for its next request; False if one is in progress.

@@ -39,6 +39,7 @@ from takeover.appload import AppSpec, CLIError, load_app, load_ssl_context, pars
 from takeover.protocol.deflate import DeflateOptions
 from takeover.protocol.origin import normalize_origin
 from takeover.reloader import run_reloader, warn
+from takeover.server import format_address
 
 __all__ = [
     "AppSpec",
@@ -81,11 +82,6 @@ def parse_bind(text: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise CLIError(f"invalid address {text!r}: the port must be a number from 0 to 65535")
     return host, int(port_text)
-
-
-def format_address(host: str, port: int) -> str:
-    """``HOST:PORT``, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # -- serving -------------------------------------------------------------------

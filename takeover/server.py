@@ -53,6 +53,11 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 SHUTDOWN_REASON = "Server shutting down"
 
 
+def format_address(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _not_found(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     body = b"Not Found\n"
     start_response(
@@ -80,12 +85,14 @@ class _GeventServer(WSGIServer):  # type: ignore[misc]
             except OSError:
                 pass
             return
-        owner._http_connections += 1
+        # gevent's WSGIServer.handle, with the handler counted (and known to close()) meanwhile.
+        handler = self.handler_class(sock, address, self)
+        owner._handlers.add(handler)
         try:
             owner._emit_safely("connection", sock)
-            super().handle(sock, address)
+            handler.handle()
         finally:
-            owner._http_connections -= 1
+            owner._handler_done(handler)
 
     def do_close(self, sock: Any, *args: Any) -> None:
         if sock in self.taken:
@@ -170,7 +177,6 @@ class Server(EventEmitter):
         self.access_log = access_log
         self._server: _GeventServer | None = None
         self._closed = gevent.event.Event()
-        self._http_connections = 0
         self._websockets: WeakSet[WebSocket] = WeakSet()
         #: The handlers of HTTP connections (a keep-alive connection has one for all its requests).
         self._handlers: set[Any] = set()
@@ -183,7 +189,7 @@ class Server(EventEmitter):
     @property
     def connection_count(self) -> int:
         """Connections in HTTP handling plus WebSockets taken over and still open."""
-        return self._http_connections + len(self._websockets)
+        return len(self._handlers) + len(self._websockets)
 
     def wants_upgrade(self, environ: dict[str, Any]) -> bool:
         """Whether an upgrade request goes to the ``upgrade`` event (else to the app)."""
@@ -265,10 +271,21 @@ class Server(EventEmitter):
         """Whether the server accepts connections."""
         return self._server is not None
 
-    def serve_forever(self) -> None:
-        """Block (the calling greenlet) until :meth:`close`; listens on port 8000 if not yet listening."""
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT/`` (``wss://`` with TLS) for the address the server listens on."""
+        return f"ws{'s' if self.secure else ''}://{format_address(*self.address)}/"
+
+    def serve_forever(self, *, close_on: Iterable[int] = ()) -> None:
+        """Block (the calling greenlet) until :meth:`close`; listens on port 8000 if not yet listening.
+
+        ``close_on`` lists signals that call :meth:`close` (a graceful stop), as
+        ``(signal.SIGINT, signal.SIGTERM)`` in a script.
+        """
         if self._server is None:
             self.listen(8000)
+        for signum in close_on:
+            gevent.signal_handler(signum, self.close)
         self._closed.wait()
 
     def close(self, timeout: float = 5.0) -> None:

@@ -33,7 +33,7 @@ from takeover.protocol.handshake import (
     select_protocol,
     validate_request,
 )
-from takeover.protocol.origin import AllowedOrigins, OriginPolicy, origin_policy
+from takeover.protocol.origin import AllowedOrigins, origin_policy
 from takeover.websocket import (
     DEFAULT_HIGH_WATER_MARK,
     DEFAULT_MAX_BUFFERED_AMOUNT,
@@ -228,12 +228,6 @@ def _body_disturbed(request: Request | None, environ: Environ) -> bool:
     return getattr(environ.get("wsgi.input"), "position", 0) > 0
 
 
-def _server_origins(environ: Environ) -> OriginPolicy | None:
-    """The policy a server left in ``environ``; anything else there is checked as ``allowed_origins``."""
-    value = environ.get(ALLOWED_ORIGINS_KEY)
-    return value if value is None or isinstance(value, OriginPolicy) else origin_policy(value)
-
-
 def _log_refusal(environ: Environ, error: HandshakeError) -> None:
     """One access-log line per refused upgrade: a browser shows its page only 1006."""
     if access_logger.isEnabledFor(logging.INFO):
@@ -318,7 +312,8 @@ def upgrade_websocket(
             environ_headers(environ),
         )
         if origins_default:
-            policy = _server_origins(environ)
+            # A server's OriginPolicy passes through; anything else put there is checked.
+            policy = origin_policy(environ.get(ALLOWED_ORIGINS_KEY))
         if policy is not None:
             # RFC 6455 §4.2.1 item 7 and §10.2: check Origin, answer 403 when refused.
             policy.check(environ.get("HTTP_ORIGIN"))

@@ -17,6 +17,7 @@ the blocking API (:meth:`WebSocket.receive`, ``for message in ws``), up to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket as _socket
 import sys
@@ -64,6 +65,7 @@ logger = logging.getLogger("takeover")
 access_logger = logging.getLogger("takeover.access")
 
 _END = object()  # queued for the blocking API once the connection is closed
+_NO_LOCK = contextlib.nullcontext()
 _UNKNOWN = object()
 IDLE_TIMEOUT_REASON = "No response from ping frame."
 OVERFLOW_REASON = "Send buffer full: the peer is not reading"
@@ -196,7 +198,8 @@ class WebSocket(EventTarget):
         self._ping_sent_at = 0.0
         self._close_requested: tuple[int | None, str] | None = None
         self._finished = False
-        self._finish_lock: threading.Lock | None = None  # under threads only
+        # A lock under threads only; greenlets switch only where they wait.
+        self._finish_lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
         self._close_event: CloseEvent | None = None
         self._opened_at = 0.0
         self._paused = False  # reading paused by a full receive() queue
@@ -561,15 +564,10 @@ class WebSocket(EventTarget):
         over many sockets (:func:`broadcast`); the events are dispatched from a
         task of their own, so a ``close`` listener may change that collection.
         """
-        lock = self._finish_lock
-        if lock is not None:  # threads: the reader may be finishing at this moment
-            with lock:
-                if self._finished or self._overflowing:
-                    return
-                self._overflowing = True
-        elif self._finished or self._overflowing:
-            return
-        self._overflowing = True
+        with self._finish_lock:  # threads: the reader may be finishing at this moment
+            if self._finished or self._overflowing:
+                return
+            self._overflowing = True
         self._state = State.CLOSING
         conn = self._conn
         if conn is not None:
@@ -643,17 +641,12 @@ class WebSocket(EventTarget):
 
     def _finish(self, close: CloseEvent, error: ErrorEvent | None = None) -> None:
         """Become CLOSED and dispatch ``error`` (if any) then ``close``, exactly once."""
-        if self._finished:
-            return
-        if self._finish_lock is None:
+        # Threads may get here together (the reader at EOF, a timer, a writer
+        # that overflowed); exactly one goes on.
+        with self._finish_lock:
+            if self._finished:
+                return
             self._finished = True
-        else:
-            # Threads may get here together (the reader at EOF, a timer, a writer
-            # that overflowed); exactly one goes on.
-            with self._finish_lock:
-                if self._finished:
-                    return
-                self._finished = True
         self._state = State.CLOSED
         self._cancel_timer()
         self._close_event = close

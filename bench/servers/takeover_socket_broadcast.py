@@ -12,8 +12,6 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-import gevent
-
 from bench.servers._common import BROADCAST_MESSAGE, broadcast_count, parse_args
 from takeover import broadcast, create_server, upgrade_websocket
 
@@ -40,11 +38,8 @@ def main() -> None:
 
     server.on("upgrade", on_upgrade)
     server.listen(args.port, args.host)
-    host, port = server.address
-    print(f"takeover broadcast server listening on ws://{host}:{port}/", flush=True)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, server.close)
-    server.serve_forever()
+    print(f"takeover broadcast server listening on {server.url}", flush=True)
+    server.serve_forever(close_on=(signal.SIGINT, signal.SIGTERM))
 
 
 if __name__ == "__main__":

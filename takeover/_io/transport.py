@@ -244,10 +244,8 @@ class GeventTransport(_BaseTransport):
             limit = self.limit
             if limit is not None and self.buffered_amount - self._inflight > limit:
                 self._overflow()
-                return
-            assert self._pending is not None
-            self._pending.append(data)
-            self.buffered_amount += len(data)
+            else:
+                self._queue(data)
             return
         sent = 0
         if self._raw_send is not None:
@@ -267,11 +265,15 @@ class GeventTransport(_BaseTransport):
         if self.closed or self.broken:
             return
         if self._draining:
-            assert self._pending is not None
-            self._pending.append(data)
-            self.buffered_amount += len(data)
+            self._queue(data)
         else:
             self._start_draining(data)
+
+    def _queue(self, data: bytes) -> None:
+        """Queue ``data`` behind what the writer greenlet is sending."""
+        assert self._pending is not None
+        self._pending.append(data)
+        self.buffered_amount += len(data)
 
     def _start_draining(self, rest: bytes | memoryview) -> None:
         if self._pending is None:

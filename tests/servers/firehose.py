@@ -78,9 +78,8 @@ def main() -> None:
 
     server.on("upgrade", on_upgrade)
     server.listen(args.port, args.host)
-    print(f"listening on ws://{args.host}:{server.address[1]}/", flush=True)
-    gevent.signal_handler(signal.SIGTERM, server.close)
-    server.serve_forever()
+    print(f"listening on {server.url}", flush=True)
+    server.serve_forever(close_on=(signal.SIGTERM,))
     sys.exit(0)
 
 
