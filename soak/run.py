@@ -1,7 +1,7 @@
 """``make soak``: 5,000 concurrent connections echoing for 60 s, then all closed.
 
 Checks, and prints: zero errors, zero lost or reordered messages, and that the
-server's open file descriptors, greenlets and RSS come back to within 10% of
+server's open file descriptors, greenlets, OS threads and RSS come back to within 10% of
 where they started (counts: 10% or 2, whichever is larger). Exits non-zero if
 any figure misses. Loopback only; every wait is bounded.
 
@@ -130,6 +130,7 @@ def main() -> int:
         "open WebSockets after": after["websockets"] == 0,
         "file descriptors back": within(after["fds"], before["fds"], count=True),
         "greenlets back": within(after["greenlets"], before["greenlets"], count=True),
+        "threads back": within(after["threads"], before["threads"], count=True),
         "RSS back": within(after["rss_kb"], before["rss_kb"], count=False),
         "Python objects back": within(after["objects"], before["objects"], count=False),
     }
@@ -145,7 +146,7 @@ def main() -> int:
     if warmup is not None:
         print(f"  warm-up round: {args.warmup:g} s, {warmup['messages']:,} messages,"
               f" {warmup['errors']} errors, {warmup['lost']} lost, {warmup['reordered']} reordered")
-    for key in ("fds", "greenlets", "websockets", "objects", "rss_kb"):
+    for key in ("fds", "greenlets", "threads", "websockets", "objects", "rss_kb"):
         print(f"  {key}: cold start {cold[key]:,}, before {before[key]:,}, after {after[key]:,}")
     failed = [name for name, ok in checks.items() if not ok]
     print("soak: PASS" if not failed else f"soak: FAIL: {', '.join(failed)}")

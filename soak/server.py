@@ -33,14 +33,16 @@ def _trim() -> None:
 
 
 def stats() -> dict[str, int]:
-    """What the soak checks: fds, greenlets, WebSockets, RSS in KB."""
+    """What the soak checks: fds, greenlets, OS threads, WebSockets, RSS in KB."""
     gc.collect()
     _trim()
     with open(f"/proc/{os.getpid()}/status") as status:
-        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    rss = int(fields["VmRSS"].split()[0])
     return {
         "fds": len(os.listdir(f"/proc/{os.getpid()}/fd")),
         "greenlets": sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet)),
+        "threads": int(fields["Threads"]),
         "websockets": len(open_websockets()),
         "objects": len(gc.get_objects()),
         "rss_kb": rss,
