@@ -20,7 +20,7 @@ from typing import Any
 from greenlet import greenlet
 
 from takeover import create_server, upgrade_websocket
-from takeover.websocket import open_websockets
+from takeover._io.registry import DEFAULT_REGISTRY
 
 
 def _trim() -> None:
@@ -43,7 +43,7 @@ def stats() -> dict[str, int]:
         "fds": len(os.listdir(f"/proc/{os.getpid()}/fd")),
         "greenlets": sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet)),
         "threads": int(fields["Threads"]),
-        "websockets": len(open_websockets()),
+        "websockets": len(DEFAULT_REGISTRY.open_websockets()),
         "objects": len(gc.get_objects()),
         "rss_kb": rss,
     }

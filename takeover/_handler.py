@@ -20,11 +20,12 @@ import gevent
 from gevent.pywsgi import OldMessage, WSGIHandler
 from werkzeug.wrappers import Request
 
-from takeover.adapters import SOCKET_KEY, TAKE_OVER_KEY, abort_handshake, read_buffered
+from takeover._io.registry import REGISTRY_KEY
+from takeover.adapters import TAKE_OVER_KEY, abort_handshake, read_buffered
 from takeover.errors import HandshakeError
+from takeover.options import OPTIONS_KEY
 from takeover.protocol.handshake import header_tokens, reject_response
-from takeover.upgrade import ALLOWED_ORIGINS_KEY, COMPRESSION_KEY, IDLE_TIMEOUT_KEY, pending_upgrade
-from takeover.websocket import websocket_for
+from takeover.upgrade import pending_upgrade
 
 if TYPE_CHECKING:
     from takeover.server import Server, _GeventServer
@@ -188,12 +189,8 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         environ["wsgi.input_terminated"] = True
         environ[TAKE_OVER_KEY] = self._take
         owner = self.server.owner
-        if owner.idle_timeout is not None:
-            environ[IDLE_TIMEOUT_KEY] = owner.idle_timeout
-        if owner.compression is not None:
-            environ[COMPRESSION_KEY] = owner.compression
-        if owner.allowed_origins is not None:
-            environ[ALLOWED_ORIGINS_KEY] = owner.allowed_origins
+        environ[OPTIONS_KEY] = owner.options  # the upgrades' defaults
+        environ[REGISTRY_KEY] = owner.registry  # counted, and closed with the server
         return environ
 
     def _handle_client_error(self, error: BaseException) -> Any:
@@ -236,7 +233,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             return
         try:
             super().handle_one_response()
-            self._after_app(owner, environ)
+            self._after_app(environ)
         finally:
             environ.pop(TAKE_OVER_KEY, None)  # a bound method of this handler: a cycle
 
@@ -251,24 +248,19 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
     def _emit_takeover(self, owner: Server, event: str) -> None:
         request = Request(self.environ, populate_request=False)  # no environ<->request cycle
         sock, head = self._take()
-        owner.track(sock)  # counted and closed with the server once it is a WebSocket
         try:
             owner.emit(event, request, sock, head)
         except HandshakeError as error:
             abort_handshake(sock, error)
         except Exception:
             logger.exception("Exception in a listener of %r for %s", event, request.path)
-            if websocket_for(sock) is None:
+            if owner.registry.websocket_for(sock) is None:
                 sock.close()
 
-    def _after_app(self, owner: Server, environ: dict[str, Any]) -> None:
-        sock = environ.get(SOCKET_KEY)
-        if sock is not None:
-            owner.track(sock)
-            return
+    def _after_app(self, environ: dict[str, Any]) -> None:
         ws = pending_upgrade(environ)
         if ws is not None:
             # Deno: a handler that called upgradeWebSocket must return its
             # response; otherwise the upgrade is abandoned and the connection closed.
-            ws._abandon()
+            ws.session.abandon()
             self.close_connection = True

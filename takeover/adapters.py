@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["TAKE_OVER_KEY", "UnsupportedServerError", "abort_handshake", "take_over"]
 
 TAKE_OVER_KEY = "takeover.take_over"
-SOCKET_KEY = "takeover.socket"
 HEAD_READ_SIZE = 1 << 20
 SWITCHING = "101 Switching Protocols"
 
@@ -86,8 +85,7 @@ def take_over(environ: dict[str, Any], start_response: Callable[..., Any], ws: W
     hook = environ.get(TAKE_OVER_KEY)
     if hook is not None:
         sock, head = hook()
-        environ[SOCKET_KEY] = sock
-        ws._attach(sock, head)
+        ws.session.attach(sock, head)
         return []
     if "gunicorn.socket" in environ:
         return _gunicorn(environ, start_response, ws)
@@ -133,7 +131,7 @@ def _gunicorn(environ: dict[str, Any], start_response: Callable[..., Any], ws: W
     if is_gevent_socket(sock) and not _is_tls(sock):
         from gunicorn.workers.base_async import ALREADY_HANDLED
 
-        ws._attach(sock.dup(), head)
+        ws.session.attach(sock.dup(), head)
         result: Iterable[bytes] = ALREADY_HANDLED
         return result
     return _in_place(start_response, ws, sock, head)
@@ -155,5 +153,5 @@ class _Session:
         self.owns_socket = owns_socket
 
     def __iter__(self) -> Iterator[bytes]:
-        self.ws._attach(self.sock, self.head, inline=True, owns_socket=self.owns_socket)
+        self.ws.session.attach(self.sock, self.head, inline=True, owns_socket=self.owns_socket)
         return iter(())

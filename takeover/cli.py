@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from takeover.appload import AppSpec, CLIError, load_app, load_ssl_context, parse_app_spec
+from takeover.options import UNSET, WebSocketOptions
 from takeover.protocol.deflate import DeflateOptions
 from takeover.protocol.origin import normalize_origin
 from takeover.reloader import run_reloader, warn
@@ -128,16 +129,14 @@ def serve(
 
     from takeover import create_server
 
-    options: dict[str, Any] = {}
-    if ssl_context is not None:
-        options["ssl_context"] = ssl_context
-    if idle_timeout is not None:
-        options["idle_timeout"] = idle_timeout
-    if compression is not None:
-        options["compression"] = compression
-    if allowed_origins is not None:
-        options["allowed_origins"] = allowed_origins
-    server = create_server(app, **options)
+    # The flags given, over WebSocketOptions' defaults (written once, in takeover.options).
+    given: dict[str, Any] = {
+        "idle_timeout": idle_timeout, "compression": compression, "allowed_origins": allowed_origins,
+    }
+    options = WebSocketOptions().replace(
+        **{name: UNSET if value is None else value for name, value in given.items()}
+    )
+    server = create_server(app, ssl_context=ssl_context, options=options)
 
     stopping = False
 

@@ -9,62 +9,66 @@ connection to the WebSocket and tells gunicorn it was already handled. What
 :class:`Worker` adds is a graceful shutdown for those sessions: gunicorn's own
 waits only for HTTP requests in progress, so on SIGTERM this worker also
 closes every open WebSocket with 1001 and waits up to ``--graceful-timeout``
-for their close handshakes.
+for their close handshakes. It keeps them in a
+:class:`~takeover._io.registry.Registry` of its own, which it puts in each
+request's environ.
 
-:class:`LegacyWorker` replaces ``geventwebsocket.gunicorn.workers.GeventWebSocketWorker``:
-gunicorn's gevent pywsgi worker with :class:`takeover.legacy.WebSocketHandler`, so
-applications written for gevent-websocket find ``environ["wsgi.websocket"]``.
-It closes open WebSockets with 1001 as soon as it is told to stop.
+``LegacyWorker`` lives in :mod:`takeover.legacy.gunicorn` (it needs
+gevent-websocket); the name here stays for command lines written with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import gevent
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventWorker, PyWSGIHandler
+from gunicorn.workers.ggevent import GeventWorker
 
-from takeover.legacy import WebSocketHandler
+from takeover._io.registry import REGISTRY_KEY, Registry
 from takeover.protocol.frames import CloseCode
-from takeover.websocket import close_all, open_websockets
 
-__all__ = ["LegacyWorker", "Worker"]
+__all__ = ["RegistryMixin", "Worker"]  # and LegacyWorker, imported on first use
 
 SHUTDOWN_REASON = "Server shutting down"
 
 
-class Worker(GeventWorker):  # type: ignore[misc]
+class RegistryMixin:
+    """A gunicorn worker that registers its WebSockets and closes them with 1001 when it stops."""
+
+    registry: Registry
+    wsgi: Callable[..., Iterable[bytes]]
+    cfg: Any
+
+    def load_wsgi(self) -> None:
+        """Load the application, wrapped to put this worker's registry in each environ."""
+        super().load_wsgi()  # type: ignore[misc]
+        registry = self.registry = Registry()
+        app = self.wsgi
+
+        def with_registry(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            environ[REGISTRY_KEY] = registry
+            return app(environ, start_response)
+
+        self.wsgi = with_registry
+
+    def close_websockets(self) -> None:
+        """Close this worker's open WebSockets with 1001, waiting up to ``--graceful-timeout``."""
+        self.registry.close_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON, self.cfg.graceful_timeout)
+
+
+class Worker(RegistryMixin, GeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker that closes open WebSockets with 1001 when it stops."""
 
     def run(self) -> None:
         """Serve until told to stop, then close the WebSockets of this worker."""
         super().run()
-        close_all(open_websockets(), CloseCode.GOING_AWAY, SHUTDOWN_REASON, self.cfg.graceful_timeout)
+        self.close_websockets()
 
 
-class LegacyHandler(WebSocketHandler, PyWSGIHandler):  # type: ignore[misc]
-    """takeover's gevent-websocket handler with gunicorn's access log and environ."""
+def __getattr__(name: str) -> Any:
+    # Imported on first use: only takeover.legacy imports gevent-websocket.
+    if name == "LegacyWorker":
+        from takeover.legacy.gunicorn import LegacyWorker
 
-
-class LegacyWorker(GeventPyWSGIWorker):  # type: ignore[misc]
-    """``GeventWebSocketWorker``'s replacement: gevent-websocket apps on takeover's engine.
-
-    On SIGTERM the WebSockets are closed with 1001 at once; their
-    applications see ``receive()`` return ``None`` and return, so gunicorn's
-    wait for requests in progress ends with them (within ``--graceful-timeout``).
-    """
-
-    wsgi_handler = LegacyHandler
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        super().handle_exit(sig, frame)
-        # Not in the signal handler itself: closing waits for the close handshakes.
-        gevent.spawn(self._close_websockets)
-
-    def _close_websockets(self) -> None:
-        close_all(open_websockets(), CloseCode.GOING_AWAY, SHUTDOWN_REASON, self.cfg.graceful_timeout)
-
-    def run(self) -> None:
-        """Serve until told to stop, then close whatever WebSocket is still open."""
-        super().run()
-        self._close_websockets()
+        return LegacyWorker
+    raise AttributeError(f"module 'takeover.gunicorn' has no attribute {name!r}")

@@ -28,7 +28,6 @@ import ssl
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from weakref import WeakSet
 
 import gevent
 import gevent.event
@@ -37,13 +36,12 @@ from gevent.pywsgi import WSGIServer
 from werkzeug.wrappers import Request
 
 from takeover._handler import TakeoverHandler
+from takeover._io.registry import Registry
 from takeover.emitter import EventEmitter
-from takeover.protocol.deflate import DeflateOptions
+from takeover.options import DEFAULT_OPTIONS, UNSET, Compression, WebSocketOptions
 from takeover.protocol.frames import CloseCode
 from takeover.protocol.handshake import reject_response
-from takeover.protocol.origin import AllowedOrigins, origin_policy
-from takeover.upgrade import compression_options
-from takeover.websocket import WebSocket, close_all, watch_socket
+from takeover.protocol.origin import AllowedOrigins
 
 __all__ = ["Server", "create_server"]
 
@@ -130,13 +128,15 @@ class Server(EventEmitter):
 
     Options: ``should_upgrade(request) -> bool`` (Node 24.9's
     ``shouldUpgradeCallback``); ``certfile``/``keyfile`` or ``ssl_context`` to
-    serve ``https``/``wss``; ``idle_timeout``, the default idle timeout of the
-    WebSockets upgraded from this server's requests (in-app or in listeners);
-    ``compression``, their default compression (``"deflate"`` or
-    :class:`~takeover.DeflateOptions` to accept permessage-deflate; off by default);
-    ``allowed_origins``, the origins whose pages may open those WebSockets (a
-    list of exact origins or a function, as :func:`~takeover.upgrade_websocket`
-    takes it; others get 403; None, the default, checks nothing);
+    serve ``https``/``wss``; ``options``, the :class:`~takeover.options.WebSocketOptions`
+    that the WebSockets upgraded from this server's requests (in-app or in
+    listeners) start from, and three of them as shortcuts: ``idle_timeout``
+    (None or 0: none; default 30 s); ``compression`` (``"deflate"`` or
+    :class:`~takeover.DeflateOptions` to accept permessage-deflate; off by
+    default); ``allowed_origins``, the origins whose pages may open those
+    WebSockets (a list of exact origins or a function, as
+    :func:`~takeover.upgrade_websocket` takes it; others get 403; None, the
+    default, checks nothing);
     ``max_header_size`` (bytes, 431 beyond); ``header_timeout`` (seconds to
     receive a request's headers, 408 beyond); ``max_connections`` (HTTP
     connections plus open WebSockets; raw takeovers are not counted; 503
@@ -151,9 +151,10 @@ class Server(EventEmitter):
         certfile: str | None = None,
         keyfile: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        idle_timeout: float | None = None,
-        compression: str | DeflateOptions | None = None,
-        allowed_origins: AllowedOrigins = None,
+        idle_timeout: float | None = UNSET,
+        compression: Compression = UNSET,
+        allowed_origins: AllowedOrigins = UNSET,
+        options: WebSocketOptions | None = None,
         max_header_size: int = 16 * 1024,
         header_timeout: float | None = 60.0,
         max_connections: int | None = None,
@@ -165,19 +166,18 @@ class Server(EventEmitter):
         self.certfile = certfile
         self.keyfile = keyfile
         self.ssl_context = ssl_context
-        self.idle_timeout = idle_timeout
-        #: The permessage-deflate settings upgrades get by default, or None.
-        self.compression = compression_options(compression)
-        #: The origins upgrades accept by default (an :class:`~takeover.protocol.origin.OriginPolicy`),
-        #: or None: no check.
-        self.allowed_origins = origin_policy(allowed_origins)
+        #: What the WebSockets upgraded from this server's requests start from.
+        self.options = (options or DEFAULT_OPTIONS).replace(
+            idle_timeout=idle_timeout, compression=compression, allowed_origins=allowed_origins
+        )
         self.max_header_size = max_header_size
         self.header_timeout = header_timeout
         self.max_connections = max_connections
         self.access_log = access_log
         self._server: _GeventServer | None = None
         self._closed = gevent.event.Event()
-        self._websockets: WeakSet[WebSocket] = WeakSet()
+        #: The WebSockets taken over from this server's connections, until they close.
+        self.registry = Registry()
         #: The handlers of HTTP connections (a keep-alive connection has one for all its requests).
         self._handlers: set[Any] = set()
         self._handlers_done: gevent.event.Event | None = None  # made by close() when it must wait
@@ -189,26 +189,13 @@ class Server(EventEmitter):
     @property
     def connection_count(self) -> int:
         """Connections in HTTP handling plus WebSockets taken over and still open."""
-        return len(self._handlers) + len(self._websockets)
+        return len(self._handlers) + len(self.registry)
 
     def wants_upgrade(self, environ: dict[str, Any]) -> bool:
         """Whether an upgrade request goes to the ``upgrade`` event (else to the app)."""
         if self.should_upgrade is not None:
             return bool(self.should_upgrade(Request(environ, populate_request=False)))
         return self.listener_count("upgrade") > 0
-
-    def track(self, sock: Any) -> None:
-        """Count a taken-over socket's WebSocket (now or whenever it is upgraded) until it closes."""
-        watch_socket(sock, self._add_websocket)
-
-    def _add_websocket(self, ws: WebSocket) -> None:
-        if ws.ready_state != WebSocket.CLOSED:
-            self._websockets.add(ws)
-            ws._on_finish.append(self._websockets.discard)
-            if self.closing:
-                # Upgraded by a request that was in progress when close() began:
-                # it gets the 1001 too (while CONNECTING, right after its 101).
-                ws.close(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
 
     def _handler_done(self, handler: Any) -> None:
         self._handlers.discard(handler)
@@ -255,6 +242,7 @@ class Server(EventEmitter):
         self._server = server
         self._closed.clear()
         self.closing = False
+        self.registry = Registry()  # a server listening again starts counting anew
         self.emit("listening")
         return self
 
@@ -308,12 +296,12 @@ class Server(EventEmitter):
         server.close()  # stop accepting
         for handler in self._other_handlers():
             handler.close_if_idle()
-        close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, timeout)
+        self.registry.close_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON, timeout)
         server.stop(timeout=max(deadline - time.monotonic(), 0.1))
         self._wait_for_requests(deadline)
-        # Those upgraded meanwhile were closed as they came (_add_websocket): wait for them too.
+        # Those upgraded meanwhile were closed as they came (the registry is closing): wait for them too.
         remaining = max(deadline - time.monotonic(), 0.0)
-        close_all(self._websockets, CloseCode.GOING_AWAY, SHUTDOWN_REASON, remaining)
+        self.registry.close_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON, remaining)
         self._closed.set()
         self.emit("close")
 

@@ -23,28 +23,28 @@ from typing import Any, NamedTuple
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from takeover._io.registry import DEFAULT_REGISTRY, REGISTRY_KEY, Registry
+from takeover._io.session import access_logger
 from takeover.adapters import take_over
 from takeover.errors import HandshakeError, InvalidStateError
-from takeover.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
-from takeover.protocol.deflate import DeflateOptions, negotiate
+from takeover.options import (
+    DEFAULT_OPTIONS,
+    OPTIONS_KEY,
+    UNSET,
+    Compression,
+    WebSocketOptions,
+)
+from takeover.protocol.deflate import negotiate
 from takeover.protocol.handshake import (
     accept_headers,
     accept_response,
     select_protocol,
     validate_request,
 )
-from takeover.protocol.origin import AllowedOrigins, origin_policy
-from takeover.websocket import (
-    DEFAULT_HIGH_WATER_MARK,
-    DEFAULT_MAX_BUFFERED_AMOUNT,
-    WebSocket,
-    access_logger,
-    websocket_for,
-)
+from takeover.protocol.origin import AllowedOrigins
+from takeover.websocket import WebSocket
 
 __all__ = [
-    "DEFAULT_ALLOWED_ORIGINS",
-    "DEFAULT_COMPRESSION",
     "ENVIRON_KEY",
     "HTTPHandshakeError",
     "UpgradeResponse",
@@ -55,59 +55,6 @@ __all__ = [
 
 #: Where response mode leaves the pending WebSocket for the server adapter.
 ENVIRON_KEY = "takeover.websocket"
-#: A server's default idle timeout for the upgrades of its requests.
-IDLE_TIMEOUT_KEY = "takeover.idle_timeout"
-#: A server's default compression for the upgrades of its requests.
-COMPRESSION_KEY = "takeover.compression"
-#: A server's default ``allowed_origins`` (an :class:`OriginPolicy`) for the upgrades of its requests.
-ALLOWED_ORIGINS_KEY = "takeover.allowed_origins"
-
-
-class _DefaultTimeout(float):
-    """The default ``idle_timeout``: a server's own default may replace it."""
-
-
-DEFAULT_IDLE_TIMEOUT = _DefaultTimeout(30.0)
-
-
-class _DefaultCompression(str):
-    """The default ``compression``: the server's, else none."""
-
-
-#: ``upgrade_websocket``'s default ``compression``: the server's setting
-#: (``create_server(compression=)``, ``takeover serve --compression``), else off.
-DEFAULT_COMPRESSION = _DefaultCompression("server default")
-
-Compression = str | DeflateOptions | None
-
-
-class _DefaultOrigins(tuple[str, ...]):
-    """The default ``allowed_origins``: the server's, else no check."""
-
-    def __repr__(self) -> str:
-        return "DEFAULT_ALLOWED_ORIGINS"
-
-
-#: ``upgrade_websocket``'s default ``allowed_origins``: the server's setting
-#: (``create_server(allowed_origins=)``, ``takeover serve --allowed-origin``), else
-#: no check. An empty tuple, so it refuses every browser if it ever ends up used as a list.
-DEFAULT_ALLOWED_ORIGINS: AllowedOrigins = _DefaultOrigins()
-
-
-def compression_options(compression: Compression) -> DeflateOptions | None:
-    """``compression`` as :class:`DeflateOptions`: None (off), ``"deflate"`` or options.
-
-    Raises :class:`ValueError` for anything else.
-    """
-    if compression is None or isinstance(compression, DeflateOptions):
-        return compression
-    if compression == "deflate":
-        return DeflateOptions()
-    raise ValueError(
-        f"Invalid compression {compression!r}: use None, \"deflate\" or a takeover.DeflateOptions"
-    )
-
-
 Environ = MutableMapping[str, Any]
 
 
@@ -159,9 +106,7 @@ class UpgradeResponse(SwitchingProtocols):
 
     def __call__(self, environ: Any, start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = self.websocket
-        if ws._claimed:
-            raise InvalidStateError("This upgrade response was already used")
-        ws._claimed = True  # returned to the server: the takeover is under way
+        ws.session.claim()  # returned to the server: the takeover is under way
         return take_over(environ, start_response, ws)
 
 
@@ -183,7 +128,7 @@ def _response_class() -> type[UpgradeResponse]:
 
 def _check_returned(ws: WebSocket) -> None:
     # The response was dropped without being called: the view returned another one.
-    ws._abandon()
+    ws.session.abandon()
 
 
 _HANDSHAKE_KEYS = (
@@ -249,78 +194,90 @@ def upgrade_websocket(
     request: Request | Environ,
     *,
     protocol: str | None = None,
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     socket: Any = None,
     head: bytes = b"",
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
-    close_timeout: float = 10,
-    max_queue: int = 64,
-    compression: Compression = DEFAULT_COMPRESSION,
-    allowed_origins: AllowedOrigins = DEFAULT_ALLOWED_ORIGINS,
-    high_water_mark: int | None = DEFAULT_HIGH_WATER_MARK,
-    send_timeout: float | None = 30,
-    max_buffered_amount: int | None = DEFAULT_MAX_BUFFERED_AMOUNT,
+    idle_timeout: float | None = UNSET,
+    max_message_size: int | None = UNSET,
+    close_timeout: float = UNSET,
+    max_queue: int = UNSET,
+    compression: Compression = UNSET,
+    allowed_origins: AllowedOrigins = UNSET,
+    high_water_mark: int | None = UNSET,
+    send_timeout: float | None = UNSET,
+    max_buffered_amount: int | None = UNSET,
+    options: WebSocketOptions | None = None,
 ) -> WebSocketUpgrade:
     """Upgrade ``request`` (a werkzeug ``Request`` or a WSGI environ) to a WebSocket.
 
     Returns ``(socket, response)`` at once. ``protocol`` must be one the
-    client offered. ``idle_timeout`` (seconds; 0 or None disables) pings
-    after half of it passes in silence and closes with 1001 after all of it.
-    ``socket``/``head`` perform the upgrade over a socket from a server's
-    ``upgrade`` event; without them, return ``response`` from the WSGI view.
-    Messages over ``max_message_size`` bytes close the connection with 1009.
-    ``compression`` is ``"deflate"`` (or :class:`~takeover.DeflateOptions`)
-    to accept a client's permessage-deflate offer, None for no compression;
-    by default the server's setting applies, and compression is off.
+    client offered. ``socket``/``head`` perform the upgrade over a socket from
+    a server's ``upgrade`` event; without them, return ``response`` from the
+    WSGI view.
 
-    Backpressure, for peers that stop reading: ``send()`` waits while more
-    than ``high_water_mark`` bytes are queued, raising :class:`TimeoutError`
-    after ``send_timeout`` seconds; more than ``max_buffered_amount`` bytes
-    queued (by sends that do not wait, such as :func:`takeover.broadcast`)
-    closes the connection with 1008. None disables each.
+    The other options are those of :class:`~takeover.options.WebSocketOptions`;
+    each one not given keeps the server's setting (``create_server(...)``,
+    ``takeover serve`` flags), else its default. ``options`` replaces the
+    server's settings as a whole; the keyword arguments still apply on top.
 
-    ``allowed_origins`` defends cookie-authenticated apps against cross-site
-    WebSocket hijacking: a list of the origins whose pages may connect, as
-    ``["https://app.example.com", "http://localhost:8000"]`` (compared as
-    :func:`~takeover.protocol.origin.normalize_origin` serialises them: scheme
-    and host lower-cased, ``:80``/``:443`` dropped), or a function ``(origin:
-    str | None) -> bool``. A request from another ``Origin`` gets 403. A
-    request without ``Origin`` is not from a browser (browsers always send it,
-    RFC 6455 §4.1) and is allowed by a list; a function receives None and
-    decides. ``"null"`` matches only if listed. None checks nothing; by default
-    the server's setting applies, else nothing is checked.
+    * ``idle_timeout`` (seconds; 0 or None disables, default 30) pings after
+      half of it passes in silence and closes with 1001 after all of it.
+    * Messages over ``max_message_size`` bytes (default 64 MiB) close the
+      connection with 1009.
+    * ``compression`` is ``"deflate"`` (or :class:`~takeover.DeflateOptions`)
+      to accept a client's permessage-deflate offer, None for none (the default).
+    * Backpressure, for peers that stop reading: ``send()`` waits while more
+      than ``high_water_mark`` bytes (1 MiB) are queued, raising
+      :class:`TimeoutError` after ``send_timeout`` seconds (30); more than
+      ``max_buffered_amount`` bytes (16 MiB) queued (by sends that do not
+      wait, such as :func:`takeover.broadcast`) closes the connection with
+      1008. None disables each.
+    * ``allowed_origins`` defends cookie-authenticated apps against cross-site
+      WebSocket hijacking: a list of the origins whose pages may connect, as
+      ``["https://app.example.com", "http://localhost:8000"]`` (compared as
+      :func:`~takeover.protocol.origin.normalize_origin` serialises them:
+      scheme and host lower-cased, ``:80``/``:443`` dropped), or a function
+      ``(origin: str | None) -> bool``. A request from another ``Origin`` gets
+      403. A request without ``Origin`` is not from a browser (browsers always
+      send it, RFC 6455 §4.1) and is allowed by a list; a function receives
+      None and decides. ``"null"`` matches only if listed. None checks nothing.
 
     Raises :class:`HandshakeError` (with ``.status`` and ``.headers`` to
     answer) before anything is written, and :class:`InvalidStateError` for a
-    socket that is closed or already upgraded. A malformed ``compression`` or
-    ``allowed_origins`` (a single string, an item that is not an origin)
+    socket that is closed or already upgraded. A malformed option (a single
+    string as ``allowed_origins``, a negative size, an unknown compression)
     raises :class:`TypeError` or :class:`ValueError` whatever the request.
     """
-    server_default = type(compression) is _DefaultCompression
-    options = None if server_default else compression_options(compression)
-    origins_default = type(allowed_origins) is _DefaultOrigins
-    policy = None if origins_default else origin_policy(allowed_origins)
     if isinstance(request, Request):
         environ: Environ = request.environ
         werkzeug_request: Request | None = request
     else:
         environ, werkzeug_request = request, None
+    base = options if options is not None else environ.get(OPTIONS_KEY, DEFAULT_OPTIONS)
+    # One copy with what this call changes; a call that changes nothing shares the server's.
+    settings = base.replace(
+        idle_timeout=idle_timeout,
+        max_message_size=max_message_size,
+        close_timeout=close_timeout,
+        max_queue=max_queue,
+        compression=compression,
+        allowed_origins=allowed_origins,
+        high_water_mark=high_water_mark,
+        send_timeout=send_timeout,
+        max_buffered_amount=max_buffered_amount,
+    )
     try:
         handshake = validate_request(
             environ.get("REQUEST_METHOD", ""),
             environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
             environ_headers(environ),
         )
-        if origins_default:
-            # A server's OriginPolicy passes through; anything else put there is checked.
-            policy = origin_policy(environ.get(ALLOWED_ORIGINS_KEY))
+        policy = settings.allowed_origins
         if policy is not None:
             # RFC 6455 §4.2.1 item 7 and §10.2: check Origin, answer 403 when refused.
             policy.check(environ.get("HTTP_ORIGIN"))
         chosen = select_protocol(handshake, protocol)
-        if server_default:
-            options = environ.get(COMPRESSION_KEY)
-        deflate = negotiate(handshake.extensions, options) if options is not None else None
+        offered = settings.compression
+        deflate = negotiate(handshake.extensions, offered) if offered is not None else None
         if _body_disturbed(werkzeug_request, environ):
             raise HandshakeError(
                 "Request body was already read (disturbed): upgrade before reading the body",
@@ -329,12 +286,13 @@ def upgrade_websocket(
     except HandshakeError as error:
         _log_refusal(environ, error)
         raise HTTPHandshakeError(error) from None
-    if type(idle_timeout) is _DefaultTimeout:
-        idle_timeout = environ.get(IDLE_TIMEOUT_KEY, float(idle_timeout))
+    registry: Registry | None = environ.get(REGISTRY_KEY)
+    if registry is None:
+        registry = DEFAULT_REGISTRY
     if socket is not None:
         if _socket_destroyed(socket):
             raise InvalidStateError("Socket is already destroyed - cannot upgrade to WebSocket")
-        if websocket_for(socket) is not None:
+        if registry.websocket_for(socket) is not None:
             raise InvalidStateError("Socket has already been upgraded to a WebSocket")
     elif environ.get(ENVIRON_KEY) is not None:
         raise InvalidStateError("This request has already been upgraded to a WebSocket")
@@ -344,18 +302,13 @@ def upgrade_websocket(
         handshake_response=accept_response(headers),
         url=_request_url(environ),
         protocol=chosen or "",
-        idle_timeout=idle_timeout,
-        max_message_size=max_message_size,
-        close_timeout=close_timeout,
-        max_queue=max_queue,
         deflate=deflate,
-        high_water_mark=high_water_mark,
-        send_timeout=send_timeout,
-        max_buffered_amount=max_buffered_amount,
+        options=settings,
+        registry=registry,
     )
     if socket is not None:
         response = SwitchingProtocols(status=101, headers=headers)
-        ws._attach(socket, head)
+        ws.session.attach(socket, head)
     else:
         response = _response_class()(status=101, headers=headers)
         response.websocket = ws
@@ -367,7 +320,7 @@ def upgrade_websocket(
 def pending_upgrade(environ: Environ) -> WebSocket | None:
     """The WebSocket a view prepared in response mode, if any (for server adapters)."""
     ws = environ.get(ENVIRON_KEY)
-    return ws if isinstance(ws, WebSocket) and not ws._claimed else None
+    return ws if isinstance(ws, WebSocket) and not ws.session.claimed else None
 
 
 def complete_upgrade(environ: Environ, sock: Any, head: bytes = b"") -> WebSocket:
@@ -380,6 +333,5 @@ def complete_upgrade(environ: Environ, sock: Any, head: bytes = b"") -> WebSocke
     ws = pending_upgrade(environ)
     if ws is None:
         raise InvalidStateError("No pending WebSocket upgrade in this request")
-    ws._claimed = True
-    ws._attach(sock, head)
+    ws.session.attach(sock, head)
     return ws

@@ -161,7 +161,7 @@ class TestServerDefault:
 
     def test_in_app_upgrades_use_the_server_default(self, make_server: Any, flask_app: Any) -> None:
         server = make_server(flask_app.wsgi_app, allowed_origins=[APP])
-        assert server.allowed_origins == OriginPolicy(origins=frozenset({APP}))
+        assert server.options.allowed_origins == OriginPolicy(origins=frozenset({APP}))
         refused = request(server, EVIL, "/ws")
         assert_refused(refused, EVIL)  # Flask answers the HTTPHandshakeError with its 403
         assert flask_app.config["reached"] == []

@@ -75,7 +75,7 @@ class TestBufferedAmount:
         for i in range(64):
             ws.send(numbered(i))
         total = 64 * FRAME
-        server_sock = ws._transport.sock
+        server_sock = ws.session.transport.sock
         read = 0
 
         def accounted() -> int:
@@ -223,7 +223,7 @@ class TestHardLimit:
         events: list[Any] = []
         ws.add_event_listener("error", events.append)
         ws.add_event_listener("close", events.append)
-        transport = ws._transport
+        transport = ws.session.transport
         sent = 0
         for i in range(100):
             if transport.buffered_amount - transport._inflight > 1024 * KIB - MESSAGE:
@@ -295,7 +295,7 @@ def thread_websocket(**options: Any) -> tuple[WebSocket, socket.socket, socket.s
         },
     ).get_environ()
     ws, _ = upgrade_websocket(environ, socket=ours, idle_timeout=None, **options)
-    assert ws._runtime is not None and ws._runtime.name == "threads"
+    assert ws.session.runtime is not None and ws.session.runtime.name == "threads"
     for _ in range(500):  # the session thread writes the 101, then opens
         if ws.ready_state == WebSocket.OPEN:
             break

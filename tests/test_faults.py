@@ -83,7 +83,7 @@ class Recorder:
         return self.close
 
     def assert_socket_closed(self) -> None:
-        assert self.ws._transport.sock.fileno() == -1, "the WebSocket's socket is still open"
+        assert self.ws.session.transport.sock.fileno() == -1, "the WebSocket's socket is still open"
 
 
 def open_fds() -> int:
@@ -446,7 +446,7 @@ HALF_OPEN_SCENARIO = textwrap.dedent(
         "close": [close.code, close.reason, close.was_clean],
         "idle": idle,
         "elapsed": elapsed,
-        "fileno": recorder.ws._transport.sock.fileno(),
+        "fileno": recorder.ws.session.transport.sock.fileno(),
         "fds_back": fds_back,
     }))
     harness.close()

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from takeover.errors import HandshakeError
+from takeover.options import OPTIONS_KEY, WebSocketOptions
 from takeover.protocol.origin import OriginPolicy, normalize_origin, origin_policy
 from takeover.upgrade import HTTPHandshakeError, upgrade_websocket
 
@@ -201,17 +202,17 @@ class TestUpgradeWebsocket:
 
     def test_the_environ_default_applies_and_a_call_overrides_it(self) -> None:
         env = environ(origin="https://evil.example")
-        env["takeover.allowed_origins"] = origin_policy([APP])
+        env[OPTIONS_KEY] = WebSocketOptions(allowed_origins=[APP])
         with pytest.raises(HTTPHandshakeError) as raised:
             upgrade_websocket(env)
         assert raised.value.status == 403
-        # A plain list left there by middleware is checked and used the same way.
-        env["takeover.allowed_origins"] = [APP]
+        # Options left there by middleware are checked and used the same way.
+        env[OPTIONS_KEY] = WebSocketOptions(allowed_origins=[APP])
         with pytest.raises(HTTPHandshakeError):
             upgrade_websocket(env)
         # Refused by the call's own list even where the environ would allow it.
         env = environ(origin=APP)
-        env["takeover.allowed_origins"] = origin_policy([APP])
+        env[OPTIONS_KEY] = WebSocketOptions(allowed_origins=[APP])
         with pytest.raises(HTTPHandshakeError):
             upgrade_websocket(env, allowed_origins=["https://other.example"])
 

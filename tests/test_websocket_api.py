@@ -396,7 +396,7 @@ def test_plain_sockets_are_driven_by_threads() -> None:
     client.send(client_frame(CLOSE, b""))
     assert client.read_close() == (None, "")
     assert closed.wait(5)
-    assert ws._runtime is not None and ws._runtime.name == "threads"
+    assert ws.session.runtime is not None and ws.session.runtime.name == "threads"
 
 
 def test_the_protocol_core_imports_no_io_library() -> None:
@@ -469,13 +469,13 @@ def test_an_idle_reader_parks_and_wakes_up_for_the_next_message(server: Server) 
     client.send(client_frame(TEXT, b"before"))
     assert client.read_frame() == (TEXT, True, b"before")
     for _ in range(100):  # the reader parks after PARK_AFTER (0.5 s) without data
-        if ws._transport._parked:
+        if ws.session.transport._parked:
             break
         gevent.sleep(0.05)
-    assert ws._transport._parked, "the idle reader did not park"
+    assert ws.session.transport._parked, "the idle reader did not park"
     client.send(client_frame(TEXT, b"after"))
     assert client.read_frame() == (TEXT, True, b"after")
-    assert not ws._transport._parked
+    assert not ws.session.transport._parked
 
 
 def test_a_closed_websocket_is_freed_without_the_garbage_collector(server: Server) -> None:

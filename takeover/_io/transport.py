@@ -30,7 +30,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from takeover._io.parker import Parker
 
 __all__ = ["GeventTransport", "ThreadTransport"]
 
@@ -103,75 +106,24 @@ class _BaseTransport:
             callback()
 
 
-class _Park(BaseException):
-    """Thrown into a reader that waited ``PARK_AFTER`` seconds for data."""
-
-
-class _Parker:
-    """One repeating timer for the process, instead of a timeout per wait.
-
-    Readers register while they wait for data; every ``interval`` seconds the
-    timer throws :class:`_Park` into those that have waited at least that long.
-    Registering is a dict insert, far cheaper than arming a timer per message.
-    """
-
-    def __init__(self, interval: float) -> None:
-        import gevent
-
-        self.interval = interval
-        self.signal = _Park()
-        self.waiting: dict[Any, tuple[float, Any]] = {}
-        self._getcurrent = gevent.getcurrent
-        self._timer: Any = None
-        self._loop = gevent.get_hub().loop
-
-    def wait_readable(self, transport: Any, sock: Any) -> bool:
-        """Wait for ``sock`` to be readable; False if parked instead."""
-        if self._timer is None:
-            self._timer = self._loop.timer(self.interval, self.interval, ref=False)
-            self._timer.start(self._sweep)
-        waiting = self.waiting
-        waiting[transport] = (time.monotonic(), self._getcurrent())
-        try:
-            sock._wait(sock._read_event)
-        except _Park as signal:
-            if signal is not self.signal:
-                raise
-            signal.__traceback__ = None  # it would keep this greenlet's frames alive
-            return False
-        finally:
-            waiting.pop(transport, None)
-        return True
-
-    def _sweep(self) -> None:  # in the hub, like gevent.Timeout's expiry
-        deadline = time.monotonic() - self.interval
-        for transport, (since, reader) in list(self.waiting.items()):
-            if since <= deadline and self.waiting.pop(transport, None) is not None:
-                reader.throw(self.signal)
-
-
-_parker: _Parker | None = None
-
-
 class GeventTransport(_BaseTransport):
     """A gevent socket, written without blocking the calling greenlet.
 
     An idle connection costs no greenlet: a reader that has waited
-    ``PARK_AFTER`` seconds without data is *parked* (``recv(park=True)``
-    returns None and its greenlet ends; see :class:`_Parker`); :meth:`resume_when_readable` then
-    starts a new one when data arrives. A waiting greenlet keeps its stack
-    (about 8 KB measured here), which is most of an idle connection's cost.
+    ``PARK_AFTER`` seconds without data is *parked* by its hub's ``parker``
+    (``recv(park=True)`` returns None and its greenlet ends; see
+    :mod:`takeover._io.parker`); :meth:`resume_when_readable` then starts a
+    new one when data arrives.
     """
 
     __slots__ = (
-        "_drained", "_draining", "_gevent", "_inflight", "_parked", "_pending", "_raw_recv",
+        "_drained", "_draining", "_gevent", "_inflight", "_parked", "_parker", "_pending", "_raw_recv",
         "_raw_send", "_room", "buffered_amount",
     )
 
-    PARK_AFTER = 0.5
-
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, parker: Parker) -> None:
         super().__init__(sock)
+        self._parker = parker
         import gevent
 
         self._gevent = gevent
@@ -204,17 +156,14 @@ class GeventTransport(_BaseTransport):
                 pass
             except OSError:
                 return b""
-            global _parker
-            if _parker is None:
-                _parker = _Parker(self.PARK_AFTER)
             try:
-                if not _parker.wait_readable(self, sock):
+                if not self._parker.wait_readable(self, sock):
                     return None
             except OSError:  # the socket was closed under us
                 return b""
         return super().recv()
 
-    def resume_when_readable(self, resume: Any) -> None:
+    def resume_when_readable(self, resume: Callable[[], object]) -> None:
         """Call ``resume()`` in a new greenlet once the socket is readable (or closed)."""
         if self.closed:
             return
@@ -458,6 +407,10 @@ class ThreadTransport(_BaseTransport):
             self.sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def resume_when_readable(self, resume: Callable[[], object]) -> None:
+        """Never needed: a blocking transport's ``recv`` never parks."""
+        raise NotImplementedError("a thread transport does not park its reader")
 
     def write_last(self, data: bytes) -> None:
         """Nothing can follow a write that timed out; otherwise the same as :meth:`write`."""

@@ -34,12 +34,12 @@ from geventwebsocket.server import WebSocketServer as _GeventWebSocketServer
 
 from takeover.adapters import read_buffered
 from takeover.errors import ConnectionClosed, HandshakeError
-from takeover.protocol.connection import DEFAULT_MAX_MESSAGE_SIZE
+from takeover.options import UNSET
 from takeover.protocol.frames import CloseCode, encode_frame
 from takeover.protocol.handshake import header_tokens
 from takeover.protocol.origin import AllowedOrigins
-from takeover.upgrade import DEFAULT_ALLOWED_ORIGINS, ENVIRON_KEY, upgrade_websocket
-from takeover.websocket import DEFAULT_HIGH_WATER_MARK, DEFAULT_MAX_BUFFERED_AMOUNT, WebSocket
+from takeover.upgrade import ENVIRON_KEY, upgrade_websocket
+from takeover.websocket import WebSocket
 
 __all__ = [
     "Client",
@@ -198,7 +198,7 @@ class LegacyWebSocket:
         elif opcode == self.OPCODE_PING:
             ws.ping(bytes(_binary(message)))
         elif opcode == self.OPCODE_PONG:
-            ws._send_frame(encode_frame(self.OPCODE_PONG, bytes(_binary(message))))
+            ws.session.send_frame(encode_frame(self.OPCODE_PONG, bytes(_binary(message))))
         elif opcode == self.OPCODE_CLOSE:
             payload = _binary(message)
             if len(payload) >= 2:
@@ -262,24 +262,25 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
     The options are class attributes; subclass to change them.
     """
 
+    # The options of takeover.options.WebSocketOptions, as class attributes:
+    # UNSET keeps the server's setting (if one is in the environ), else the default.
     #: Ping after half of this many seconds of silence, close with 1001 after all of it (None: never).
-    idle_timeout: float | None = 30.0
+    idle_timeout: float | None = UNSET
     #: Messages over this many bytes close the connection with 1009 (None: no limit).
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
+    max_message_size: int | None = UNSET
     #: Seconds to wait for the peer's answer to a close.
-    close_timeout: float = 10.0
+    close_timeout: float = UNSET
     #: Messages queued for ``receive()`` before reading pauses.
-    max_queue: int = 64
+    max_queue: int = UNSET
     #: The origins whose pages may connect (others get 403), as ``upgrade_websocket``'s
     #: ``allowed_origins``: a list, or a method ``allowed_origins(self, origin) -> bool``.
-    #: By default, the environ's ``takeover.allowed_origins`` if a server set one, else no check.
-    allowed_origins: AllowedOrigins = DEFAULT_ALLOWED_ORIGINS
+    allowed_origins: AllowedOrigins = UNSET
     #: ``send()`` waits while more than this many bytes are queued for a slow peer (None: never).
-    high_water_mark: int | None = DEFAULT_HIGH_WATER_MARK
+    high_water_mark: int | None = UNSET
     #: Seconds ``send()`` waits for such a peer before raising :class:`WebSocketError`.
-    send_timeout: float | None = 30.0
+    send_timeout: float | None = UNSET
     #: Bytes queued behind the frame being written (by sends that do not wait) before closing with 1008.
-    max_buffered_amount: int | None = DEFAULT_MAX_BUFFERED_AMOUNT
+    max_buffered_amount: int | None = UNSET
 
     websocket: LegacyWebSocket | None = None
     prevent_wsgi_call = False
@@ -342,19 +343,19 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
             self._reject(error)
             return
         environ.pop(ENVIRON_KEY, None)
-        ws._claimed = True  # this handler writes the 101 through the WebSocket
+        ws.session.claim()  # this handler writes the 101 through the WebSocket
         ws.binary_type = "bytearray"
         self.close_connection = True  # no request follows a WebSocket on this connection
         self.code = 101
         self._orig_status = SWITCHING
         self.status = SWITCHING.encode("latin-1")
-        self.response_length = len(ws._handshake_response)
+        self.response_length = len(ws.session.handshake_response)
         self.headers_sent = True  # gevent must not answer anything on this connection now
 
         opened = gevent.event.Event()
         ws.add_event_listener("open", lambda _event: opened.set())
         ws.add_event_listener("close", lambda _event: opened.set())
-        ws._attach(self.socket, read_buffered(self.socket, self.rfile), owns_socket=False)
+        ws.session.attach(self.socket, read_buffered(self.socket, self.rfile), owns_socket=False)
         opened.wait()  # the 101 is written (or the peer is gone) before the app runs
 
         legacy = LegacyWebSocket(environ, ws, self)
@@ -401,7 +402,7 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
         """
         if ws.ready_state is WebSocket.OPEN:
             ws.close(code, _CLOSE_REASONS.get(code, ""))
-        deadline = time.monotonic() + self.close_timeout + 1.0
+        deadline = time.monotonic() + ws.close_timeout + 1.0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -1,0 +1,44 @@
+"""The layout rules of the I/O layer (docs/architecture.rst), checked on the source."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "takeover"
+
+
+def test_importing_the_server_the_worker_websocket_and_upgrade_leaves_gevent_websocket_out() -> None:
+    code = (
+        "import sys\n"
+        "import takeover.server, takeover.gunicorn, takeover.websocket, takeover.upgrade, takeover.cli\n"
+        "from takeover import WebSocket, upgrade_websocket, create_server\n"
+        "assert 'geventwebsocket' not in sys.modules\n"
+        "import takeover.gunicorn as g\n"
+        "assert g.LegacyWorker.__module__ == 'takeover.legacy.gunicorn'\n"
+        "assert 'geventwebsocket' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_only_websocket_py_and_io_touch_a_websockets_private_attributes() -> None:
+    private = re.compile(r"\b(?:ws|websocket|self\.websocket|self\.ws)\._[a-z]\w*")
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative == "websocket.py" or relative.startswith("_io/"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if private.search(line):
+                offenders.append(f"{relative}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_modules_stay_small() -> None:
+    sizes = {path.relative_to(PACKAGE).as_posix(): len(path.read_text().splitlines())
+             for path in PACKAGE.rglob("*.py")}
+    assert sizes["websocket.py"] <= 400
+    assert {name: size for name, size in sizes.items() if size > 600} == {}
