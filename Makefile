@@ -69,7 +69,7 @@ bench: $(BENCH_STAMP) $(BENCH_NODE_STAMP)
 	$(PY) -m bench
 
 conformance: $(STAMP)
-	$(PY) -m pytest -q tests/test_autobahn.py --autobahn-all
+	$(PY) -m pytest -q tests/interop/test_autobahn.py --autobahn-all
 
 # 5,000 connections echoing for 60 s, then checks that fds, greenlets and RSS
 # come back (soak/run.py), after a warm-up round of the same length. Not part of make test; about 5 minutes.

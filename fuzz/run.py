@@ -3,7 +3,7 @@
     python -m fuzz.run [frames|handshake] [-max_total_time=60 ...]
 
 New inputs that reach new code go to fuzz/corpus/<target>/; a crash is saved
-under fuzz/crashes/ and, once fixed, stays there: tests/test_fuzz_corpus.py
+under fuzz/crashes/ and, once fixed, stays there: tests/protocol/test_fuzz_corpus.py
 replays every file of both directories in `make test`.
 """
 

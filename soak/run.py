@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Node's ws, from make bench's install (make soak) or make test's (tests/test_soak.py).
+# Node's ws, from make bench's install (make soak) or make test's (tests/interop/test_soak.py).
 WS_MODULES = [ROOT / "bench" / "node" / "node_modules" / "ws",
               ROOT / "tests" / "node" / "node_modules" / "ws"]
 NOFILE = 30000

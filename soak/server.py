@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument(
         "--leak", action="store_true",
-        help="keep every WebSocket and 256 KiB per connection (tests/test_soak.py: the checks must fail)",
+        help="keep every WebSocket and 256 KiB per connection "
+        "(tests/interop/test_soak.py: the checks must fail)",
     )
     args = parser.parse_args()
     server = create_server(app)

@@ -1,0 +1,1 @@
+"""Real third-party clients: Node's ws, Chromium, Autobahn (kosoku), websockets, the soak driver."""

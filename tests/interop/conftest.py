@@ -1,0 +1,41 @@
+"""Fixtures of the interop tests: headless Chromium (Playwright) for the browser tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.interop.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if os.environ.get("TAKEOVER_SKIP_BROWSER") == "1":
+        pytest.skip("TAKEOVER_SKIP_BROWSER=1")
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: apt-get install chromium (or set TAKEOVER_SKIP_BROWSER=1 to skip)",
+            pytrace=False,
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:
+        pytest.fail(
+            f"the playwright package is missing ({error}): pip install -e '.[test]' "
+            "(or set TAKEOVER_SKIP_BROWSER=1 to skip)",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, timeout=WAIT_MS * 3
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -1,0 +1,482 @@
+"""examples/chat: the JSON protocol over the wire, against ``takeover serve`` run as a process.
+
+Clients are the ``websockets`` sync client. Every bad-input case checks both
+what the offender gets (an ``error`` message or a close code) and that the
+rest of the room still works afterwards. A few tests import the example's
+token bucket and ``Room`` in-process, with a fake clock, for what would take
+seconds of waiting over the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import json
+import queue
+import re
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.chat_server import WAIT, ChatServer
+from tests.paths import ROOT
+
+Message = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def chat() -> Iterator[ChatServer]:
+    server = ChatServer()
+    yield server
+    server.stop()
+
+
+# -- clients ---------------------------------------------------------------------
+
+_counter = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    """A name or text no other test uses (the module's server is shared)."""
+    return f"{prefix}-{next(_counter)}"
+
+
+def client(server: ChatServer) -> ClientConnection:
+    return connect(server.ws_url, open_timeout=WAIT, close_timeout=WAIT)
+
+
+def send(ws: ClientConnection, message: Message) -> None:
+    ws.send(json.dumps(message))
+
+
+def receive(ws: ClientConnection, timeout: float = WAIT) -> Message:
+    data = ws.recv(timeout=timeout)
+    assert isinstance(data, str), f"the server sent a binary message: {data!r}"
+    message: Message = json.loads(data)
+    return message
+
+
+def expect(ws: ClientConnection, match: Callable[[Message], bool], timeout: float = WAIT) -> Message:
+    """The next message ``match`` accepts, skipping others (presence, typing, ...)."""
+    deadline = time.monotonic() + timeout
+    skipped: list[Message] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            message = receive(ws, max(remaining, 0.001))
+        except TimeoutError:
+            raise AssertionError(f"no matching message within {timeout:g} s; got {skipped}") from None
+        if match(message):
+            return message
+        skipped.append(message)
+
+
+def expect_type(ws: ClientConnection, kind: str, timeout: float = WAIT) -> Message:
+    return expect(ws, lambda message: message["type"] == kind, timeout)
+
+
+def join(ws: ClientConnection, name: str) -> list[Message]:
+    """Join as ``name``; return the history, which must be the first answer."""
+    send(ws, {"type": "join", "name": name})
+    history = receive(ws)
+    assert history["type"] == "history", history
+    messages: list[Message] = history["messages"]
+    return messages
+
+
+@contextlib.contextmanager
+def joined(server: ChatServer, name: str) -> Iterator[ClientConnection]:
+    """A connection that has joined as ``name`` and seen itself in the presence."""
+    with client(server) as ws:
+        join(ws, name)
+        expect(ws, lambda m: m["type"] == "presence" and name in m["names"])
+        yield ws
+
+
+def say(ws: ClientConnection, text: str) -> None:
+    send(ws, {"type": "message", "text": text})
+
+
+def said(text: str) -> Callable[[Message], bool]:
+    return lambda message: message["type"] == "message" and message["text"] == text
+
+
+def closed_with(ws: ClientConnection, timeout: float = WAIT) -> tuple[int, str, list[Message]]:
+    """Read until the server closes; its close code and reason, and what came before."""
+    before: list[Message] = []
+    deadline = time.monotonic() + timeout
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            before.append(receive(ws, max(deadline - time.monotonic(), 0.001)))
+    received = info.value.rcvd
+    assert received is not None, f"no close frame from the server ({info.value})"
+    return received.code, received.reason, before
+
+
+def assert_room_alive(server: ChatServer, bystander: ClientConnection) -> None:
+    """A newcomer can join and talk, and ``bystander`` (joined earlier) hears it."""
+    with joined(server, unique("newcomer")) as newcomer:
+        text = unique("still here")
+        say(newcomer, text)
+        expect(newcomer, said(text))
+        expect(bystander, said(text))
+
+
+# -- the page ----------------------------------------------------------------------
+
+
+def test_the_page_is_served_and_never_uses_inner_html(chat: ChatServer) -> None:
+    with urllib.request.urlopen(chat.http_url, timeout=WAIT) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/html")
+        page = response.read().decode()
+    assert 'id="status"' in page and "new WebSocket(" in page
+    # User data goes in through textContent only.
+    for sink in (".innerHTML", ".outerHTML", ".insertAdjacentHTML", "document.write"):
+        assert sink not in page
+
+
+def test_plain_get_on_the_websocket_route_is_a_400(chat: ChatServer) -> None:
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(chat.ws_url.replace("ws://", "http://"), timeout=WAIT)
+    assert info.value.code == 400
+
+
+# -- the protocol ------------------------------------------------------------------
+
+
+def test_join_gets_history_then_presence_and_is_logged(chat: ChatServer) -> None:
+    name = unique("ann")
+    with client(chat) as ws:
+        send(ws, {"type": "join", "name": f"  {name} "})  # surrounding spaces are dropped
+        history = receive(ws)
+        assert history["type"] == "history" and isinstance(history["messages"], list)
+        presence = receive(ws)
+        assert presence["type"] == "presence"
+        assert name in presence["names"] and presence["names"] == sorted(set(presence["names"]))
+        chat.wait_for_line(re.compile(rf'chat INFO join "{name}" from 127\.0\.0\.1:\d+ \(\d+ online\)'))
+    chat.wait_for_line(re.compile(rf'chat INFO leave "{name}" from 127\.0\.0\.1:\d+ code=1000'))
+
+
+def test_a_message_goes_to_everyone_the_sender_too(chat: ChatServer) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    with joined(chat, alice) as a, joined(chat, bob) as b:
+        expect(a, lambda m: m["type"] == "presence" and bob in m["names"])
+        text = unique("hello <b>&amp; 👋")
+        before = int(time.time() * 1000)
+        say(a, text)
+        for ws in (a, b):
+            message = expect(ws, said(text))
+            assert set(message) == {"type", "name", "text", "ts"}
+            assert message["name"] == alice
+            assert (
+                isinstance(message["ts"], int) and before - 1000 <= message["ts"] <= time.time() * 1000 + 1000
+            )
+        reply = unique("hi alice")
+        say(b, reply)
+        assert expect(a, said(reply))["name"] == bob
+
+
+def test_typing_goes_to_the_others_only(chat: ChatServer) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    with joined(chat, alice) as a, joined(chat, bob) as b:
+        send(a, {"type": "typing"})
+        assert expect_type(b, "typing") == {"type": "typing", "name": alice}
+        text = unique("done typing")
+        say(a, text)
+        # Alice's next message after her presence updates is her own text, not a typing.
+        message = expect(a, lambda m: m["type"] != "presence")
+        assert message["type"] == "message" and message["text"] == text
+
+
+def test_presence_follows_joins_and_leaves(chat: ChatServer) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    with joined(chat, alice) as a:
+        with joined(chat, bob):
+            expect(a, lambda m: m["type"] == "presence" and bob in m["names"])
+        presence = expect(a, lambda m: m["type"] == "presence" and bob not in m["names"])
+        assert alice in presence["names"]
+
+
+def test_history_is_sent_on_rejoin(chat: ChatServer) -> None:
+    name, text = unique("carol"), unique("remember me")
+    with joined(chat, name) as ws:
+        say(ws, text)
+        expect(ws, said(text))
+    with client(chat) as ws:
+        history = join(ws, unique("dave"))
+    assert history[-1]["text"] == text and history[-1]["name"] == name
+    assert set(history[-1]) == {"type", "name", "text", "ts"}
+
+
+def test_history_keeps_the_last_100_messages(chat: ChatServer) -> None:
+    # 6 x 18 = 108 messages, each sender under the rate limit (20 per 5 s, the join included).
+    texts = []
+    for _ in range(6):
+        with joined(chat, unique("poster")) as ws:
+            for _ in range(18):
+                texts.append(unique("history"))
+                say(ws, texts[-1])
+            expect(ws, said(texts[-1]))
+    with client(chat) as ws:
+        history = join(ws, unique("reader"))
+    assert [message["text"] for message in history] == texts[-100:]
+
+
+def test_a_long_but_allowed_message_and_name(chat: ChatServer) -> None:
+    name, text = unique("long").ljust(32, "n"), "x" * 2000
+    with joined(chat, name) as ws:
+        say(ws, text)
+        assert expect(ws, said(text))["name"] == name
+
+
+def test_names_need_not_be_unique(chat: ChatServer) -> None:
+    name = unique("twin")
+    with joined(chat, name) as first, joined(chat, name):
+        presence = expect(first, lambda m: m["type"] == "presence")
+        assert presence["names"].count(name) == 1
+
+
+# -- bad input: refused with an error message, the connection and the room go on ----
+
+NOT_JOINED = [
+    ("not json", "invalid JSON"),
+    ('{"type": "message", "text": "unterminated', "invalid JSON"),
+    ("[" * 6000 + "]" * 6000, "invalid JSON"),  # nested too deep for the parser: not a crash
+    ("[1, 2]", "a message must be a JSON object"),
+    ('"join"', "a message must be a JSON object"),
+    ("{}", 'missing "type"'),
+    ('{"type": 7}', '"type" must be a string'),
+    ('{"type": "dance"}', "unknown type: dance"),
+    ('{"type": "join"}', 'missing "name"'),
+    ('{"type": "join", "name": 5}', '"name" must be a string'),
+    ('{"type": "join", "name": ["a"]}', '"name" must be a string'),
+    ('{"type": "join", "name": "   "}', '"name" is empty'),
+    (json.dumps({"type": "join", "name": "x" * 33}), '"name" is too long: at most 32 characters'),
+    ('{"type": "join", "name": "a\\nb"}', '"name" must be printable characters'),
+    ('{"type": "join", "name": "\\ud800"}', '"name" is not valid Unicode'),
+    ('{"type": "message", "text": "hi"}', "join first"),
+    ('{"type": "typing"}', "join first"),
+]
+
+JOINED = [
+    ('{"type": "message"}', 'missing "text"'),
+    ('{"type": "message", "text": null}', 'missing "text"'),
+    ('{"type": "message", "text": 42}', '"text" must be a string'),
+    ('{"type": "message", "text": " \\n "}', '"text" is empty'),
+    (json.dumps({"type": "message", "text": "x" * 2001}), '"text" is too long: at most 2000 characters'),
+    ('{"type": "message", "text": "a\\ud83d"}', '"text" is not valid Unicode'),
+    ('{"type": "join", "name": "again"}', "already joined as "),
+]
+
+
+@pytest.mark.parametrize(("payload", "error"), NOT_JOINED, ids=[e for _, e in NOT_JOINED])
+def test_bad_input_before_join_is_an_error_message(chat: ChatServer, payload: str, error: str) -> None:
+    with joined(chat, unique("bystander")) as bystander, client(chat) as offender:
+        offender.send(payload)
+        assert receive(offender) == {"type": "error", "error": error}
+        join(offender, unique("reformed"))  # the connection is still usable
+        assert_room_alive(chat, bystander)
+
+
+@pytest.mark.parametrize(("payload", "error"), JOINED, ids=[e for _, e in JOINED])
+def test_bad_input_after_join_is_an_error_message(chat: ChatServer, payload: str, error: str) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
+        offender.send(payload)
+        message = expect(offender, lambda m: m["type"] == "error")
+        assert message["error"].startswith(error), message
+        text = unique("reformed")
+        say(offender, text)  # the connection is still usable
+        expect(bystander, said(text))
+        assert_room_alive(chat, bystander)
+
+
+def test_no_bad_text_reaches_the_history(chat: ChatServer) -> None:
+    with joined(chat, unique("offender")) as offender:
+        offender.send('{"type": "message", "text": "\\udfff"}')
+        assert expect_type(offender, "error")["error"] == '"text" is not valid Unicode'
+    with client(chat) as ws:
+        history = join(ws, unique("reader"))  # would fail if a lone surrogate were in the history
+    assert all("\udfff" not in message["text"] for message in history)
+
+
+def test_five_invalid_messages_in_a_row_close_with_1008(chat: ChatServer) -> None:
+    with joined(chat, unique("bystander")) as bystander, client(chat) as offender:
+        for _ in range(5):
+            offender.send("{nope")
+        code, reason, before = closed_with(offender)
+        assert (code, reason) == (1008, "too many invalid messages")
+        assert before == [{"type": "error", "error": "invalid JSON"}] * 5
+        assert_room_alive(chat, bystander)
+
+
+def test_a_valid_message_resets_the_invalid_count(chat: ChatServer) -> None:
+    with client(chat) as ws:
+        for _ in range(4):
+            ws.send("{nope")
+        assert [receive(ws)["type"] for _ in range(4)] == ["error"] * 4
+        join(ws, unique("mixed"))  # the 5th message is valid: the count starts over
+        for _ in range(4):
+            ws.send("{nope")
+        text = unique("still open")
+        say(ws, text)
+        received = [receive(ws)]
+        while not said(text)(received[-1]):
+            received.append(receive(ws))
+        assert [message["type"] for message in received if message["type"] != "presence"] == [
+            *["error"] * 4,
+            "message",
+        ]
+
+
+def test_a_binary_message_closes_with_1003(chat: ChatServer) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
+        offender.send(b'{"type": "message", "text": "binary"}')
+        code, reason, _ = closed_with(offender)
+        assert (code, reason) == (1003, "binary messages are not supported")
+        assert_room_alive(chat, bystander)
+
+
+def test_a_message_over_16_kib_closes_with_1009(chat: ChatServer) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
+        say(offender, "x" * 16 * 1024)  # with the JSON around it: over 16384 bytes
+        code, _, before = closed_with(offender)
+        assert code == 1009
+        assert all(message["type"] == "presence" for message in before)
+        assert_room_alive(chat, bystander)
+
+
+def test_a_flood_gets_one_error_then_a_1008_close(chat: ChatServer) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("flooder")) as flooder:
+        # The join took one token of 20: 19 are let through, the 20th message is
+        # the first dropped, the 30th the 11th dropped: the close. Sent as fast as
+        # possible, so few tokens come back meanwhile; 60 leaves a wide margin.
+        for _ in range(60):
+            try:
+                send(flooder, {"type": "typing"})
+            except ConnectionClosed:
+                break
+        code, reason, before = closed_with(flooder, timeout=10)
+        assert (code, reason) == (1008, "too many messages")
+        errors = [message for message in before if message["type"] == "error"]
+        assert errors == [{"type": "error", "error": "too many messages: at most 20 every 5 seconds"}]
+        assert_room_alive(chat, bystander)
+
+
+def test_sigterm_closes_every_websocket_with_1001() -> None:
+    server = ChatServer()
+    try:
+        with joined(server, unique("last")) as ws:
+            start = len(server.lines)
+            server.process.send_signal(signal.SIGTERM)
+            code, reason, _ = closed_with(ws)
+            assert (code, reason) == (1001, "Server shutting down")
+            server.wait_for_line(re.compile(r'chat INFO leave "last-\d+" .*code=1001'), start=start)
+        assert server.process.wait(15) == 0
+    finally:
+        server.stop()
+
+
+# -- in-process: the token bucket and the flood rule with a fake clock ---------------
+
+
+@pytest.fixture(scope="module")
+def chat_module() -> ModuleType:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("examples.chat.app")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeWebSocket:
+    """What ``Room.receive`` uses of a WebSocket: ``ready_state``, ``send``, ``close``."""
+
+    def __init__(self, open_state: Any) -> None:
+        self.ready_state = open_state
+        self.sent: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, data: str) -> None:
+        self.sent.put(json.loads(data))
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+        self.ready_state = "CLOSING"
+
+    def drain(self) -> list[Message]:
+        items = []
+        while not self.sent.empty():
+            items.append(self.sent.get())
+        return items
+
+
+def test_token_bucket_refills_at_its_rate(chat_module: ModuleType) -> None:
+    clock = FakeClock()
+    bucket = chat_module.TokenBucket(20, 5.0, clock=clock)
+    assert all(bucket.take() for _ in range(20))
+    assert not bucket.take()
+    clock.now += 0.25  # 4 a second: one token
+    assert bucket.take() and not bucket.take()
+    clock.now += 60
+    assert bucket.refill() == 20  # capped
+
+
+def _flood_client(chat_module: ModuleType) -> tuple[Any, Any, FakeClock, FakeWebSocket]:
+    """A room and a client that has joined, without the room's broadcasts (it is no member)."""
+    clock = FakeClock()
+    fake = FakeWebSocket(chat_module.WebSocket.OPEN)
+    bucket = chat_module.TokenBucket(chat_module.RATE, chat_module.RATE_PERIOD, clock=clock)
+    client_ = chat_module.Client(fake, name="flooder", bucket=bucket)
+    return chat_module.Room(), client_, clock, fake
+
+
+def test_flood_rule_in_process(chat_module: ModuleType) -> None:
+    room, flooder, _, fake = _flood_client(chat_module)
+    typing = '{"type": "typing"}'
+    for _ in range(20):
+        room.receive(flooder, typing)
+    assert fake.drain() == [] and fake.closed is None
+    room.receive(flooder, typing)  # dropped 1: the error
+    assert [m["error"] for m in fake.drain()] == ["too many messages: at most 20 every 5 seconds"]
+    for _ in range(10):  # dropped 2..11: silently, then the close
+        room.receive(flooder, typing)
+    assert fake.drain() == [] and fake.closed == (1008, "too many messages")
+
+
+def test_a_quiet_spell_forgives_an_earlier_flood(chat_module: ModuleType) -> None:
+    room, flooder, clock, fake = _flood_client(chat_module)
+    typing = '{"type": "typing"}'
+    for _ in range(21 + 5):  # 20 pass, 6 dropped (one error)
+        room.receive(flooder, typing)
+    assert len(fake.drain()) == 1
+    clock.now += 5.0  # the bucket is full again: the flood is over
+    for _ in range(21 + 5):
+        room.receive(flooder, typing)
+    assert len(fake.drain()) == 1 and fake.closed is None  # a new error, not a close
+
+
+def test_history_is_a_deque_of_100(chat_module: ModuleType) -> None:
+    room = chat_module.Room()
+    assert room.history.maxlen == 100
+    fake = FakeWebSocket(chat_module.WebSocket.OPEN)
+    poster = chat_module.Client(fake, name="poster")
+    for number in range(150):
+        room.say(poster, str(number))
+    assert [message["text"] for message in room.history] == [str(n) for n in range(50, 150)]
