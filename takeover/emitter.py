@@ -64,7 +64,8 @@ class EventEmitter:
 
         Unlike Node, where a throwing listener crashes the process, an
         exception propagates to the caller, which decides what it means for
-        the connection (the server logs it and closes that socket only).
+        the connection (the server logs it and closes that socket only). An
+        ``"error"`` event without listeners returns False too, where Node throws.
         """
         listeners = self._events.get(event)
         if not listeners:

@@ -78,7 +78,11 @@ class _BaseTransport:
             return b""
 
     def shutdown_write(self) -> None:
-        """Send FIN after what is queued: the peer reads to the end, then sees EOF."""
+        """Send FIN now: the peer reads what the kernel holds, then sees EOF.
+
+        Bytes still queued in the transport are not sent after it: call
+        :meth:`flush` first (the session does).
+        """
         try:
             self.sock.shutdown(_socket.SHUT_WR)
         except OSError:
@@ -335,7 +339,8 @@ class ThreadTransport(_BaseTransport):
     """A blocking socket shared by a reader thread and writers, one write at a time.
 
     ``buffered_amount`` counts the bytes of the write in progress that the
-    kernel has not taken yet.
+    kernel has not taken yet, call by call when ``send_timeout`` is set; without
+    it (or over TLS) the write is one ``sendall`` and counts whole until it returns.
     """
 
     __slots__ = ("_lock", "buffered_amount")

@@ -14,7 +14,6 @@ import gevent
 import gevent.event
 import gevent.socket
 import pytest
-from conftest import RawClient, client_frame
 from werkzeug.test import EnvironBuilder
 
 from takeover import broadcast, upgrade_websocket
@@ -30,6 +29,8 @@ from takeover._io.closing import (
 from takeover._io.registry import REGISTRY_KEY, Registry
 from takeover.protocol.connection import Connection
 from takeover.websocket import WebSocket
+from tests.clients import RawClient
+from tests.frames import client_frame
 
 TEXT, CLOSE, PING = 0x1, 0x8, 0x9
 HEADERS = {

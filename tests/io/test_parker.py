@@ -1,7 +1,7 @@
 """Parking idle gevent readers: an idle connection costs no greenlet.
 
 A reader that waits in ``GeventTransport.recv(park=True)`` longer than
-``GeventTransport.PARK_AFTER`` seconds without data is *parked*: ``recv``
+``takeover._io.parker.PARK_AFTER`` seconds without data is *parked*: ``recv``
 returns None and its greenlet may end. ``resume_when_readable(resume)`` then
 calls ``resume()`` in a new greenlet once data (or the end of the stream)
 arrives. One process-wide timer sweeps the waiting readers every
@@ -22,9 +22,10 @@ import gevent.event
 import gevent.socket
 import pytest
 
+from takeover._io.parker import PARK_AFTER
+from takeover._io.runtime import gevent_runtime
 from takeover._io.transport import GeventTransport
 
-PARK_AFTER = GeventTransport.PARK_AFTER
 #: The latest a reader that started waiting may be parked: two sweeps, and some slack.
 PARKED_BY = 2 * PARK_AFTER + 0.5
 
@@ -32,7 +33,7 @@ PARKED_BY = 2 * PARK_AFTER + 0.5
 @pytest.fixture
 def pair() -> Iterator[tuple[GeventTransport, Any]]:
     ours, peer = gevent.socket.socketpair()
-    transport = GeventTransport(ours)
+    transport = GeventTransport(ours, gevent_runtime().parker)
     yield transport, peer
     transport.abort()
     peer.close()
@@ -162,7 +163,7 @@ def test_resume_when_readable_after_abort_does_nothing(pair: tuple[GeventTranspo
 
 def test_many_idle_readers_are_each_parked_and_resumed_on_their_own() -> None:
     pairs = [gevent.socket.socketpair() for _ in range(50)]
-    transports = [GeventTransport(ours) for ours, _ in pairs]
+    transports = [GeventTransport(ours, gevent_runtime().parker) for ours, _ in pairs]
     try:
         readers = [gevent.spawn(timed_recv, transport) for transport in transports]
         gevent.sleep(PARK_AFTER / 4)
@@ -202,7 +203,7 @@ def test_tls_readers_are_never_parked() -> None:
     accepting = gevent.spawn(server_context.wrap_socket, ours, server_side=True)
     peer = client_context.wrap_socket(theirs, server_hostname="localhost")
     tls = accepting.get(timeout=10)
-    transport = GeventTransport(tls)
+    transport = GeventTransport(tls, gevent_runtime().parker)
     try:
         later = gevent.spawn_later(PARKED_BY, peer.sendall, b"late")
         data, elapsed = timed_recv(transport, park=True)

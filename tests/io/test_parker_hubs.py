@@ -7,12 +7,13 @@ from typing import Any
 
 import gevent
 import gevent.socket
-from conftest import RawClient, client_frame
 from werkzeug.test import EnvironBuilder
 
 from takeover import upgrade_websocket
 from takeover._io.parker import PARK_AFTER
 from takeover._io.runtime import gevent_runtime
+from tests.clients import RawClient
+from tests.frames import client_frame
 
 HEADERS = {
     "Upgrade": "websocket",

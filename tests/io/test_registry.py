@@ -8,11 +8,12 @@ from typing import Any
 
 import gevent.socket
 import pytest
-from conftest import RawClient, client_frame, handshake_request
 from werkzeug.test import EnvironBuilder
 
 from takeover import InvalidStateError, create_server, upgrade_websocket
 from takeover._io.registry import DEFAULT_REGISTRY, REGISTRY_KEY, Registry
+from tests.clients import RawClient, handshake_request
+from tests.frames import client_frame
 
 HEADERS = {
     "Upgrade": "websocket",

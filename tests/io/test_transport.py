@@ -30,6 +30,8 @@ import gevent.event
 import gevent.socket
 import pytest
 
+from takeover._io.parker import PARK_AFTER
+from takeover._io.runtime import gevent_runtime
 from takeover._io.transport import GeventTransport, ThreadTransport
 
 KIB = 1024
@@ -79,7 +81,7 @@ def gevent_pair() -> Iterator[tuple[GeventTransport, Any]]:
     """A GeventTransport on one end of a gevent socket pair, and the other end (the peer)."""
     ours, peer = gevent.socket.socketpair()
     peer.settimeout(10)
-    transport = GeventTransport(ours)
+    transport = GeventTransport(ours, gevent_runtime().parker)
     yield transport, peer
     transport.abort()
     peer.close()
@@ -525,7 +527,7 @@ class TestThreadCloseAndShutdown:
     def test_recv_never_parks(self, thread_pair: tuple[ThreadTransport, socket.socket]) -> None:
         """Blocking transports have no parking: ``recv(park=True)`` waits for data like ``recv()``."""
         transport, peer = thread_pair
-        timer = threading.Timer(GeventTransport.PARK_AFTER * 2, peer.sendall, (b"late",))
+        timer = threading.Timer(PARK_AFTER * 2, peer.sendall, (b"late",))
         timer.start()
         assert transport.recv(park=True) == b"late"
         timer.join()
