@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+import sys
 from typing import NamedTuple
 
 from takeover.errors import InvalidStateError
@@ -131,7 +132,11 @@ _TRANSITIONS: dict[tuple[State, str], State] = {
     (State.CLOSING, "fail"): State.CLOSED,
 }
 
-_new_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_utf8_decode = codecs.utf_8_decode
+#: A run of at least this many bytes of a text message is kept as its text once validated.
+_DECODE_BLOCK = 4096
+#: The most a str object takes beyond its characters (a non-ASCII one's header).
+_STR_HEADER = 80
 
 
 class Connection:
@@ -151,8 +156,8 @@ class Connection:
     """
 
     __slots__ = (
-        "_buffer", "_close_out", "_compressed", "_decoder", "_fragment_opcode", "_fragment_size",
-        "_fragments", "_frame_end", "_inflated_size", "_out", "_partial", "_skip", "_text_parts", "close",
+        "_buffer", "_close_out", "_compressed", "_decoded", "_fragment_opcode", "_fragment_size",
+        "_frame_end", "_inflated_size", "_message", "_out", "_partial", "_skip", "_valid", "close",
         "close_received", "close_sent", "extension", "failure", "max_message_size", "state",
     )
 
@@ -176,12 +181,18 @@ class Connection:
         self.failure: Failure | None = None
         self._buffer = bytearray(trailing_data)
         self._out = bytearray()
-        # The message being reassembled from fragments (§5.4).
+        # The message being reassembled from fragments (§5.4): its payload so far in one
+        # growing buffer (inflated, for a compressed one), never an object per fragment,
+        # so that a flood of 1-byte fragments costs a byte each. For text, the UTF-8
+        # bytes, of which the first _valid are known to be valid, after the text already
+        # decoded from large runs of them (see _check_utf8).
         self._fragment_opcode: int | None = None
-        self._fragments: list[bytes] = []
-        self._text_parts: list[str] = []
+        self._message = bytearray()
+        self._valid = 0
+        self._decoded: list[str] = []
+        # Payload bytes of the message's frames so far (compressed ones, for a compressed
+        # message), against max_message_size from each frame's header.
         self._fragment_size = 0
-        self._decoder: codecs.IncrementalDecoder | None = None
         # The message being reassembled has RSV1 set (RFC 7692 §6), and its inflated size so far.
         self._compressed = False
         self._inflated_size = 0
@@ -406,7 +417,7 @@ class Connection:
                 events.append(Message(payload))
             else:
                 self._start_fragments(opcode)
-                self._fragments.append(payload)
+                self._message += payload
                 self._fragment_size = len(payload)
         elif opcode == OP_CONT:
             self._continue_fragments(payload, bool(fin), events)
@@ -423,19 +434,58 @@ class Connection:
     def _start_fragments(self, opcode: int) -> None:
         self._fragment_opcode = opcode
         self._fragment_size = 0
-        if opcode == OP_TEXT:
-            self._decoder = _new_utf8_decoder("strict")
 
     def _add_text(self, payload: bytes, events: list[Event], *, final: bool) -> None:
-        # Incremental decoding fails at the first invalid byte, inside any
-        # fragment, rather than after the whole message (§8.1, Autobahn 6.4).
-        assert self._decoder is not None
-        self._text_parts.append(self._decoder.decode(payload, final))
+        message = self._message
+        message += payload
         self._fragment_size += len(payload)
         if final:
-            text = "".join(self._text_parts)
-            self._end_fragments()
-            events.append(Message(text))
+            self._end_text(events)
+        elif self._valid + len(payload) == len(message) and payload.isascii():
+            self._valid = len(message)  # nothing cut before it and all ASCII: valid as it is
+        else:
+            self._check_utf8()
+
+    def _check_utf8(self) -> None:
+        """Validate the bytes of the text message not checked yet (§8.1).
+
+        Incremental, so that invalid UTF-8 fails the connection at its first
+        byte, inside any fragment or partial frame, rather than after the whole
+        message (Autobahn 6.4). A character cut at the end stays unchecked
+        until the rest of it arrives. The bytes stay in ``_message`` and are
+        decoded with the rest at the end; but a large run whose text takes at
+        most twice its size (any text without characters above U+FFFF) is kept
+        as that text instead, so that large pieces are decoded only once.
+        """
+        message = self._message
+        valid = self._valid
+        with memoryview(message) as view:
+            with view[valid:] as rest:
+                text, used = _utf8_decode(rest, "strict", False)
+            if used < _DECODE_BLOCK or sys.getsizeof(text) > 2 * used + _STR_HEADER:
+                self._valid = valid + used
+                return
+            if valid:  # what came before, so that the parts stay in order
+                with view[:valid] as head:
+                    self._decoded.append(_utf8_decode(head, "strict", True)[0])
+        self._decoded.append(text)
+        del message[: valid + used]  # leaves only a character cut at the end
+        self._valid = 0
+
+    def _end_text(self, events: list[Event]) -> None:
+        # What is left is decoded once, which also checks its last bytes (§8.1).
+        text = self._message.decode("utf-8")
+        decoded = self._decoded
+        if decoded:
+            decoded.append(text)
+            text = "".join(decoded)
+        self._end_fragments()
+        events.append(Message(text))
+
+    def _end_binary(self, events: list[Event]) -> None:
+        data = bytes(self._message)
+        self._end_fragments()
+        events.append(Message(data))
 
     def _inflate(self, payload: bytes, final: bool, events: list[Event]) -> None:
         """Inflate a frame of a compressed message; the size limit applies to its output."""
@@ -443,25 +493,26 @@ class Connection:
         assert extension is not None
         self._fragment_size += len(payload)  # the compressed size, checked from each header
         limit = self.max_message_size
-        data = extension.decompress(payload, final, None if limit is None else limit - self._inflated_size)
-        self._inflated_size += len(data)
+        inflated = self._inflated_size
+        room = None if limit is None else limit - inflated
+        if final and not inflated:
+            # The whole message in one frame, the usual case: the output is the message, no copy.
+            data = extension.decompress(payload, True, room)
+            text = self._fragment_opcode == OP_TEXT
+            self._end_fragments()
+            events.append(Message(data.decode("utf-8") if text else data))
+            return
+        message = self._message
+        size = len(message)
+        extension.decompress_into(message, payload, final, room)
+        self._inflated_size = inflated + len(message) - size
         if self._fragment_opcode == OP_TEXT:
-            assert self._decoder is not None
-            self._text_parts.append(self._decoder.decode(data, final))
             if final:
-                text = "".join(self._text_parts)
-                self._end_fragments()
-                events.append(Message(text))
-            return
-        if final and not self._fragments:
-            self._end_fragments()
-            events.append(Message(data))
-            return
-        self._fragments.append(data)
-        if final:
-            message = b"".join(self._fragments)
-            self._end_fragments()
-            events.append(Message(message))
+                self._end_text(events)
+            elif len(message) > size:
+                self._check_utf8()
+        elif final:
+            self._end_binary(events)
 
     def _continue_fragments(self, payload: bytes, fin: bool, events: list[Event]) -> None:
         if self._compressed:
@@ -470,19 +521,17 @@ class Connection:
         if self._fragment_opcode == OP_TEXT:
             self._add_text(payload, events, final=fin)
             return
-        self._fragments.append(payload)
+        self._message += payload
         self._fragment_size += len(payload)
         if fin:
-            data = b"".join(self._fragments)
-            self._end_fragments()
-            events.append(Message(data))
+            self._end_binary(events)
 
     def _end_fragments(self) -> None:
         self._fragment_opcode = None
-        self._fragments = []
-        self._text_parts = []
+        self._message.clear()  # frees its memory
+        self._decoded.clear()
+        self._valid = 0
         self._fragment_size = 0
-        self._decoder = None
         self._partial = 0
         self._compressed = False
         self._inflated_size = 0
