@@ -59,7 +59,9 @@ MSG_ALREADY_CLOSED = "Connection is already closed"
 MSG_CLOSED = "Connection closed"
 
 SWITCHING = "101 Switching Protocols"
-_CLOSE_REASONS = {CloseCode.INTERNAL_ERROR: "Internal error", CloseCode.GOING_AWAY: "Server shutting down"}
+_CLOSE_REASONS: dict[int, str] = {
+    CloseCode.INTERNAL_ERROR: "Internal error", CloseCode.GOING_AWAY: "Server shutting down"
+}
 
 
 class Client:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 from takeover.errors import InvalidStateError
 from takeover.protocol.deflate import DeflateError, MessageTooBig, PerMessageDeflate
+from takeover.protocol.errors import ProtocolViolation
 from takeover.protocol.frames import (
     MAX_CLOSE_REASON,
     MAX_CONTROL_PAYLOAD,
@@ -38,9 +39,10 @@ from takeover.protocol.frames import (
     OP_TEXT,
     RSV1,
     CloseCode,
+    HeaderFields,
+    decode_header_fields,
     encode_close,
     encode_frame,
-    is_sendable_close_code,
     is_valid_close_code,
 )
 from takeover.protocol.mask import apply_mask
@@ -112,15 +114,8 @@ def _rotate(mask: bytearray | bytes, offset: int) -> bytes:
     return bytes(mask[shift:] + mask[:shift])
 
 
-class _ProtocolViolation(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def _violation(reason: str, code: int = CloseCode.PROTOCOL_ERROR) -> _ProtocolViolation:
-    return _ProtocolViolation(code, reason)
+def _violation(reason: str, code: int = CloseCode.PROTOCOL_ERROR) -> ProtocolViolation:
+    return ProtocolViolation(code, reason)
 
 
 # State as data: (state, what happened) -> next state.
@@ -222,7 +217,7 @@ class Connection:
             if data:
                 buffer += data
             consumed = self._parse(buffer, events)
-        except _ProtocolViolation as violation:
+        except ProtocolViolation as violation:
             self._fail(violation.code, violation.reason, violation, events)
             return events
         except UnicodeDecodeError as error:
@@ -271,67 +266,49 @@ class Connection:
         """Parse every complete frame in ``buffer``; return how many bytes were used."""
         pos = 0
         end = len(buffer)
+        decode = decode_header_fields
+        unmask = apply_mask
         while end - pos >= 2 and self.state is not State.CLOSED:
             self._frame_end = -1
-            first = buffer[pos]
-            second = buffer[pos + 1]
-            length = second & 0x7F
-            if length < 126:
-                header = 2
-            elif length == 126:
-                if end - pos < 4:
-                    break
-                length = (buffer[pos + 2] << 8) | buffer[pos + 3]
-                header = 4
-                if length < 126:
-                    raise _violation("Non-minimal payload length")  # §5.2
-            else:
-                if end - pos < 10:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
-                header = 10
-                if length >> 63:
-                    raise _violation("Payload length has its most significant bit set")  # §5.2
-                if length < 65536:
-                    raise _violation("Non-minimal payload length")  # §5.2
-            if second & 0x80:
-                header += 4
+            header = decode(buffer, pos)
+            if header is None:
+                break
+            fin, rsv, opcode, masked, length, size = header
+            start = pos + size
             # Where this frame ends, so that after a failure the peer's close can be found.
-            self._frame_end = pos + header + length
-            start = pos + header
+            self._frame_end = start + length
             done = self._partial
             if not done:
-                self._check_header(first, second, length)
+                self._check_header(fin, rsv, opcode, masked, length)
             if end - start < length:
-                if end > start + done and self._is_text(first):
-                    self._decode_partial(first, buffer, start, end)
+                if end > start + done and self._is_text(opcode, rsv):
+                    self._decode_partial(opcode, buffer, start, end)
                 break
             pos = start + length
             if done:
                 # The start of this text frame was decoded as it arrived.
                 self._partial = 0
                 rest = apply_mask(buffer[start + done : pos], _rotate(buffer[start - 4 : start], done))
-                self._add_text(rest, events, final=bool(first & 0x80))
+                self._add_text(rest, events, final=fin)
                 continue
-            payload = apply_mask(buffer[start:pos], buffer[start - 4 : start])
-            self._on_frame(first, payload, events)
+            payload = unmask(buffer[start:pos], buffer[start - 4 : start])
+            self._on_frame(header, payload, events)
         return pos
 
-    def _is_text(self, first: int) -> bool:
+    def _is_text(self, opcode: int, rsv: int) -> bool:
         """Whether the frame is uncompressed text, which is decoded as it arrives."""
-        opcode = first & 0x0F
         if opcode == OP_TEXT:
-            return not first & RSV1
+            return not rsv
         return opcode == OP_CONT and self._fragment_opcode == OP_TEXT and not self._compressed
 
-    def _decode_partial(self, first: int, buffer: bytearray, start: int, end: int) -> None:
+    def _decode_partial(self, opcode: int, buffer: bytearray, start: int, end: int) -> None:
         """Validate the part of a text frame received so far (§8.1: fail fast).
 
         Autobahn 6.4.3/6.4.4 send one frame in pieces; invalid UTF-8 in an
         early piece must close the connection before the rest arrives.
         """
         done = self._partial
-        if not done and first & 0x0F == OP_TEXT:
+        if not done and opcode == OP_TEXT:
             self._start_fragments(OP_TEXT)
         chunk = apply_mask(buffer[start + done : end], _rotate(buffer[start - 4 : start], done))
         self._add_text(chunk, [], final=False)
@@ -345,32 +322,32 @@ class Connection:
             return
         buffer += data[self._skip :]
         self._skip = 0
-        while len(buffer) >= 2:
-            second = buffer[1]
-            length, header = second & 0x7F, 2
-            if length >= 126:
-                header = 4 if length == 126 else 10
-                if len(buffer) < header:
+        pos = 0
+        try:
+            while (header := decode_header_fields(buffer, pos)) is not None:
+                _, _, opcode, _, length, size = header
+                if opcode == OP_CLOSE:
+                    self.close_received = True
+                    buffer.clear()
                     return
-                length = int.from_bytes(buffer[2:header], "big")
-            if buffer[0] & 0x0F == OP_CLOSE:
-                self.close_received = True
-                buffer.clear()
-                return
-            size = header + (4 if second & 0x80 else 0) + length
-            if size > len(buffer):
-                self._skip = size - len(buffer)
-                buffer.clear()
-                return
-            del buffer[:size]
+                pos += size + length
+                if pos > len(buffer):
+                    self._skip = pos - len(buffer)
+                    buffer.clear()
+                    return
+        except ProtocolViolation:
+            # Not a frame: the boundaries are lost, so the peer's close cannot be found.
+            buffer.clear()
+            self._skip = 1 << 64
+            return
+        del buffer[:pos]
 
-    def _check_header(self, first: int, second: int, length: int) -> None:
+    def _check_header(self, fin: bool, rsv: int, opcode: int, masked: bool, length: int) -> None:
         """Checks that need only the header, so a bad frame fails before its payload arrives."""
-        if not second & 0x80:
+        if not masked:
             raise _violation("Client frames must be masked")  # §5.1
-        opcode = first & 0x0F
-        if first & 0x70:
-            if first & 0x70 != RSV1 or self.extension is None:
+        if rsv:
+            if rsv != RSV1 or self.extension is None:
                 raise _violation("Reserved bits must be 0 without a negotiated extension")  # §5.2
             if opcode == OP_CONT or opcode >= OP_CLOSE:
                 # RFC 7692 §6.1: RSV1 only on the first frame of a data message.
@@ -380,7 +357,7 @@ class Connection:
                 raise _violation(f"Reserved opcode {opcode:#x}")
             if length > MAX_CONTROL_PAYLOAD:
                 raise _violation("Control frame payload over 125 bytes")  # §5.5
-            if not first & 0x80:
+            if not fin:
                 raise _violation("Fragmented control frame")  # §5.5
             return
         if opcode > OP_BINARY:
@@ -399,13 +376,12 @@ class Connection:
                 f"Message of {size} bytes is over the limit of {limit}", CloseCode.TOO_BIG
             )
 
-    def _on_frame(self, first: int, payload: bytes, events: list[Event]) -> None:
-        opcode = first & 0x0F
-        fin = first & 0x80
-        if first & RSV1:  # the first frame of a compressed message (checked in _check_header)
+    def _on_frame(self, header: HeaderFields, payload: bytes, events: list[Event]) -> None:
+        fin, rsv, opcode, _, _, _ = header
+        if rsv:  # the first frame of a compressed message (checked in _check_header)
             self._start_fragments(opcode)
             self._compressed = True
-            self._inflate(payload, bool(fin), events)
+            self._inflate(payload, fin, events)
         elif opcode == OP_TEXT:
             if fin:
                 events.append(Message(payload.decode("utf-8")))
@@ -420,7 +396,7 @@ class Connection:
                 self._message += payload
                 self._fragment_size = len(payload)
         elif opcode == OP_CONT:
-            self._continue_fragments(payload, bool(fin), events)
+            self._continue_fragments(payload, fin, events)
         elif opcode == OP_PING:
             self._out += encode_frame(OP_PONG, payload)  # §5.5.2: answer with the same payload
             events.append(Ping(payload))
@@ -664,7 +640,7 @@ class Connection:
 
 def check_close_arguments(code: int | None, reason: str) -> None:
     """Raise :class:`ValueError` unless ``code`` and ``reason`` may be sent."""
-    if code is not None and (not isinstance(code, int) or not is_sendable_close_code(code)):
+    if code is not None and (not isinstance(code, int) or not is_valid_close_code(code)):
         raise ValueError(
             f"Invalid close code {code!r}: use 1000, 3000-4999, or another code an endpoint may"
             " send (RFC 6455 §7.4)"
