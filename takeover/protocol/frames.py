@@ -13,7 +13,7 @@ import enum
 import struct
 from typing import NamedTuple
 
-from takeover.protocol.errors import ProtocolViolation
+from takeover.protocol.errors import FailureKind, ProtocolViolation
 
 __all__ = [
     "OP_BINARY",
@@ -137,7 +137,7 @@ def decode_header_fields(buffer: bytes | bytearray, pos: int = 0) -> HeaderField
             return None
         length = (buffer[pos + 2] << 8) | buffer[pos + 3]
         if length < 126:
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "Non-minimal payload length")  # §5.2
+            raise _non_minimal()
         size = 4
     else:  # 127: a 64-bit length
         if len(buffer) - pos < 10:
@@ -145,14 +145,23 @@ def decode_header_fields(buffer: bytes | bytearray, pos: int = 0) -> HeaderField
         length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
         if length >> 63:  # §5.2: "the most significant bit MUST be 0"
             raise ProtocolViolation(
-                CloseCode.PROTOCOL_ERROR, "Payload length has its most significant bit set"
+                CloseCode.PROTOCOL_ERROR,
+                "Payload length has its most significant bit set",
+                FailureKind.UNSUPPORTED_DATA_PAYLOAD_LENGTH,
             )
         if length < 65536:
-            raise ProtocolViolation(CloseCode.PROTOCOL_ERROR, "Non-minimal payload length")  # §5.2
+            raise _non_minimal()
         size = 10
     if second >= 0x80:  # §5.2: MASK, then the 4-byte masking key after the length
         return (first >= 0x80, first & 0x70, first & 0x0F, True, length, size + 4)
     return (first >= 0x80, first & 0x70, first & 0x0F, False, length, size)
+
+
+def _non_minimal() -> ProtocolViolation:
+    # §5.2: "the minimal number of bytes MUST be used to encode the length"
+    return ProtocolViolation(
+        CloseCode.PROTOCOL_ERROR, "Non-minimal payload length", FailureKind.NON_MINIMAL_LENGTH
+    )
 
 
 _pack_short = struct.Struct("!BBH").pack
