@@ -21,7 +21,7 @@ from gevent.pywsgi import OldMessage, WSGIHandler
 from werkzeug.wrappers import Request
 
 from takeover.adapters import SOCKET_KEY, TAKE_OVER_KEY, abort_handshake, read_buffered
-from takeover.errors import HandshakeError
+from takeover.errors import ClientError, HandshakeError
 from takeover.protocol.handshake import header_tokens, reject_response
 from takeover.upgrade import ALLOWED_ORIGINS_KEY, COMPRESSION_KEY, IDLE_TIMEOUT_KEY, pending_upgrade
 from takeover.websocket import websocket_for
@@ -36,19 +36,6 @@ logger = logging.getLogger("takeover")
 MAX_HEADER_COUNT = 100
 # A field name is a token (RFC 9110 §5.1, §5.6.2) followed at once by a colon.
 _HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)", re.DOTALL)
-
-
-class ClientError(Exception):
-    """A request the server could not read, as node:http's ``clientError`` reports it.
-
-    ``status`` is the HTTP answer (400, 408, 431); ``code`` is Node's error
-    code (``HPE_HEADER_OVERFLOW``, ``ERR_HTTP_REQUEST_TIMEOUT``, ``HPE_INVALID``).
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class _HeaderTimeout(BaseException):  # not caught by gevent's "except Exception"

@@ -23,9 +23,8 @@ import enum
 import sys
 from typing import NamedTuple
 
-from takeover.errors import InvalidStateError
 from takeover.protocol.deflate import DeflateError, MessageTooBig, PerMessageDeflate
-from takeover.protocol.errors import FailureKind, ProtocolViolation
+from takeover.protocol.errors import FailureKind, InvalidStateError, ProtocolViolation
 from takeover.protocol.frames import (
     MAX_CLOSE_REASON,
     MAX_CONTROL_PAYLOAD,

@@ -24,7 +24,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from takeover.errors import HandshakeError
+from takeover.protocol.errors import HandshakeError
 from takeover.protocol.handshake import parse_extension
 
 __all__ = [

@@ -1,17 +1,54 @@
 """The exceptions of the sans-I/O core, which imports nothing from takeover above it.
 
-:class:`ProtocolViolation` is what the frame parser raises when the peer breaks
-RFC 6455 (or RFC 7692); :class:`~takeover.protocol.connection.Connection`
-never lets it reach its caller: it fails the connection with the violation's
-``code`` (§7.1.7) and reports it as the ``cause`` of a ``Failure`` event, whose
-``kind`` is one of the stable :class:`FailureKind` names.
+:class:`HandshakeError` is raised by the handshake checks and carries the HTTP
+answer to give. :class:`ProtocolViolation` is what the frame parser raises when
+the peer breaks RFC 6455 (or RFC 7692);
+:class:`~takeover.protocol.connection.Connection` never lets it reach its
+caller: it fails the connection with the violation's ``code`` (§7.1.7) and
+reports it as the ``cause`` of a ``Failure`` event, whose ``kind`` is one of
+the stable :class:`FailureKind` names. :class:`InvalidStateError` is raised at
+the application, for a send after the close. :mod:`takeover.errors` re-exports
+them with the rest of takeover's public exceptions.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
-__all__ = ["FailureKind", "ProtocolViolation"]
+__all__ = ["FailureKind", "HandshakeError", "InvalidStateError", "ProtocolViolation"]
+
+
+class HandshakeError(ValueError):
+    """The request cannot be upgraded to a WebSocket.
+
+    Raised before anything is written to the client. ``status`` and
+    ``headers`` are the HTTP response to send instead (RFC 6455 §4.2.2 and
+    §4.4): 400 for a malformed request, 405 for a method other than GET, 426
+    with ``Sec-WebSocket-Version: 13`` for an unsupported version, 403 for an
+    ``Origin`` that ``allowed_origins`` refuses (§10.2). Listeners
+    may raise it with any status to refuse an upgrade (``ws``'s abortHandshake).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers: list[tuple[str, str]] = list(headers)
+
+
+class InvalidStateError(RuntimeError):
+    """The WebSocket is not in a state that allows the operation.
+
+    The name and meaning follow the DOM's ``InvalidStateError``: for example
+    :meth:`takeover.WebSocket.send` before the connection is open, or a second
+    upgrade of a socket that is already a WebSocket.
+    """
 
 
 class FailureKind(str, enum.Enum):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import NamedTuple
 
-from takeover.errors import HandshakeError
+from takeover.protocol.errors import HandshakeError
 
 __all__ = [
     "ExtensionOffer",
