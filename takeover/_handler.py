@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request
 
 from takeover.adapters import SOCKET_KEY, TAKE_OVER_KEY, abort_handshake, read_buffered
 from takeover.errors import ClientError, HandshakeError
-from takeover.protocol.handshake import header_tokens, reject_response
+from takeover.protocol.handshake import is_upgrade_request, reject_response
 from takeover.upgrade import ALLOWED_ORIGINS_KEY, COMPRESSION_KEY, IDLE_TIMEOUT_KEY, pending_upgrade
 from takeover.websocket import websocket_for
 
@@ -218,7 +218,9 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             else:
                 self.close_connection = True  # Node: no 'connect' listener closes the connection
             return
-        if self._upgrade_requested(environ) and owner.wants_upgrade(environ):
+        # RFC 9110 §7.8: an Upgrade header listed in Connection.
+        upgrade = is_upgrade_request(environ.get("HTTP_UPGRADE"), environ.get("HTTP_CONNECTION"))
+        if upgrade and owner.wants_upgrade(environ):
             self._emit_takeover(owner, "upgrade")
             return
         try:
@@ -226,14 +228,6 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             self._after_app(owner, environ)
         finally:
             environ.pop(TAKE_OVER_KEY, None)  # a bound method of this handler: a cycle
-
-    @staticmethod
-    def _upgrade_requested(environ: dict[str, Any]) -> bool:
-        # RFC 9110 §7.8: an upgrade is requested by an Upgrade header listed in Connection.
-        if "HTTP_UPGRADE" not in environ:
-            return False
-        tokens = header_tokens(environ.get("HTTP_CONNECTION", ""))
-        return "upgrade" in (token.lower() for token in tokens)
 
     def _emit_takeover(self, owner: Server, event: str) -> None:
         request = Request(self.environ, populate_request=False)  # no environ<->request cycle

@@ -25,12 +25,10 @@ import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventWorker, PyWSGIHandler
 
 from takeover.legacy import WebSocketHandler
-from takeover.protocol.frames import CloseCode
+from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 from takeover.websocket import close_all, open_websockets
 
 __all__ = ["LegacyWorker", "Worker"]
-
-SHUTDOWN_REASON = "Server shutting down"
 
 
 class Worker(GeventWorker):  # type: ignore[misc]

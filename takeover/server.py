@@ -39,7 +39,7 @@ from werkzeug.wrappers import Request
 from takeover._handler import TakeoverHandler
 from takeover.emitter import EventEmitter
 from takeover.protocol.deflate import DeflateOptions
-from takeover.protocol.frames import CloseCode
+from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 from takeover.protocol.handshake import reject_response
 from takeover.protocol.origin import AllowedOrigins, origin_policy
 from takeover.upgrade import compression_options
@@ -50,7 +50,6 @@ __all__ = ["Server", "create_server"]
 logger = logging.getLogger("takeover")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-SHUTDOWN_REASON = "Server shutting down"
 
 
 def format_address(host: str, port: int) -> str:

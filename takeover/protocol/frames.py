@@ -23,6 +23,7 @@ __all__ = [
     "OP_PONG",
     "OP_TEXT",
     "RSV1",
+    "SHUTDOWN_REASON",
     "CloseCode",
     "FrameHeader",
     "HeaderFields",
@@ -69,6 +70,10 @@ class CloseCode(enum.IntEnum):
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
     BAD_GATEWAY = 1014
+
+
+#: The close reason sent with 1001 (GOING_AWAY) to every WebSocket when the server stops.
+SHUTDOWN_REASON = "Server shutting down"
 
 
 # Codes an endpoint may put in a close frame (§7.4.1, §7.4.2): 1005, 1006 and
