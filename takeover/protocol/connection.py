@@ -13,18 +13,16 @@ decisions are tested with bytes alone: after every call, write
 is true, end the TCP connection, reading on first for as long as
 :meth:`~Connection.close_expected` says the peer's close frame may still come;
 when the peer ends its side, call :meth:`~Connection.receive_eof`. The whole
-closing machine is the table :data:`_TRANSITIONS` below.
+closing machine is the table in :mod:`takeover.protocol.state`, with its rules;
+the events are in :mod:`takeover.protocol.events`, and the reassembly of
+fragmented messages in :mod:`takeover.protocol.messages`.
 """
 
 from __future__ import annotations
 
-import codecs
-import enum
-import sys
-from typing import NamedTuple
-
 from takeover.protocol.deflate import DeflateError, MessageTooBig, PerMessageDeflate
 from takeover.protocol.errors import FailureKind, InvalidStateError, ProtocolViolation
+from takeover.protocol.events import Close, ConnectionLost, Event, Failure, Message, Ping, Pong
 from takeover.protocol.frames import (
     MAX_CLOSE_REASON,
     MAX_CONTROL_PAYLOAD,
@@ -43,6 +41,11 @@ from takeover.protocol.frames import (
     is_valid_close_code,
 )
 from takeover.protocol.mask import apply_mask
+from takeover.protocol.messages import MessageAssembly
+from takeover.protocol.state import LEGACY_STATE as _LEGACY_STATE
+from takeover.protocol.state import READY_STATE as _READY_STATE
+from takeover.protocol.state import TRANSITIONS as _TRANSITIONS
+from takeover.protocol.state import ConnectionState, State
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -59,68 +62,7 @@ __all__ = [
     "State",
 ]
 
-#: Deno's cap on a message, and our default (``ws`` uses 100 MiB).
-DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
-
-
-class State(enum.IntEnum):
-    """Connection states, numbered as the DOM's ``readyState``."""
-
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
-
-class ConnectionState(enum.Enum):
-    """Where the closing handshake (RFC 6455 §7) stands; see the rules below."""
-
-    #: Neither side has sent a close frame.
-    OPEN = "OPEN"
-    #: We sent our close frame (§7.1.2); the peer's is awaited, and data still arrives.
-    LOCAL_CLOSING = "LOCAL_CLOSING"
-    #: The peer's close frame arrived (§7.1.3); our answer is queued in data_to_send().
-    REMOTE_CLOSING = "REMOTE_CLOSING"
-    #: We failed the connection (§7.1.7); our close frame is queued in data_to_send().
-    FAILING = "FAILING"
-    #: We failed the connection and our close frame has left; frames are skipped until the peer's.
-    FAILED = "FAILED"
-    #: The close handshake is over, or the peer's TCP stream ended (receive_eof).
-    CLOSED = "CLOSED"
-
-
-# -- the closing machine ---------------------------------------------------------
-#
-# Rules. Every decision about the state of the connection is made from this table
-# and nowhere else: a method that changes the state calls _transition(what), which
-# looks (state, what) up and raises if the pair is missing, so an event the table
-# does not allow is a bug, not a silent no-op. What is queued and which events are
-# reported depend on the state too; the attributes close_sent, close_received, close
-# and failure only record what happened, for the API.
-#
-# What can happen:
-#   send_close      the application called send_close(); its frame is returned at once
-#   close_received  the peer's close frame was parsed; our answer is queued, unless
-#                   we had sent a close already (§5.5.1, §7.1.3)
-#   fail            we failed the connection (§7.1.7); our close frame with the code
-#                   is queued, unless one was sent already
-#   close_taken     data_to_send() handed out our queued close frame
-#   eof             receive_eof(): the peer's TCP stream ended
-#
-# What each state means for the I/O layer:
-#   state            receive_data   send_*  close_expected()  eof_to_send  ready_state
-#   OPEN             parses         yes     no                no           OPEN
-#   LOCAL_CLOSING    parses         no      yes               no           CLOSING
-#   REMOTE_CLOSING   ignores        yes*    no                no           CLOSING
-#   FAILING          skips          yes*    yes               no           CLOSING
-#   FAILED           skips          no      yes               yes (FIN)    CLOSING
-#   CLOSED           ignores        no      no                yes          CLOSED
-# * frames taken before our queued close frame precede it on the wire (§5.5.1:
-#   nothing after a close), which Autobahn 3.2 relies on.
-# "skips": whole frames are passed over, unparsed, until the peer's close (§7.1.7).
-# eof_to_send: §7.1.1, the server closes the TCP connection first once the close
-# handshake is over; after a failure it sends FIN and may read on, while
-# close_expected(), so that the peer reads our close frame rather than a reset.
+# The states as module constants: a global lookup is cheaper than an enum attribute.
 _OPEN = ConnectionState.OPEN
 _LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
@@ -128,93 +70,8 @@ _FAILING = ConnectionState.FAILING
 _FAILED = ConnectionState.FAILED
 _CLOSED = ConnectionState.CLOSED
 
-_TRANSITIONS: dict[tuple[ConnectionState, str], ConnectionState] = {
-    (_OPEN, "send_close"): _LOCAL_CLOSING,
-    (_OPEN, "close_received"): _REMOTE_CLOSING,
-    (_OPEN, "fail"): _FAILING,
-    (_OPEN, "eof"): _CLOSED,
-    (_LOCAL_CLOSING, "close_received"): _CLOSED,
-    (_LOCAL_CLOSING, "fail"): _FAILED,  # our close frame has left already
-    (_LOCAL_CLOSING, "eof"): _CLOSED,  # the peer hung up instead of answering
-    (_REMOTE_CLOSING, "close_taken"): _CLOSED,
-    (_REMOTE_CLOSING, "eof"): _CLOSED,  # our answer can still be written: FIN is one way
-    (_FAILING, "close_taken"): _FAILED,
-    (_FAILING, "close_received"): _REMOTE_CLOSING,  # their close, while ours is still queued
-    (_FAILING, "eof"): _CLOSED,
-    (_FAILED, "close_received"): _CLOSED,
-    (_FAILED, "eof"): _CLOSED,
-}
-
-# The states read off the table above.
-_READY_STATE = {
-    _OPEN: State.OPEN,
-    _LOCAL_CLOSING: State.CLOSING,
-    _REMOTE_CLOSING: State.CLOSING,
-    _FAILING: State.CLOSING,
-    _FAILED: State.CLOSING,
-    _CLOSED: State.CLOSED,
-}
-# Connection.state, as it always was: CLOSED once no more events will be read.
-_LEGACY_STATE = {
-    **_READY_STATE, _REMOTE_CLOSING: State.CLOSED, _FAILING: State.CLOSED, _FAILED: State.CLOSED
-}
-
-
-class Message(NamedTuple):
-    """A complete data message: ``str`` for text, ``bytes`` for binary."""
-
-    data: str | bytes
-
-
-class Ping(NamedTuple):
-    """A ping was received; the pong is already queued (§5.5.2)."""
-
-    payload: bytes
-
-
-class Pong(NamedTuple):
-    """A pong was received (§5.5.3)."""
-
-    payload: bytes
-
-
-class Close(NamedTuple):
-    """The peer's close frame: ``code`` is 1005 when it carried none (§7.1.5)."""
-
-    code: int
-    reason: str
-
-
-class Failure(NamedTuple):
-    """We failed the connection (§7.1.7) with ``code``; ``cause`` is for logs.
-
-    ``kind`` names the fault stably (:class:`FailureKind`, ``ws``-style
-    ``"WS_ERR_..."``), for code that must tell faults apart.
-    """
-
-    code: int
-    reason: str
-    cause: BaseException | None
-    kind: FailureKind = FailureKind.PROTOCOL_ERROR
-
-
-class ConnectionLost(NamedTuple):
-    """The peer's TCP stream ended before its close frame (from :meth:`Connection.receive_eof`).
-
-    §7.1.5: the close code is then 1006, and §7.1.4: the close was not
-    clean; ``code``, ``reason`` and ``was_clean`` are the DOM's ``CloseEvent``
-    fields. ``close_sent`` says whether our close frame had been sent: the
-    peer hung up instead of answering it (browsers fire no ``error`` then),
-    rather than vanishing in the middle of the connection.
-    """
-
-    code: int = CloseCode.ABNORMAL
-    reason: str = ""
-    was_clean: bool = False
-    close_sent: bool = False
-
-
-Event = Message | Ping | Pong | Close | Failure | ConnectionLost
+#: Deno's cap on a message, and our default (``ws`` uses 100 MiB).
+DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
 def _rotate(mask: bytearray | bytes, offset: int) -> bytes:
@@ -229,14 +86,7 @@ def _violation(
     return ProtocolViolation(code, reason, kind)
 
 
-_utf8_decode = codecs.utf_8_decode
-#: A run of at least this many bytes of a text message is kept as its text once validated.
-_DECODE_BLOCK = 4096
-#: The most a str object takes beyond its characters (a non-ASCII one's header).
-_STR_HEADER = 80
-
-
-class Connection:
+class Connection(MessageAssembly):
     """An open server-side WebSocket connection (sans-I/O).
 
     ``trailing_data`` is the bytes already read past the handshake (Node's
@@ -253,9 +103,8 @@ class Connection:
     """
 
     __slots__ = (
-        "_buffer", "_compressed", "_decoded", "_fragment_opcode", "_fragment_size", "_frame_end",
-        "_inflated_size", "_message", "_out", "_partial", "_skip", "_state", "_valid", "close",
-        "close_received", "close_sent", "extension", "failure", "max_message_size",
+        "_buffer", "_frame_end", "_out", "_skip", "_state", "close", "close_received", "close_sent",
+        "extension", "failure", "max_message_size",
     )
 
     def __init__(
@@ -279,26 +128,10 @@ class Connection:
         self.failure: Failure | None = None
         self._buffer = bytearray(trailing_data)
         self._out = bytearray()
-        # The message being reassembled from fragments (§5.4): its payload so far in one
-        # growing buffer (inflated, for a compressed one), never an object per fragment,
-        # so that a flood of 1-byte fragments costs a byte each. For text, the UTF-8
-        # bytes, of which the first _valid are known to be valid, after the text already
-        # decoded from large runs of them (see _check_utf8).
-        self._fragment_opcode: int | None = None
-        self._message = bytearray()
-        self._valid = 0
-        self._decoded: list[str] = []
-        # Payload bytes of the message's frames so far (compressed ones, for a compressed
-        # message), against max_message_size from each frame's header.
-        self._fragment_size = 0
-        # The message being reassembled has RSV1 set (RFC 7692 §6), and its inflated size so far.
-        self._compressed = False
-        self._inflated_size = 0
+        self._init_message()  # the message being reassembled (MessageAssembly)
         # After a failure: the end of the failed frame, and bytes still to skip.
         self._frame_end = -1
         self._skip = 0
-        # Payload bytes of the current, incomplete text frame already decoded.
-        self._partial = 0
 
     # -- input ------------------------------------------------------------
 
@@ -523,113 +356,6 @@ class Connection:
             events.append(Pong(payload))
         else:
             self._on_close(payload, events)
-
-    # -- fragmented messages (§5.4) ---------------------------------------
-
-    def _start_fragments(self, opcode: int) -> None:
-        self._fragment_opcode = opcode
-        self._fragment_size = 0
-
-    def _add_text(self, payload: bytes, events: list[Event], *, final: bool) -> None:
-        message = self._message
-        message += payload
-        self._fragment_size += len(payload)
-        if final:
-            self._end_text(events)
-        elif self._valid + len(payload) == len(message) and payload.isascii():
-            self._valid = len(message)  # nothing cut before it and all ASCII: valid as it is
-        else:
-            self._check_utf8()
-
-    def _check_utf8(self) -> None:
-        """Validate the bytes of the text message not checked yet (§8.1).
-
-        Incremental, so that invalid UTF-8 fails the connection at its first
-        byte, inside any fragment or partial frame, rather than after the whole
-        message (Autobahn 6.4). A character cut at the end stays unchecked
-        until the rest of it arrives. The bytes stay in ``_message`` and are
-        decoded with the rest at the end; but a large run whose text takes at
-        most twice its size (any text without characters above U+FFFF) is kept
-        as that text instead, so that large pieces are decoded only once.
-        """
-        message = self._message
-        valid = self._valid
-        with memoryview(message) as view:
-            with view[valid:] as rest:
-                text, used = _utf8_decode(rest, "strict", False)
-            if used < _DECODE_BLOCK or sys.getsizeof(text) > 2 * used + _STR_HEADER:
-                self._valid = valid + used
-                return
-            if valid:  # what came before, so that the parts stay in order
-                with view[:valid] as head:
-                    self._decoded.append(_utf8_decode(head, "strict", True)[0])
-        self._decoded.append(text)
-        del message[: valid + used]  # leaves only a character cut at the end
-        self._valid = 0
-
-    def _end_text(self, events: list[Event]) -> None:
-        # What is left is decoded once, which also checks its last bytes (§8.1).
-        text = self._message.decode("utf-8")
-        decoded = self._decoded
-        if decoded:
-            decoded.append(text)
-            text = "".join(decoded)
-        self._end_fragments()
-        events.append(Message(text))
-
-    def _end_binary(self, events: list[Event]) -> None:
-        data = bytes(self._message)
-        self._end_fragments()
-        events.append(Message(data))
-
-    def _inflate(self, payload: bytes, final: bool, events: list[Event]) -> None:
-        """Inflate a frame of a compressed message; the size limit applies to its output."""
-        extension = self.extension
-        assert extension is not None
-        self._fragment_size += len(payload)  # the compressed size, checked from each header
-        limit = self.max_message_size
-        inflated = self._inflated_size
-        room = None if limit is None else limit - inflated
-        if final and not inflated:
-            # The whole message in one frame, the usual case: the output is the message, no copy.
-            data = extension.decompress(payload, True, room)
-            text = self._fragment_opcode == OP_TEXT
-            self._end_fragments()
-            events.append(Message(data.decode("utf-8") if text else data))
-            return
-        message = self._message
-        size = len(message)
-        extension.decompress_into(message, payload, final, room)
-        self._inflated_size = inflated + len(message) - size
-        if self._fragment_opcode == OP_TEXT:
-            if final:
-                self._end_text(events)
-            elif len(message) > size:
-                self._check_utf8()
-        elif final:
-            self._end_binary(events)
-
-    def _continue_fragments(self, payload: bytes, fin: bool, events: list[Event]) -> None:
-        if self._compressed:
-            self._inflate(payload, fin, events)
-            return
-        if self._fragment_opcode == OP_TEXT:
-            self._add_text(payload, events, final=fin)
-            return
-        self._message += payload
-        self._fragment_size += len(payload)
-        if fin:
-            self._end_binary(events)
-
-    def _end_fragments(self) -> None:
-        self._fragment_opcode = None
-        self._message.clear()  # frees its memory
-        self._decoded.clear()
-        self._valid = 0
-        self._fragment_size = 0
-        self._partial = 0
-        self._compressed = False
-        self._inflated_size = 0
 
     # -- closing (§5.5.1, §7) ---------------------------------------------
 
