@@ -42,10 +42,21 @@ from takeover.protocol.frames import (
 )
 from takeover.protocol.mask import apply_mask
 from takeover.protocol.messages import MessageAssembly
+
+# The states as module constants: a global lookup is cheaper than an enum attribute.
+from takeover.protocol.state import (
+    _CLOSED,
+    _FAILED,
+    _FAILING,
+    _LOCAL_CLOSING,
+    _OPEN,
+    _REMOTE_CLOSING,
+    ConnectionState,
+    State,
+)
 from takeover.protocol.state import LEGACY_STATE as _LEGACY_STATE
 from takeover.protocol.state import READY_STATE as _READY_STATE
 from takeover.protocol.state import TRANSITIONS as _TRANSITIONS
-from takeover.protocol.state import ConnectionState, State
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -61,14 +72,6 @@ __all__ = [
     "Pong",
     "State",
 ]
-
-# The states as module constants: a global lookup is cheaper than an enum attribute.
-_OPEN = ConnectionState.OPEN
-_LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
-_REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
-_FAILING = ConnectionState.FAILING
-_FAILED = ConnectionState.FAILED
-_CLOSED = ConnectionState.CLOSED
 
 #: Deno's cap on a message, and our default (``ws`` uses 100 MiB).
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
