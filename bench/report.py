@@ -93,16 +93,109 @@ def verdict(cell: dict[str, Any] | None, scenario_unit: str = "") -> str:
     return mark
 
 
+#: Before/after: "within 3% or better" (the refactor's acceptance).
+TOLERANCE = 0.03
+
+
+def before_after(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """For each baseline row and scenario: the medians before (REV) and after (current code),
+    their ratio after/before, the same ratio round by round, and whether it is within
+    ``TOLERANCE`` or better (higher for rates, lower for idle RSS)."""
+    summary = report["summary"]
+    details = report.get("details", {})
+    rows = []
+    for twin, current in report["config"].get("baseline_of", {}).items():
+        for key in report["config"]["scenarios"]:
+            scenario = SCENARIO_BY_KEY[key]
+            before = summary.get(twin, {}).get(key, {}).get("median")
+            after = summary.get(current, {}).get(key, {}).get("median")
+            row: dict[str, Any] = {
+                "server": current,
+                "baseline": twin,
+                "scenario": key,
+                "before": before,
+                "after": after,
+                "ratio": None,
+                "within": None,
+                "round_ratios": [],
+            }
+            if before and after is not None:
+                ratio = after / before
+                row["ratio"] = ratio
+                row["within"] = (
+                    ratio >= 1 - TOLERANCE if scenario.higher_is_better else ratio <= 1 + TOLERANCE
+                )
+            # The two rows measured in the same round, a few seconds apart.
+            by_round = {d.get("round"): d["value"] for d in details.get(twin, {}).get(key, [])}
+            row["round_ratios"] = [
+                d["value"] / by_round[d.get("round")]
+                for d in details.get(current, {}).get(key, [])
+                if by_round.get(d.get("round"))
+            ]
+            rows.append(row)
+    return rows
+
+
+def before_after_markdown(report: dict[str, Any]) -> str:
+    rows = report.get("before_after") or []
+    if not rows:
+        return ""
+    info = report["machine"]
+    base = report["baseline"]
+    after = f"the current checkout ({info['takeover_commit']}" + (
+        ", with uncommitted changes in takeover/)" if info["takeover_uncommitted_changes"] else ")"
+    )
+    labels = report["config"].get("server_labels", {})
+    out = [
+        f"Before/after, in this run: before = takeover@{base['short']} (a git worktree of "
+        f"{base['commit'][:12]}, {base['rev']!r}), after = {after}. after/before is the ratio of "
+        f"the medians (then the same ratio round by round); \"within\" is {TOLERANCE:.0%} or better "
+        "(for idle RSS, lower is better).",
+        "",
+        f"| row | scenario | before (takeover@{base['short']}) | after | after/before | by round "
+        f"| within {TOLERANCE:.0%} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        scenario = SCENARIO_BY_KEY[row["scenario"]]
+        name = labels.get(row["server"], row["server"])
+        before = "-" if row["before"] is None else fmt(row["before"], scenario.unit)
+        after_text = "-" if row["after"] is None else fmt(row["after"], scenario.unit)
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}x"
+        rounds = ", ".join(f"{r:.2f}" for r in row["round_ratios"]) or "-"
+        within = {None: "-", True: "yes", False: "NO"}[row["within"]]
+        out.append(
+            f"| {name} | {scenario.title} ({scenario.unit}) | {before} | {after_text} | {ratio} | "
+            f"{rounds} | {within} |"
+        )
+    if report["baseline"]["commit"].startswith(info["takeover_commit"]) and not info[
+        "takeover_uncommitted_changes"
+    ]:
+        out += [
+            "",
+            "Before and after are the same code here: the differences are this machine's noise.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _servers(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, label) of the rows of this run, in its order."""
+    labels = report["config"].get("server_labels")
+    if labels is None:  # a report from before the labels were recorded
+        labels = {server.key: server.label for server in SERVERS}
+    return [(key, labels.get(key, key)) for key in report["config"]["servers"]]
+
+
 def markdown(report: dict[str, Any]) -> str:
     summary = report["summary"]
     scenarios = [SCENARIO_BY_KEY[key] for key in report["config"]["scenarios"]]
-    servers = [server for server in SERVERS if server.key in report["config"]["servers"]]
+    servers = _servers(report)
     header = ["server"] + [f"{scenario.title} ({scenario.unit})" for scenario in scenarios]
     rows = []
-    for server in servers:
-        row = [server.label]
+    for key, label in servers:
+        row = [label]
         for scenario in scenarios:
-            cell = summary.get(server.key, {}).get(scenario.key, {})
+            cell = summary.get(key, {}).get(scenario.key, {})
             if cell.get("status") == "ok":
                 reference = summary.get(REFERENCE, {}).get(scenario.key, {}).get("median")
                 text = fmt(cell["median"], scenario.unit)
@@ -135,11 +228,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"{CLIENT_BOUND:.0%} or more of its CPU, so it, not the server, may have set the figure. "
         '"!": a figure with problems (listed below).'
     )
+    comparison = before_after_markdown(report)
+    if comparison:
+        out += ["", comparison.rstrip("\n")]
     busy = [
-        (server.label, scenario.title, cell["foreign_cpu_max"])
-        for server in servers
+        (label, scenario.title, cell["foreign_cpu_max"])
+        for key, label in servers
         for scenario in scenarios
-        for cell in [summary.get(server.key, {}).get(scenario.key, {})]
+        for cell in [summary.get(key, {}).get(scenario.key, {})]
         if cell.get("foreign_cpu_max", 0) > QUIET
     ]
     if busy:
@@ -155,12 +251,12 @@ def markdown(report: dict[str, Any]) -> str:
     cpu_header = ["server"] + [scenario.title for scenario in scenarios if scenario.key != "idle"]
     out.append("| " + " | ".join(cpu_header) + " |")
     out.append("|" + "|".join("---" for _ in cpu_header) + "|")
-    for server in servers:
-        row = [server.label]
+    for key, label in servers:
+        row = [label]
         for scenario in scenarios:
             if scenario.key == "idle":
                 continue
-            cell = summary.get(server.key, {}).get(scenario.key, {})
+            cell = summary.get(key, {}).get(scenario.key, {})
             row.append(
                 f"{cell['server_cpu']:.0%} / {cell['client_cpu']:.0%}" if "client_cpu" in cell else "-"
             )
@@ -173,15 +269,15 @@ def markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(verdict(row.get(mode)) for mode in TARGET_COLUMNS)
         out.append(f"| {row['target']} | {cells} |")
     notes = []
-    for server in servers:
+    for key, label in servers:
         for scenario in scenarios:
-            cell = summary.get(server.key, {}).get(scenario.key, {})
+            cell = summary.get(key, {}).get(scenario.key, {})
             for problem in cell.get("problems", []):
-                notes.append(f"- {server.label}, {scenario.title}: {problem}")
+                notes.append(f"- {label}, {scenario.title}: {problem}")
             for error in cell.get("errors", []):
-                notes.append(f"- {server.label}, {scenario.title}: {error}")
+                notes.append(f"- {label}, {scenario.title}: {error}")
             if cell.get("reason"):
-                notes.append(f"- {server.label}, {scenario.title}: {cell['status']}: {cell['reason']}")
+                notes.append(f"- {label}, {scenario.title}: {cell['status']}: {cell['reason']}")
     if notes:
         out += ["", "Problems, errors and gaps:", "", *notes]
     return "\n".join(out) + "\n"
@@ -207,6 +303,15 @@ def machine_markdown(report: dict[str, Any]) -> str:
         f"gevent-websocket {info['gevent-websocket']}, Flask {info['flask']}, "
         f"Flask-Sock {info['flask-sock']} (simple-websocket {info['simple-websocket']}), "
         f"picows {info['picows']}, uvloop {info['uvloop']}",
+        *(
+            [
+                f"- baseline: takeover@{report['baseline']['short']} = {report['baseline']['commit']} "
+                f"({report['baseline']['rev']!r}), in a temporary git worktree (removed after the run); "
+                f"C speedups {report['baseline']['speedups']}"
+            ]
+            if report.get("baseline")
+            else []
+        ),
         f"- Node {info['node']}, ws {info['ws']}, bufferutil {info['bufferutil']} "
         f"(load generator: {config['client']} client; Node server)",
         f"- command: `{config['command']}`; {config['rounds']} round(s), {config['duration']:g} s per "
