@@ -28,6 +28,7 @@ from bench.specs import SERVERS, ServerSpec
 #: The rows that get a ``takeover@REV`` twin: (key, what the twin's label says).
 BASELINE_OF = {"takeover": "socket mode", "takeover-inapp": "in-app, Flask"}
 SPEEDUPS_SOURCE = "takeover/protocol/_speedups.c"
+COMPARED = ("takeover", "examples")  # the code the baseline rows run from REV
 BUILD_TIMEOUT = 300.0  # seconds for build_ext
 GIT_TIMEOUT = 120.0
 
@@ -49,6 +50,17 @@ class Baseline:
         self.commit = _git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
         self.short = _git("rev-parse", "--short", self.commit)
         self.path: Path | None = None
+        #: Whether takeover/ and examples/ are the same at REV as in this checkout (then
+        #: before/after measures nothing but the machine's noise).
+        self.same_code = (
+            subprocess.run(
+                ["git", "diff", "--quiet", self.commit, "--", *COMPARED],
+                cwd=ROOT,
+                capture_output=True,
+                timeout=GIT_TIMEOUT,
+            ).returncode
+            == 0
+        )
         #: How the worktree got its C speedups: "copied ..." or "built ...".
         self.speedups = ""
 
@@ -147,6 +159,7 @@ class Baseline:
             "short": self.short,
             "worktree": str(self.path) if self.path else None,
             "speedups": self.speedups,
+            "same_code": self.same_code,
         }
 
 

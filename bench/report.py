@@ -168,12 +168,11 @@ def before_after_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {scenario.title} ({scenario.unit}) | {before} | {after_text} | {ratio} | "
             f"{rounds} | {within} |"
         )
-    if report["baseline"]["commit"].startswith(info["takeover_commit"]) and not info[
-        "takeover_uncommitted_changes"
-    ]:
+    if base.get("same_code"):
         out += [
             "",
-            "Before and after are the same code here: the differences are this machine's noise.",
+            f"takeover/ and examples/ are the same at {base['short']} as in this checkout: the "
+            "differences are this machine's noise.",
         ]
     return "\n".join(out) + "\n"
 

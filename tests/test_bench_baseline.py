@@ -96,6 +96,14 @@ def test_the_worktree_is_made_at_rev_and_removed() -> None:
     made.remove()  # twice is harmless
 
 
+def test_same_code_says_whether_takeover_differs_at_rev() -> None:
+    dirty = subprocess.run(
+        ["git", "diff", "--name-only", "HEAD", "--", "takeover", "examples"],
+        cwd=ROOT, capture_output=True, text=True,
+    ).stdout.strip()
+    assert Baseline("HEAD").same_code is not bool(dirty)
+
+
 def test_an_unknown_rev_is_refused_before_anything_is_made() -> None:
     with pytest.raises(RuntimeError, match="rev-parse"):
         Baseline("no-such-revision-of-takeover")
@@ -180,7 +188,7 @@ def report(before: dict[str, list[float]], after: dict[str, list[float]]) -> dic
         "summary": {"takeover@abc1234": cells(before), "takeover": cells(after)},
         "details": {"takeover@abc1234": details(before), "takeover": details(after)},
         "machine": {"takeover_commit": "def5678", "takeover_uncommitted_changes": False},
-        "baseline": {"short": "abc1234", "commit": "abc1234" + "0" * 33, "rev": "main"},
+        "baseline": {"short": "abc1234", "commit": "abc1234" + "0" * 33, "rev": "main", "same_code": False},
     }
 
 
