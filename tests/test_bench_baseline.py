@@ -177,7 +177,10 @@ def report(before: dict[str, list[float]], after: dict[str, list[float]]) -> dic
         }
 
     def details(values: dict[str, list[float]]) -> dict[str, object]:
-        return {key: [{"round": i + 1, "value": x} for i, x in enumerate(v)] for key, v in values.items()}
+        return {
+            key: [{"round": i + 1, "value": x, "server_cpu": 1.0} for i, x in enumerate(v)]
+            for key, v in values.items()
+        }
 
     return {
         "config": {
@@ -206,6 +209,7 @@ def test_before_after_ratios_and_the_three_percent_rule() -> None:
     assert rows["idle"]["within"] is True  # lower is better: 2% more memory is within 3%
     data["before_after"] = list(rows.values())
     table = before_after_markdown(data)
-    row = "| takeover (socket mode) | {} | 100 | {} | {} | {} | {} |"
-    assert row.format("32 B echo (msgs/s)", 98, "0.980x", "0.98, 0.96, 0.99", "yes") in table
-    assert row.format("handshakes (/s)", 95, "0.950x", "0.90, 0.95, 0.96", "NO") in table
+    row = "| takeover (socket mode) | {} | 100 | {} | {} | {} | {} | {} |"
+    assert row.format("32 B echo (msgs/s)", 98, "0.980x", "0.98, 0.96, 0.99", "yes", "0.980x") in table
+    assert row.format("handshakes (/s)", 95, "0.950x", "0.90, 0.95, 0.96", "NO", "0.950x") in table
+    assert "| idle RSS (KB/conn) | 10.0 | 10.2 | 1.020x | 1.02, 1.05, 1.01 | yes | - |" in table
