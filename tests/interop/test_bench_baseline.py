@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from tests.paths import ROOT
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
