@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, NamedTuple
 
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
@@ -94,6 +95,23 @@ class SwitchingProtocols(Response):
     """A ``101 Switching Protocols`` response: no body, so no ``Content-Type`` either."""
 
     default_mimetype = None
+
+
+_STATUS_101 = SwitchingProtocols(status=101)._status
+
+
+def _switching_protocols(headers: list[tuple[str, str]]) -> SwitchingProtocols:
+    """``SwitchingProtocols(status=101, headers=headers)`` without Response.__init__'s generic work.
+
+    Socket mode returns it for information only; werkzeug's constructor (status
+    parsing, content-type defaults) cost about 3.6 us of a handshake.
+    """
+    response = SwitchingProtocols.__new__(SwitchingProtocols)
+    response.__dict__.update(
+        headers=Headers(headers), _status=_STATUS_101, _status_code=101, direct_passthrough=False,
+        _on_close=[], response=[],
+    )
+    return response
 
 
 class UpgradeResponse(SwitchingProtocols):
@@ -308,7 +326,7 @@ def upgrade_websocket(
         registry=registry,
     )
     if socket is not None:
-        response = SwitchingProtocols(status=101, headers=headers)
+        response = _switching_protocols(headers)
         ws.session.attach(socket, head)
     else:
         response = _response_class()(status=101, headers=headers)
