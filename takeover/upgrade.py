@@ -106,9 +106,12 @@ def _switching_protocols(headers: list[tuple[str, str]]) -> SwitchingProtocols:
     Socket mode returns it for information only; werkzeug's constructor (status
     parsing, content-type defaults) cost about 3.6 us of a handshake.
     """
+    # accept_headers made the values (no line breaks to refuse): Headers without its checks.
+    werkzeug_headers = Headers()
+    werkzeug_headers._list = headers
     response = SwitchingProtocols.__new__(SwitchingProtocols)
     response.__dict__.update(
-        headers=Headers(headers), _status=_STATUS_101, _status_code=101, direct_passthrough=False,
+        headers=werkzeug_headers, _status=_STATUS_101, _status_code=101, direct_passthrough=False,
         _on_close=[], response=[],
     )
     return response
@@ -326,7 +329,7 @@ def upgrade_websocket(
         registry=registry,
     )
     if socket is not None:
-        response = _switching_protocols(headers)
+        response = _switching_protocols(list(headers))
         ws.session.attach(socket, head)
     else:
         response = _response_class()(status=101, headers=headers)
