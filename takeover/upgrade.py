@@ -41,7 +41,7 @@ from takeover.protocol.handshake import (
     accept_headers,
     accept_response,
     select_protocol,
-    validate_request,
+    validate_collected,
 )
 from takeover.protocol.origin import AllowedOrigins
 from takeover.websocket import WebSocket
@@ -174,6 +174,19 @@ def environ_headers(environ: Environ) -> Iterator[tuple[str, str]]:
             yield name, value
 
 
+_COLLECTED_KEYS = tuple((name.lower(), key) for name, key in _HANDSHAKE_KEYS)
+
+
+def _environ_collected(environ: Environ) -> dict[str, list[str]]:
+    """The handshake's headers as validate_collected takes them, straight from the environ keys."""
+    collected = {}
+    for name, key in _COLLECTED_KEYS:
+        value = environ.get(key)
+        if value is not None:
+            collected[name] = [value]
+    return collected
+
+
 def _request_url(environ: Environ) -> str:
     scheme = "wss" if environ.get("wsgi.url_scheme") == "https" else "ws"
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
@@ -288,10 +301,10 @@ def upgrade_websocket(
         max_buffered_amount=max_buffered_amount,
     )
     try:
-        handshake = validate_request(
+        handshake = validate_collected(
             environ.get("REQUEST_METHOD", ""),
             environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
-            environ_headers(environ),
+            _environ_collected(environ),
         )
         policy = settings.allowed_origins
         if policy is not None:
