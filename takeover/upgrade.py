@@ -18,7 +18,7 @@ import logging
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
@@ -100,16 +100,21 @@ class SwitchingProtocols(Response):
 _STATUS_101 = SwitchingProtocols(status=101)._status
 
 
-def _switching_protocols(headers: list[tuple[str, str]]) -> SwitchingProtocols:
-    """``SwitchingProtocols(status=101, headers=headers)`` without Response.__init__'s generic work.
+def _switching_protocols(
+    headers: list[tuple[str, str]], cls: type[SwitchingProtocols] | None = None
+) -> SwitchingProtocols:
+    """``cls(status=101, headers=headers)`` without Response.__init__'s generic work.
 
-    Socket mode returns it for information only; werkzeug's constructor (status
-    parsing, content-type defaults) cost about 3.6 us of a handshake.
+    werkzeug's constructor (status parsing, content-type defaults) cost about
+    3.6 us of a handshake. A class with a constructor of its own gets it called.
     """
+    cls = cls or SwitchingProtocols
+    if cls.__init__ is not Response.__init__:
+        return cls(status=101, headers=headers)
     # accept_headers made the values (no line breaks to refuse): Headers without its checks.
     werkzeug_headers = Headers()
     werkzeug_headers._list = headers
-    response = SwitchingProtocols.__new__(SwitchingProtocols)
+    response = cls.__new__(cls)
     response.__dict__.update(
         headers=werkzeug_headers, _status=_STATUS_101, _status_code=101, direct_passthrough=False,
         _on_close=[], response=[],
@@ -345,7 +350,7 @@ def upgrade_websocket(
         response = _switching_protocols(list(headers))
         ws.session.attach(socket, head)
     else:
-        response = _response_class()(status=101, headers=headers)
+        response = cast(UpgradeResponse, _switching_protocols(list(headers), _response_class()))
         response.websocket = ws
         weakref.finalize(response, _check_returned, ws)
         environ[ENVIRON_KEY] = ws
