@@ -72,7 +72,8 @@ conformance: $(STAMP)
 	$(PY) -m pytest -q tests/interop/test_autobahn.py --autobahn-all
 
 # 5,000 connections echoing for 60 s, then checks that fds, greenlets and RSS
-# come back (soak/run.py), after a warm-up round of the same length. Not part of make test; about 5 minutes.
+# come back (soak/run.py), after a warm-up round of the same length; then a flood of
+# 1-byte fragments (soak/flood.py) with a bound on RSS. Not part of make test; about 5 minutes.
 soak: $(BENCH_STAMP) $(BENCH_NODE_STAMP)
 	$(PY) -m soak.run
 

@@ -17,7 +17,15 @@ warm-up reached a lower peak on a busy machine and the check failed). The
 cold-start figures are printed too, and so is the number of live Python
 objects, which must come back as well.
 
+Then a fragment flood (soak/flood.py), once with a binary message and once
+with a text one: a client sends up to ``--flood-fragments`` 1-byte
+continuation frames for at most ``--flood-seconds``, and the server's RSS may
+grow by no more than 4 bytes a fragment plus 8 MiB while it holds the
+unfinished message (RFC 6455 §5.4: one buffer per message, never an object
+per fragment). ``--flood-only`` runs just that, without Node.
+
     python -m soak.run [--connections 5000] [--seconds 60] [--warmup SECONDS]
+                       [--flood-fragments 2000000] [--flood-seconds 10] [--flood-only]
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from soak.flood import flood, within_bound
 
 ROOT = Path(__file__).resolve().parent.parent
 # Node's ws, from make bench's install (make soak) or make test's (tests/interop/test_soak.py).
@@ -55,8 +65,10 @@ def ws_module() -> Path:
     raise SystemExit("soak: Node's ws is not installed: run make soak (it installs bench/node)")
 
 
-def start_server(leak: bool) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(leak: bool, leak_fragments: bool = False) -> tuple[subprocess.Popen[bytes], int]:
     command = [sys.executable, "-m", "soak.server", "--port", "0", *(["--leak"] if leak else [])]
+    if leak_fragments:
+        command.append("--leak-fragments")
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
     assert process.stdout is not None
     line = process.stdout.readline().decode()
@@ -104,24 +116,55 @@ def main() -> int:
         "--warmup", type=float, help="seconds of the warm-up round (default: --seconds; 0: none)"
     )
     parser.add_argument("--leak", action="store_true", help="run the server with --leak (to see FAIL)")
+    parser.add_argument("--flood-fragments", type=int, default=2_000_000, help="at most, per flood")
+    parser.add_argument("--flood-seconds", type=float, default=10, help="at most, per flood")
+    parser.add_argument("--flood-only", action="store_true", help="only the fragment floods (no Node)")
+    parser.add_argument(
+        "--leak-fragments", action="store_true",
+        help="run the server with --leak-fragments, which keeps an object per fragment (to see FAIL)",
+    )
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = args.seconds
     raise_open_file_limit()
-    process, port = start_server(args.leak)
+    process, port = start_server(args.leak, args.leak_fragments)
     try:
-        cold = server_stats(port)
-        warmup: dict[str, int] | None = None
-        if args.warmup > 0:
-            warmup, _ = run_round(port, args.connections, args.warmup)
-        before = server_stats(port)
-        started = time.monotonic()
-        load, after = run_round(port, args.connections, args.seconds)
-        elapsed = time.monotonic() - started
+        if not args.flood_only:
+            cold = server_stats(port)
+            warmup: dict[str, int] | None = None
+            if args.warmup > 0:
+                warmup, _ = run_round(port, args.connections, args.warmup)
+            before = server_stats(port)
+            started = time.monotonic()
+            load, after = run_round(port, args.connections, args.seconds)
+            elapsed = time.monotonic() - started
+        floods = [
+            flood(port, process.pid, kind, args.flood_fragments, args.flood_seconds)
+            for kind in ("binary", "text")
+        ]
     finally:
         process.terminate()
         process.wait(30)
 
+    checks = {} if args.flood_only else echo_checks(args, load, warmup, before, after)
+    for result in floods:
+        checks[f"{result.kind} fragment flood RSS"] = within_bound(result)
+    if not args.flood_only:
+        print_echo_figures(args, load, warmup, cold, before, after, elapsed)
+    for result in floods:
+        print(f"  {result}")
+    failed = [name for name, ok in checks.items() if not ok]
+    print("soak: PASS" if not failed else f"soak: FAIL: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def echo_checks(
+    args: argparse.Namespace,
+    load: dict[str, Any],
+    warmup: dict[str, Any] | None,
+    before: dict[str, int],
+    after: dict[str, int],
+) -> dict[str, bool]:
     checks = {
         "connections opened": load["opened"] == args.connections,
         "errors": load["errors"] == 0,
@@ -139,6 +182,18 @@ def main() -> int:
             warmup["opened"] == args.connections and warmup["errors"] == 0 and warmup["lost"] == 0
             and warmup["reordered"] == 0
         )
+    return checks
+
+
+def print_echo_figures(
+    args: argparse.Namespace,
+    load: dict[str, Any],
+    warmup: dict[str, Any] | None,
+    cold: dict[str, int],
+    before: dict[str, int],
+    after: dict[str, int],
+    elapsed: float,
+) -> None:
     print(f"soak: {args.connections} connections, {args.seconds:g} s of echo, {elapsed:.1f} s in all")
     print(f"  messages echoed: {load['messages']:,} ({load['messages'] / args.seconds:,.0f}/s)")
     print(f"  errors: {load['errors']} (first: {load['firstError']}), lost: {load['lost']},"
@@ -148,9 +203,6 @@ def main() -> int:
               f" {warmup['errors']} errors, {warmup['lost']} lost, {warmup['reordered']} reordered")
     for key in ("fds", "greenlets", "threads", "websockets", "objects", "rss_kb"):
         print(f"  {key}: cold start {cold[key]:,}, before {before[key]:,}, after {after[key]:,}")
-    failed = [name for name, ok in checks.items() if not ok]
-    print("soak: PASS" if not failed else f"soak: FAIL: {', '.join(failed)}")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

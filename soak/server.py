@@ -19,6 +19,7 @@ from typing import Any
 
 from greenlet import greenlet
 
+import takeover.protocol.connection as connection
 from takeover import create_server, upgrade_websocket
 from takeover._io.registry import DEFAULT_REGISTRY
 
@@ -49,6 +50,18 @@ def stats() -> dict[str, int]:
     }
 
 
+def keep_every_payload(kept: list[Any]) -> None:
+    """Make the core keep each frame's unmasked payload: an object per fragment, as before the fix."""
+    unmask = connection.apply_mask
+
+    def apply_mask(data: Any, mask: Any) -> bytes:
+        payload = unmask(data, mask)
+        kept.append(payload)
+        return payload
+
+    connection.apply_mask = apply_mask
+
+
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     body = json.dumps(stats()).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -64,9 +77,15 @@ def main() -> None:
         help="keep every WebSocket and 256 KiB per connection "
         "(tests/interop/test_soak.py: the checks must fail)",
     )
+    parser.add_argument(
+        "--leak-fragments", action="store_true",
+        help="keep every frame's payload as its own object (tests/test_soak.py: the flood check must fail)",
+    )
     args = parser.parse_args()
     server = create_server(app)
     leaked: list[Any] = []
+    if args.leak_fragments:
+        keep_every_payload(leaked)
 
     def on_upgrade(request: Any, socket: Any, head: bytes) -> None:
         ws, _ = upgrade_websocket(request, socket=socket, head=head)

@@ -14,37 +14,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from takeover.errors import ConnectionClosed, HandshakeError, InvalidStateError
-    from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
-    from takeover.protocol.deflate import DeflateOptions
-    from takeover.server import Server, create_server
-    from takeover.upgrade import WebSocketUpgrade, upgrade_websocket
-    from takeover.websocket import WebSocket, broadcast
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "CloseEvent",
-    "ConnectionClosed",
-    "DeflateOptions",
-    "ErrorEvent",
-    "Event",
-    "HandshakeError",
-    "InvalidStateError",
-    "MessageEvent",
-    "Server",
-    "WebSocket",
-    "WebSocketUpgrade",
-    "broadcast",
-    "create_server",
-    "upgrade_websocket",
-]
-
-_WHERE = {
+#: The public names and the module each comes from: ``__all__`` and the lazy
+#: imports below are made from this table.
+_EXPORTS: dict[str, str] = {
+    "ClientError": "takeover.errors",
     "ConnectionClosed": "takeover.errors",
     "HandshakeError": "takeover.errors",
     "InvalidStateError": "takeover.errors",
+    "ProtocolViolation": "takeover.errors",
+    "UnsupportedServerError": "takeover.errors",
     "CloseEvent": "takeover.events",
     "ErrorEvent": "takeover.events",
     "Event": "takeover.events",
@@ -58,9 +38,32 @@ _WHERE = {
     "broadcast": "takeover.websocket",
 }
 
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    # The same table, for type checkers, which do not run __getattr__ ("X as X":
+    # an explicit re-export). tests/test_public_names.py checks that they agree.
+    from takeover.errors import ClientError as ClientError
+    from takeover.errors import ConnectionClosed as ConnectionClosed
+    from takeover.errors import HandshakeError as HandshakeError
+    from takeover.errors import InvalidStateError as InvalidStateError
+    from takeover.errors import ProtocolViolation as ProtocolViolation
+    from takeover.errors import UnsupportedServerError as UnsupportedServerError
+    from takeover.events import CloseEvent as CloseEvent
+    from takeover.events import ErrorEvent as ErrorEvent
+    from takeover.events import Event as Event
+    from takeover.events import MessageEvent as MessageEvent
+    from takeover.protocol.deflate import DeflateOptions as DeflateOptions
+    from takeover.server import Server as Server
+    from takeover.server import create_server as create_server
+    from takeover.upgrade import WebSocketUpgrade as WebSocketUpgrade
+    from takeover.upgrade import upgrade_websocket as upgrade_websocket
+    from takeover.websocket import WebSocket as WebSocket
+    from takeover.websocket import broadcast as broadcast
+
 
 def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
+    module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'takeover' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)

@@ -22,9 +22,9 @@ from werkzeug.wrappers import Request
 
 from takeover._io.registry import REGISTRY_KEY
 from takeover.adapters import TAKE_OVER_KEY, abort_handshake, read_buffered
-from takeover.errors import HandshakeError
+from takeover.errors import ClientError, HandshakeError
 from takeover.options import OPTIONS_KEY
-from takeover.protocol.handshake import header_tokens, reject_response
+from takeover.protocol.handshake import is_upgrade_request, reject_response
 from takeover.upgrade import pending_upgrade
 
 if TYPE_CHECKING:
@@ -37,19 +37,6 @@ logger = logging.getLogger("takeover")
 MAX_HEADER_COUNT = 100
 # A field name is a token (RFC 9110 §5.1, §5.6.2) followed at once by a colon.
 _HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)", re.DOTALL)
-
-
-class ClientError(Exception):
-    """A request the server could not read, as node:http's ``clientError`` reports it.
-
-    ``status`` is the HTTP answer (400, 408, 431); ``code`` is Node's error
-    code (``HPE_HEADER_OVERFLOW``, ``ERR_HTTP_REQUEST_TIMEOUT``, ``HPE_INVALID``).
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class _HeaderTimeout(BaseException):  # not caught by gevent's "except Exception"
@@ -228,7 +215,9 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             else:
                 self.close_connection = True  # Node: no 'connect' listener closes the connection
             return
-        if self._upgrade_requested(environ) and owner.wants_upgrade(environ):
+        # RFC 9110 §7.8: an Upgrade header listed in Connection.
+        upgrade = is_upgrade_request(environ.get("HTTP_UPGRADE"), environ.get("HTTP_CONNECTION"))
+        if upgrade and owner.wants_upgrade(environ):
             self._emit_takeover(owner, "upgrade")
             return
         try:
@@ -236,14 +225,6 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             self._after_app(environ)
         finally:
             environ.pop(TAKE_OVER_KEY, None)  # a bound method of this handler: a cycle
-
-    @staticmethod
-    def _upgrade_requested(environ: dict[str, Any]) -> bool:
-        # RFC 9110 §7.8: an upgrade is requested by an Upgrade header listed in Connection.
-        if "HTTP_UPGRADE" not in environ:
-            return False
-        tokens = header_tokens(environ.get("HTTP_CONNECTION", ""))
-        return "upgrade" in (token.lower() for token in tokens)
 
     def _emit_takeover(self, owner: Server, event: str) -> None:
         request = Request(self.environ, populate_request=False)  # no environ<->request cycle

@@ -26,7 +26,7 @@ import ssl
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from takeover.errors import HandshakeError
+from takeover.errors import HandshakeError, UnsupportedServerError
 from takeover.protocol.handshake import rejection_for
 
 if TYPE_CHECKING:
@@ -37,10 +37,6 @@ __all__ = ["TAKE_OVER_KEY", "UnsupportedServerError", "abort_handshake", "take_o
 TAKE_OVER_KEY = "takeover.take_over"
 HEAD_READ_SIZE = 1 << 20
 SWITCHING = "101 Switching Protocols"
-
-
-class UnsupportedServerError(RuntimeError):
-    """The WSGI server gives no access to the connection, so it cannot be taken over."""
 
 
 def abort_handshake(sock: Any, error: HandshakeError, linger: float = 1.0) -> None:

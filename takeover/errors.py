@@ -1,47 +1,25 @@
-"""Exceptions raised by takeover's public API.
+"""Exceptions raised by takeover's public API: every one of them is importable from here.
 
 Each error says what went wrong and, where there is one, what to do about it.
 :class:`HandshakeError` also carries the HTTP answer to give the client, in the
-manner of h11's ``error_status_hint``.
+manner of h11's ``error_status_hint``. The sans-I/O core's own exceptions
+(:class:`HandshakeError`, :class:`InvalidStateError`,
+:class:`ProtocolViolation`) live in :mod:`takeover.protocol.errors`, which
+imports nothing above the core; they are the same classes here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from takeover.protocol.errors import HandshakeError, InvalidStateError, ProtocolViolation
 
-__all__ = ["ConnectionClosed", "HandshakeError", "InvalidStateError"]
-
-
-class HandshakeError(ValueError):
-    """The request cannot be upgraded to a WebSocket.
-
-    Raised before anything is written to the client. ``status`` and
-    ``headers`` are the HTTP response to send instead (RFC 6455 §4.2.2 and
-    §4.4): 400 for a malformed request, 405 for a method other than GET, 426
-    with ``Sec-WebSocket-Version: 13`` for an unsupported version, 403 for an
-    ``Origin`` that ``allowed_origins`` refuses (§10.2). Listeners
-    may raise it with any status to refuse an upgrade (``ws``'s abortHandshake).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int = 400,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.headers: list[tuple[str, str]] = list(headers)
-
-
-class InvalidStateError(RuntimeError):
-    """The WebSocket is not in a state that allows the operation.
-
-    The name and meaning follow the DOM's ``InvalidStateError``: for example
-    :meth:`takeover.WebSocket.send` before the connection is open, or a second
-    upgrade of a socket that is already a WebSocket.
-    """
+__all__ = [
+    "ClientError",
+    "ConnectionClosed",
+    "HandshakeError",
+    "InvalidStateError",
+    "ProtocolViolation",
+    "UnsupportedServerError",
+]
 
 
 class ConnectionClosed(Exception):
@@ -59,3 +37,20 @@ class ConnectionClosed(Exception):
         if reason:
             detail += f" ({reason})"
         super().__init__(detail)
+
+
+class ClientError(Exception):
+    """A request the server could not read, as node:http's ``clientError`` reports it.
+
+    ``status`` is the HTTP answer (400, 408, 431); ``code`` is Node's error
+    code (``HPE_HEADER_OVERFLOW``, ``ERR_HTTP_REQUEST_TIMEOUT``, ``HPE_INVALID``).
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class UnsupportedServerError(RuntimeError):
+    """The WSGI server gives no access to the connection, so it cannot be taken over."""

@@ -25,11 +25,9 @@ from typing import Any
 from gunicorn.workers.ggevent import GeventWorker
 
 from takeover._io.registry import REGISTRY_KEY, Registry
-from takeover.protocol.frames import CloseCode
+from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 
 __all__ = ["RegistryMixin", "Worker"]  # and LegacyWorker, imported on first use
-
-SHUTDOWN_REASON = "Server shutting down"
 
 
 class RegistryMixin:

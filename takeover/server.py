@@ -39,7 +39,7 @@ from takeover._handler import TakeoverHandler
 from takeover._io.registry import Registry
 from takeover.emitter import EventEmitter
 from takeover.options import DEFAULT_OPTIONS, UNSET, Compression, WebSocketOptions
-from takeover.protocol.frames import CloseCode
+from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 from takeover.protocol.handshake import reject_response
 from takeover.protocol.origin import AllowedOrigins
 
@@ -48,7 +48,6 @@ __all__ = ["Server", "create_server"]
 logger = logging.getLogger("takeover")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-SHUTDOWN_REASON = "Server shutting down"
 
 
 def format_address(host: str, port: int) -> str:

@@ -36,6 +36,7 @@ from takeover.options import (
 )
 from takeover.protocol.deflate import negotiate
 from takeover.protocol.handshake import (
+    Rejection,
     accept_headers,
     accept_response,
     select_protocol,
@@ -83,10 +84,10 @@ class HTTPHandshakeError(HandshakeError, HTTPException):
         return str(self.args[0])
 
     def get_body(self, environ: Any = None, scope: Any = None) -> str:
-        return self.description or ""
+        return Rejection.for_error(self).body.decode("utf-8")
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
-        return [("Content-Type", "text/plain; charset=utf-8"), *self.headers]
+        return Rejection.for_error(self).app_headers
 
 
 class SwitchingProtocols(Response):

@@ -44,7 +44,7 @@ from takeover._io.runtime import Runtime, TimerHandle, Transport, Waitable, runt
 from takeover.errors import InvalidStateError
 from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
 from takeover.options import WebSocketOptions
-from takeover.protocol.connection import Close, Connection, Failure, Message, State
+from takeover.protocol.connection import Close, Connection, ConnectionLost, Failure, Message, State
 from takeover.protocol.deflate import PerMessageDeflate
 from takeover.protocol.frames import OP_CLOSE, CloseCode, encode_close, encode_frame
 
@@ -378,10 +378,11 @@ class Session:
         transport = self.transport
         assert transport is not None
         transport.abort()
-        if conn.close_received:
-            return  # the peer's close was handled (PEER_CLOSE)
-        # We sent a close and the peer hung up without answering: no error event.
-        self.close(Reason.EOF_AFTER_CLOSE if conn.close_sent else Reason.EOF)
+        # The core says what the end means: nothing after the peer's close or a
+        # failure (that event decided), else 1006, expected or not.
+        for lost in conn.receive_eof():
+            if type(lost) is ConnectionLost:
+                self.close(Reason.EOF_AFTER_CLOSE if lost.close_sent else Reason.EOF)
 
     def _internal_error(self, error: BaseException) -> None:
         logger.exception("WebSocket session failed", exc_info=error)
@@ -448,22 +449,23 @@ class Session:
                 transport.flush(self.options.close_timeout)
             elif row.flush is Flush.SHORT:
                 transport.flush(1.0)
-            if row.linger and conn is not None:
+            if row.linger and conn is not None and conn.close_expected():
                 self._linger(conn, transport)
             transport.abort()
         if not row.events_first:
             self._finish(close, error)
 
     def _linger(self, conn: Connection, transport: Transport) -> None:
-        """Send FIN, and read until the peer's close frame, its EOF or ``close_timeout``."""
-        transport.shutdown_write()
+        """Send FIN, and read until the peer's close frame, its EOF or ``close_timeout`` (§7.1.7)."""
+        transport.shutdown_write()  # after the flush: our close frame has gone
         self._set_timer(self.options.close_timeout, transport.abort)
         for _ in range(1024):  # bounded: a peer that keeps talking is cut off
             data = transport.recv()
             if not data:
+                conn.receive_eof()
                 break
-            conn.receive_data(data)
-            if conn.close_received:  # its answering close: done (§7.1.1)
+            conn.receive_data(data)  # frames are skipped until the close (§7.1.7)
+            if not conn.close_expected():  # its answering close: done (§7.1.1)
                 break
         self._cancel_timer()
 

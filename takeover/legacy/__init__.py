@@ -21,7 +21,6 @@ The differences are listed in ``docs/guides/legacy.rst``.
 
 from __future__ import annotations
 
-import http
 import logging
 import time
 from collections.abc import Callable
@@ -35,8 +34,8 @@ from geventwebsocket.server import WebSocketServer as _GeventWebSocketServer
 from takeover.adapters import read_buffered
 from takeover.errors import ConnectionClosed, HandshakeError
 from takeover.options import UNSET
-from takeover.protocol.frames import CloseCode, encode_frame
-from takeover.protocol.handshake import header_tokens
+from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode, encode_frame
+from takeover.protocol.handshake import Rejection, header_tokens, is_upgrade_request
 from takeover.protocol.origin import AllowedOrigins
 from takeover.upgrade import ENVIRON_KEY, upgrade_websocket
 from takeover.websocket import WebSocket
@@ -59,7 +58,9 @@ MSG_ALREADY_CLOSED = "Connection is already closed"
 MSG_CLOSED = "Connection closed"
 
 SWITCHING = "101 Switching Protocols"
-_CLOSE_REASONS = {CloseCode.INTERNAL_ERROR: "Internal error", CloseCode.GOING_AWAY: "Server shutting down"}
+_CLOSE_REASONS: dict[int, str] = {
+    CloseCode.INTERNAL_ERROR: "Internal error", CloseCode.GOING_AWAY: SHUTDOWN_REASON
+}
 
 
 class Client:
@@ -241,14 +242,6 @@ def _text(message: Any) -> str:
     return str(message or "")
 
 
-def websocket_requested(environ: dict[str, Any]) -> bool:
-    """Whether the request asks for a WebSocket (``Upgrade: websocket``, ``Connection: upgrade``)."""
-    upgrade = environ.get("HTTP_UPGRADE")
-    if not upgrade or "websocket" not in (token.lower() for token in header_tokens(upgrade)):
-        return False
-    return "upgrade" in (token.lower() for token in header_tokens(environ.get("HTTP_CONNECTION", "")))
-
-
 class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
     """A ``handler_class`` for ``gevent.pywsgi.WSGIServer`` serving gevent-websocket apps.
 
@@ -308,7 +301,8 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
         hook = getattr(self.server, "pre_start_hook", None)
         if hook and hook(self):
             return super().run_application()
-        if not websocket_requested(self.environ):
+        environ = self.environ
+        if not is_upgrade_request(environ.get("HTTP_UPGRADE"), environ.get("HTTP_CONNECTION"), "websocket"):
             return super().run_application()
         self._run_websocket()
         return None
@@ -413,22 +407,10 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
                 break
 
     def _reject(self, error: HandshakeError) -> None:
-        body = str(error).encode("utf-8")
-        try:
-            phrase = http.HTTPStatus(error.status).phrase
-        except ValueError:
-            phrase = "Error"
+        answer = Rejection.for_error(error)
         self.close_connection = True
-        self.start_response(
-            f"{error.status} {phrase}",
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(body))),
-                ("Connection", "close"),
-                *error.headers,
-            ],
-        )
-        self.write(body)
+        self.start_response(answer.status_line, answer.headers)
+        self.write(answer.body)
 
 
 class WebSocketServer(_GeventWebSocketServer):  # type: ignore[misc]

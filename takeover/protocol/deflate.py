@@ -21,10 +21,10 @@ gets a fresh one for each message and keeps none between messages.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from takeover.errors import HandshakeError
+from takeover.protocol.errors import HandshakeError
 from takeover.protocol.handshake import parse_extension
 
 __all__ = [
@@ -310,11 +310,26 @@ class PerMessageDeflate:
         ``max_size`` bytes come out (None: no limit), and :exc:`DeflateError`
         for invalid data.
         """
+        chunks: list[bytes] = []
+        self._inflate(data, final, max_size, chunks.append)
+        if len(chunks) == 1:
+            return chunks[0]  # a small message: no copy
+        return b"".join(chunks)
+
+    def decompress_into(
+        self, out: bytearray, data: bytes, final: bool, max_size: int | None = None
+    ) -> None:
+        """Like :meth:`decompress`, appending the output to ``out``: how a fragmented message
+        is reassembled in one buffer. ``max_size`` counts only what this call adds."""
+        self._inflate(data, final, max_size, out.extend)
+
+    def _inflate(
+        self, data: bytes, final: bool, max_size: int | None, sink: Callable[[bytes], object]
+    ) -> None:
+        """Inflate ``data`` in bounded chunks, handing each to ``sink``."""
         inflater = self._inflater
         if inflater is None:
             inflater = self._inflater = zlib.decompressobj(-self._inflate_bits)
-        first = b""  # the output, while it is one chunk (a small message: no copy)
-        out: bytearray | None = None  # then all of it, in one buffer (freed at once on failure)
         size = 0
         view = memoryview(data)
         pieces = [view[start : start + FEED_CHUNK] for start in range(0, len(view), FEED_CHUNK)]
@@ -332,14 +347,7 @@ class PerMessageDeflate:
                         size += len(chunk)
                         if max_size is not None and size > max_size:
                             raise MessageTooBig(f"Message inflates to over {max_size} bytes")
-                        if out is not None:
-                            out += chunk
-                        elif first:
-                            out = bytearray(first)
-                            out += chunk
-                            first = b""
-                        else:
-                            first = chunk
+                        sink(chunk)
                     feed = inflater.unconsumed_tail
                     # Done with this piece once its input is used and zlib did not
                     # fill the output (a full output may mean more is pending).
@@ -357,7 +365,6 @@ class PerMessageDeflate:
             raise DeflateError(invalid)
         if final and (self._reset_inflater or inflater.eof):
             self._inflater = None  # the next message starts a new stream
-        return first if out is None else bytes(out)
 
     def close(self) -> None:
         """Drop the zlib state (the connection is over)."""

@@ -1,10 +1,13 @@
 """The server side of the RFC 6455 opening handshake, without I/O.
 
-:func:`validate_request` checks an upgrade request from its method, HTTP
-version and headers (RFC 6455 §4.2.1) and raises :class:`HandshakeError` with
-the HTTP answer to give; :func:`accept_response` and :func:`reject_response`
-render the bytes of that answer. Error messages are Deno's where Deno has one
-(``Deno.upgradeWebSocket``), so code ported from Deno sees the same text.
+:func:`is_upgrade_request` says whether a request asks to switch protocols at
+all (RFC 9110 §7.8); :func:`validate_request` checks an upgrade request from
+its method, HTTP version and headers (RFC 6455 §4.2.1) and raises
+:class:`HandshakeError` with the HTTP answer to give; :func:`accept_response`
+renders the 101, and :func:`rejection` is the one renderer of a refusal, as
+(status line, headers, body) for a WSGI server and as raw bytes for a socket.
+Error messages are Deno's where Deno has one (``Deno.upgradeWebSocket``), so
+code ported from Deno sees the same text.
 """
 
 from __future__ import annotations
@@ -18,18 +21,22 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import NamedTuple
 
-from takeover.errors import HandshakeError
+from takeover.protocol.errors import HandshakeError
 
 __all__ = [
     "ExtensionOffer",
     "Handshake",
     "HandshakeError",
+    "Rejection",
     "accept_key",
     "accept_response",
     "extension_offers",
     "header_tokens",
+    "is_upgrade_request",
     "parse_extension",
     "reject_response",
+    "rejection",
+    "rejection_for",
     "select_protocol",
     "validate_request",
 ]
@@ -58,6 +65,29 @@ class Handshake:
 def header_tokens(value: str) -> list[str]:
     """Split a comma-separated header value (RFC 9110 §5.6.1) into its tokens."""
     return [token.strip() for token in value.split(",") if token.strip()]
+
+
+def _lists(value: str, token: str) -> bool:
+    """Whether the comma-separated ``value`` lists ``token`` (lower-case), in any case."""
+    if value.lower() == token:  # the usual, exact value
+        return True
+    return token in (t.lower() for t in header_tokens(value))
+
+
+def is_upgrade_request(upgrade: str | None, connection: str | None, protocol: str | None = None) -> bool:
+    """Whether a request asks to switch protocols: an ``Upgrade`` header listed in ``Connection``.
+
+    RFC 9110 §7.8: a client asks for an upgrade with an ``Upgrade`` header
+    and the ``upgrade`` connection option. ``upgrade`` and ``connection`` are
+    the two headers' values (repeated headers joined with commas, as a WSGI
+    environ's ``HTTP_UPGRADE`` and ``HTTP_CONNECTION`` hold them), None when
+    absent. With ``protocol`` (``"websocket"``), only a request that offers
+    that protocol counts (RFC 6455 §4.2.1: compared case-insensitively).
+    Whether the upgrade is valid is :func:`validate_request`'s question.
+    """
+    if upgrade is None or not connection or not _lists(connection, "upgrade"):
+        return False
+    return protocol is None or _lists(upgrade, protocol.lower())
 
 
 # RFC 9110 §5.6.2 token and §5.6.4 quoted-string.
@@ -160,12 +190,7 @@ def _tokens(collected: dict[str, list[str]], name: str) -> list[str]:
 
 def _has_token(collected: dict[str, list[str]], name: str, token: str) -> bool:
     """Whether the comma-separated header ``name`` lists ``token`` (case-insensitive)."""
-    values = collected.get(name)
-    if not values:
-        return False
-    if len(values) == 1 and values[0].lower() == token:  # the usual, exact value
-        return True
-    return token in (t.lower() for t in _tokens(collected, name))
+    return any(_lists(value, token) for value in collected.get(name, ()))
 
 
 def _http_version_ok(version: str) -> bool:
@@ -283,25 +308,65 @@ def accept_response(headers: Iterable[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def reject_response(
-    status: int, message: str, headers: Iterable[tuple[str, str]] = ()
-) -> bytes:
-    """Render an error response that ends the connection, like ``ws``'s abortHandshake."""
+class Rejection(NamedTuple):
+    """A refused handshake's HTTP answer, rendered once for every way it is sent.
+
+    ``status_line`` is WSGI's (``"426 Upgrade Required"``), ``headers`` are
+    the response's, ``Connection: close`` first (the connection ends, as with
+    ``ws``'s abortHandshake), and ``body`` is the message as UTF-8 text.
+    """
+
+    status_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @classmethod
+    def for_error(cls, error: HandshakeError) -> Rejection:
+        """The answer that ``error`` carries: its status, message and headers."""
+        return rejection(error.status, str(error), error.headers)
+
+    def to_bytes(self) -> bytes:
+        """The raw HTTP/1.1 response, for a socket that no server writes to any more."""
+        lines = [f"HTTP/1.1 {self.status_line}", *(f"{name}: {value}" for name, value in self.headers)]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+    @property
+    def app_headers(self) -> list[tuple[str, str]]:
+        """The headers a WSGI application returns: without ``Connection``, which is
+        hop-by-hop (PEP 3333 leaves it to the server), and ``Content-Length``, which
+        the framework computes from the body."""
+        return [(name, value) for name, value in self.headers if name not in _SERVER_HEADERS]
+
+
+_SERVER_HEADERS = frozenset({"Connection", "Content-Length"})
+
+
+def rejection(status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> Rejection:
+    """Render the answer to a refused handshake: the one renderer of takeover's refusals."""
     body = message.encode("utf-8")
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
-    lines = [
-        f"HTTP/1.1 {status} {phrase}",
-        "Connection: close",
-        "Content-Type: text/plain; charset=utf-8",
-        f"Content-Length: {len(body)}",
-    ]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return Rejection(
+        f"{status} {phrase}",
+        [
+            ("Connection", "close"),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            *headers,
+        ],
+        body,
+    )
+
+
+def reject_response(
+    status: int, message: str, headers: Iterable[tuple[str, str]] = ()
+) -> bytes:
+    """Render an error response that ends the connection, like ``ws``'s abortHandshake."""
+    return rejection(status, message, headers).to_bytes()
 
 
 def rejection_for(error: HandshakeError) -> bytes:
     """The response bytes for a :class:`HandshakeError`."""
-    return reject_response(error.status, str(error), error.headers)
+    return Rejection.for_error(error).to_bytes()

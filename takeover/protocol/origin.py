@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from takeover.errors import HandshakeError
+from takeover.protocol.errors import HandshakeError
 
 __all__ = [
     "DEFAULT_PORTS",

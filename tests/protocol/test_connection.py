@@ -31,7 +31,6 @@ from takeover.protocol.frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    is_sendable_close_code,
     is_valid_close_code,
 )
 from tests.frames import MASK_IMPLEMENTATIONS, RFC_MASK, client_frame, server_frames
@@ -769,7 +768,7 @@ class TestSection7_4StatusCodes:
         conn = Connection()
         assert conn.receive_data(close_frame(code, b"why")) == [Close(code, "why")]
         assert conn.data_to_send() == b"\x88\x02" + code.to_bytes(2, "big")
-        assert is_valid_close_code(code) and is_sendable_close_code(code)
+        assert is_valid_close_code(code)  # the one predicate, for codes sent and received (§7.4)
 
     @pytest.mark.parametrize("code", INVALID_CODES)
     def test_invalid_codes_fail(self, code: int) -> None:
@@ -845,6 +844,43 @@ class TestSection8_1Utf8:
         events = Connection().receive_data(text("good") + client_frame(OP_TEXT, b"\xff"))
         assert events[0] == Message("good")
         assert isinstance(events[1], Failure) and events[1].code == 1007
+
+    @pytest.mark.parametrize("alphabet", ["ascii", "a€ü", "aκ🎉", "🎉"])
+    def test_large_and_small_fragments_in_any_mix(self, alphabet: str) -> None:
+        # Runs of 4 KiB and more are decoded as they are checked, smaller ones at the
+        # end (Connection._check_utf8): any mix, cut inside characters, gives the text.
+        rng = random.Random(alphabet)
+        chars = "abc xyz" if alphabet == "ascii" else alphabet
+        message = "".join(rng.choice(chars) for _ in range(60_000))
+        data = message.encode()
+        cuts = sorted(rng.sample(range(1, len(data)), 40))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        frames = client_frame(OP_TEXT, pieces[0], fin=False)
+        frames += b"".join(client_frame(OP_CONT, piece, fin=False) for piece in pieces[1:])
+        frames += client_frame(OP_CONT, b"")
+        for size in (len(frames), 65536, 1000):  # whole, in reads, in small reads
+            conn = Connection(max_message_size=None)
+            events: list[Event] = []
+            for start in range(0, len(frames), size):
+                events += conn.receive_data(frames[start : start + size])
+            assert events == [Message(message)], size
+
+    @pytest.mark.parametrize("where", [10, 5000, 20_000, 39_999])
+    def test_invalid_byte_inside_a_large_run_fails_at_once(self, where: int) -> None:
+        data = bytearray("κόσμε".encode() * 4000)  # 40,000 bytes
+        data[where] = 0xFF
+        conn = Connection()
+        assert conn.receive_data(client_frame(OP_TEXT, b"a" * 100, fin=False)) == []
+        fail_with(conn, client_frame(OP_CONT, bytes(data), fin=False), 1007)
+
+    def test_a_large_text_frame_in_reads_fails_at_its_first_invalid_read(self) -> None:
+        # Autobahn 6.4.3 at scale: the invalid byte is in the second 64 KiB read.
+        payload = bytearray("€".encode() * 100_000)
+        payload[70_000] = 0xFF
+        frame = client_frame(OP_TEXT, bytes(payload))
+        conn = Connection(max_message_size=None)
+        assert conn.receive_data(frame[:65536]) == []
+        fail_with(conn, frame[65536:140_000], 1007)
 
 
 # -- §10.4 limits: message size -----------------------------------------------

@@ -500,6 +500,29 @@ class TestConnection:
             events += conn.receive_data(bytes((byte,)))
         assert events == [Message(text)]
 
+    @pytest.mark.parametrize("pieces", [2, 3, 17])
+    @pytest.mark.parametrize("alphabet", ["abc ", "grüße €", "🎉 a"])
+    def test_a_fragmented_compressed_text_message_of_large_runs(self, pieces: int, alphabet: str) -> None:
+        # Each fragment inflates to kilobytes: runs the core keeps as text as it checks them.
+        rng = random.Random(pieces)
+        text = "".join(rng.choice(alphabet) for _ in range(50_000))
+        payload = client_deflate(text.encode())
+        cut = [len(payload) * i // pieces for i in range(pieces + 1)]
+        frames = b"".join(
+            client_frame(
+                OP_TEXT if i == 0 else OP_CONT,
+                payload[cut[i] : cut[i + 1]],
+                fin=i == pieces - 1,
+                rsv=RSV1 if i == 0 else 0,
+            )
+            for i in range(pieces)
+        )
+        assert deflate_connection().receive_data(frames) == [Message(text)]
+        # The inflated size counts all of it, also the runs already kept as text.
+        limit = len(text.encode()) - 1
+        (failure,) = deflate_connection(max_message_size=limit).receive_data(frames)
+        assert isinstance(failure, Failure) and failure.code == 1009
+
     def test_compressed_and_plain_messages_mix(self) -> None:
         conn = deflate_connection()
         data = (

@@ -9,11 +9,14 @@ import pytest
 from takeover.errors import HandshakeError
 from takeover.protocol.handshake import (
     Handshake,
+    Rejection,
     accept_headers,
     accept_key,
     accept_response,
     header_tokens,
+    is_upgrade_request,
     reject_response,
+    rejection,
     rejection_for,
     select_protocol,
     validate_request,
@@ -415,3 +418,81 @@ class TestRejectResponse:
         status_line, headers, _ = parse_response(rejection_for(error))
         assert status_line == "HTTP/1.1 405 Method Not Allowed"
         assert headers[-1] == ("Allow", "GET")
+
+
+class TestRejectionRenderer:
+    """The one renderer of a refusal: raw bytes, a WSGI server's answer, and an application's."""
+
+    def test_fields(self) -> None:
+        answer = rejection(426, "use 13", [("Sec-WebSocket-Version", "13")])
+        assert answer == Rejection(
+            "426 Upgrade Required",
+            [
+                ("Connection", "close"),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", "6"),
+                ("Sec-WebSocket-Version", "13"),
+            ],
+            b"use 13",
+        )
+
+    def test_raw_bytes_are_built_from_the_fields(self) -> None:
+        answer = rejection(405, "no", [("Allow", "GET")])
+        assert answer.to_bytes() == reject_response(405, "no", [("Allow", "GET")])
+        assert answer.to_bytes().startswith(b"HTTP/1.1 " + answer.status_line.encode() + b"\r\n")
+
+    def test_for_an_error(self) -> None:
+        error = rejected(request_headers(Sec_WebSocket_Version="8"))
+        answer = Rejection.for_error(error)
+        assert answer.status_line == "426 Upgrade Required"
+        assert answer.body == str(error).encode("utf-8")
+        assert answer.to_bytes() == rejection_for(error)
+
+    def test_app_headers_leave_connection_and_length_to_the_server(self) -> None:
+        # PEP 3333: Connection is hop-by-hop, the server's; the framework sets Content-Length.
+        answer = rejection(403, "no", [("X-Why", "origin")])
+        assert answer.app_headers == [("Content-Type", "text/plain; charset=utf-8"), ("X-Why", "origin")]
+
+
+class TestRfc9110Section7_8UpgradeRequest:
+    """An upgrade is requested by an Upgrade header listed in Connection (RFC 9110 §7.8)."""
+
+    @pytest.mark.parametrize(
+        ("upgrade", "connection"),
+        [
+            ("websocket", "Upgrade"),
+            ("WebSocket", "upgrade"),
+            ("h2c, websocket", "keep-alive, Upgrade"),
+            ("line-echo", "Upgrade, close"),
+            ("", "upgrade"),  # an empty Upgrade still asks for one: validate_request refuses it
+        ],
+    )
+    def test_requested(self, upgrade: str, connection: str) -> None:
+        assert is_upgrade_request(upgrade, connection)
+
+    @pytest.mark.parametrize(
+        ("upgrade", "connection"),
+        [(None, "Upgrade"), ("websocket", None), ("websocket", ""), ("websocket", "keep-alive"), (None, "")],
+    )
+    def test_not_requested(self, upgrade: str | None, connection: str | None) -> None:
+        assert not is_upgrade_request(upgrade, connection)
+
+    @pytest.mark.parametrize(
+        ("upgrade", "expected"),
+        [
+            ("websocket", True),
+            ("WEBSOCKET", True),
+            ("h2c, websocket", True),
+            ("line-echo", False),
+            ("", False),
+        ],
+    )
+    def test_restricted_to_a_protocol(self, upgrade: str, expected: bool) -> None:
+        # RFC 6455 §4.2.1: "websocket", compared case-insensitively.
+        assert is_upgrade_request(upgrade, "Upgrade", "websocket") is expected
+        assert is_upgrade_request(upgrade, "Upgrade", "WebSocket") is expected
+
+    def test_validate_request_agrees(self) -> None:
+        headers = request_headers(Upgrade="h2c, WebSocket", Connection="keep-alive, upgrade")
+        assert is_upgrade_request(headers["Upgrade"], headers["Connection"], "websocket")
+        assert validate_request("GET", "HTTP/1.1", headers).key == RFC_KEY
