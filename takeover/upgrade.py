@@ -307,6 +307,7 @@ def upgrade_websocket(
         options=settings,
         registry=registry,
     )
+    ws.session.response_headers = headers
     if socket is not None:
         response = SwitchingProtocols(status=101, headers=headers)
         ws.session.attach(socket, head)

@@ -22,6 +22,8 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
+from takeover.options import DEFAULT_LISTENER_THREADS
+
 if TYPE_CHECKING:
     from takeover._io.loop import IOLoop
     from takeover.websocket import WebSocket
@@ -30,8 +32,6 @@ __all__ = ["DEFAULT_LISTENER_THREADS", "ListenerPool", "Mailbox"]
 
 logger = logging.getLogger("takeover")
 
-#: Threads that run the listeners of handed-over WebSockets, by default.
-DEFAULT_LISTENER_THREADS = 16
 #: Events one WebSocket may have waiting before its reader pauses.
 DEFAULT_MAILBOX_LIMIT = 64
 _BATCH = 32  # events a thread runs for one WebSocket before it lets another go first
@@ -50,10 +50,10 @@ class ListenerPool:
         self._lock = threading.Lock()
 
     def schedule(self, mailbox: Mailbox) -> None:
-        """Queue ``mailbox`` for a thread; start one if none is idle and there is room."""
+        """Queue ``mailbox`` for a thread; start one if more are queued than idle threads can take."""
         self._ready.put(mailbox)
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self.max_threads:
+            if self._ready.qsize() > self._idle and len(self._threads) < self.max_threads:
                 thread = threading.Thread(
                     target=self._work, name=f"takeover-listener-{len(self._threads) + 1}", daemon=True
                 )
@@ -80,8 +80,11 @@ class Mailbox:
 
     __slots__ = ("_events", "_lock", "_loop", "_pool", "_room", "_scheduled", "limit", "ws")
 
-    def __init__(self, ws: WebSocket, pool: ListenerPool, loop: IOLoop, limit: int = DEFAULT_MAILBOX_LIMIT) -> None:
-        self.ws = ws
+    def __init__(
+        self, ws: WebSocket, pool: ListenerPool, loop: IOLoop, limit: int = DEFAULT_MAILBOX_LIMIT
+    ) -> None:
+        #: The WebSocket, until its ``close`` event has been dispatched.
+        self.ws: WebSocket | None = ws
         self.limit = limit
         self._pool = pool
         self._loop = loop
@@ -109,13 +112,15 @@ class Mailbox:
 
             room = self._room = gevent.event.Event()
             try:
-                room.wait()
+                with self._lock:
+                    behind = len(self._events) > self.limit // 2
+                if behind:  # else the pool caught up before it could see the room
+                    room.wait()
             finally:
                 self._room = None
 
     def run(self) -> None:
         """Dispatch waiting events (in a pool thread), a batch at a time."""
-        ws = self.ws
         for _ in range(_BATCH):
             with self._lock:
                 if not self._events:
@@ -123,7 +128,16 @@ class Mailbox:
                     break
                 event = self._events.popleft()
                 waiting = len(self._events)
+            ws = self.ws
+            if ws is None:
+                continue  # closed: nothing follows the close event
             ws.dispatch_event(event)  # logs and goes on past a listener that raises
+            if event.type == "close":
+                # No event follows close: drop the listeners (a cycle through them
+                # otherwise) and this mailbox's hold on the WebSocket.
+                ws._listeners = {}
+                ws._handlers = {}
+                self.ws = None
             room = self._room
             if room is not None and waiting <= self.limit // 2:
                 self._loop.call_soon_threadsafe(room.set)

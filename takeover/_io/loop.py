@@ -59,14 +59,13 @@ class IOLoop:
     def start(self) -> None:
         """Start the thread (once per process; a forked child starts its own)."""
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            self._ready.clear()
-            self._calls.clear()
-            self._pid = os.getpid()
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-            self._thread.start()
-        if not self._ready.wait(10):
+            if self._thread is None or self._pid != os.getpid():
+                self._ready.clear()
+                self._calls.clear()
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+        if not self._ready.wait(10):  # every caller: another thread may be starting it
             raise RuntimeError("takeover's I/O loop thread did not start")
 
     def _run(self) -> None:
@@ -86,7 +85,7 @@ class IOLoop:
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` in a greenlet of the loop, from any thread."""
-        if self._thread is None or self._pid != os.getpid():
+        if not self._ready.is_set() or self._pid != os.getpid():
             self.start()
         self._calls.append((fn, args))
         self._async.send()  # libev's ev_async_send: safe from any thread

@@ -25,6 +25,7 @@ import socket as _socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -49,6 +50,8 @@ from takeover.protocol.deflate import PerMessageDeflate
 from takeover.protocol.frames import OP_CLOSE, CloseCode, encode_close, encode_frame
 
 if TYPE_CHECKING:
+    from takeover._io.listeners import Mailbox
+    from takeover._io.loop import IOLoop
     from takeover.websocket import WebSocket
 
 __all__ = ["IDLE_TIMEOUT_REASON", "OVERFLOW_REASON", "Session"]
@@ -75,8 +78,8 @@ class Session:
     __slots__ = (
         "_close_requested", "_done", "_lock", "_may_park", "_ping_sent_at", "_sending_paused", "_timer",
         "claimed", "close_event", "closing", "conn", "deflate", "finished", "handshake_response", "inbox",
-        "last_activity", "opened_at", "options", "registry", "remote_address", "runtime", "send_lock",
-        "transport", "url", "ws",
+        "last_activity", "loop", "mailbox", "opened_at", "options", "registry", "remote_address",
+        "response_headers", "runtime", "send_lock", "transport", "url", "ws",
     )
 
     def __init__(
@@ -92,8 +95,12 @@ class Session:
         #: The WebSocket, until it is CLOSED (it holds this session: the cycle ends then).
         self.ws: WebSocket | None = ws
         self.options = options
-        #: The 101 response the session writes before anything else ("" once written).
+        #: The 101 response the session writes before anything else ("" once written,
+        #: or when the server writes it: then with :attr:`response_headers`).
         self.handshake_response = handshake_response
+        #: The 101's headers (Upgrade, Connection, Sec-WebSocket-Accept...), for a
+        #: server that writes the 101 as its own response.
+        self.response_headers: list[tuple[str, str]] = []
         self.url = url
         self.deflate = deflate
         self.registry = registry if registry is not None else DEFAULT_REGISTRY
@@ -101,6 +108,10 @@ class Session:
         self.transport: Transport | None = None
         self.runtime: Runtime | None = None
         self.inbox: Inbox | None = None
+        #: Set when the connection was handed over to takeover's I/O loop thread
+        #: (threaded servers): its listeners then run in the pool, through the mailbox.
+        self.loop: IOLoop | None = None
+        self.mailbox: Mailbox | None = None
         #: Set once a server has been handed the 101 response (or the socket).
         self.claimed = False
         #: The reason of the closing under way (a row of CLOSINGS), once one has begun:
@@ -145,8 +156,21 @@ class Session:
 
     @property
     def paused(self) -> bool:
-        """Whether reading is paused by us (receive() queue full, send() waiting), not the peer."""
-        return self._sending_paused or (self.inbox is not None and self.inbox.paused)
+        """Whether reading is paused by us (receive() queue full, listeners behind, send() waiting)."""
+        return (
+            self._sending_paused
+            or (self.inbox is not None and self.inbox.paused)
+            or (self.mailbox is not None and self.mailbox.paused)
+        )
+
+    def dispatch(self, event: Any) -> None:
+        """Give ``event`` to the listeners: here, or through the mailbox to the listener pool."""
+        if self.mailbox is not None:
+            self.mailbox.post(event)
+            return
+        ws = self.ws
+        assert ws is not None
+        ws.dispatch_event(event)
 
     @property
     def path(self) -> str:
@@ -211,6 +235,25 @@ class Session:
         if self.ready_state is State.OPEN:
             assert self.conn is not None and self.transport is not None
             self.transport.write(self.conn.send_ping(payload))
+
+    def from_thread(self, send: Callable[[Any], object], data: Any) -> None:
+        """``send(data)`` called by another thread than the loop's: checked here, written there.
+
+        The caller waits (up to ``send_timeout``) while more than the high-water
+        mark is queued, as ``send()`` does in the loop; then the write goes to
+        the loop, which alone touches the socket.
+        """
+        loop = self.loop
+        assert loop is not None
+        if not isinstance(data, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+        if self.ready_state is State.CONNECTING:
+            raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
+        transport = self.transport
+        if transport is not None and transport.buffered_amount > transport.high_water:
+            if not loop.run_sync(self.wait_for_room):
+                return
+        loop.call_soon_threadsafe(send, data if isinstance(data, (str, bytes)) else bytes(data))
 
     def wait_closed(self, timeout: float | None) -> bool:
         """Block until CLOSED; False if ``timeout`` passed first."""
@@ -293,9 +336,7 @@ class Session:
             self.last_activity = self.opened_at = time.monotonic()
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info("WebSocket open %s peer=%s", self.path, self.peer)
-            ws = self.ws
-            assert ws is not None
-            ws.dispatch_event(Event("open"))
+            self.dispatch(Event("open"))
             requested = self._close_requested
             if requested is not None:
                 self._close_requested = None
@@ -343,13 +384,16 @@ class Session:
     def _handle(self, events: list[Any]) -> None:
         conn, transport, ws = self.conn, self.transport, self.ws
         assert conn is not None and transport is not None and ws is not None
+        mailbox = self.mailbox
         for event in events:
             kind = type(event)
             if kind is Message:
                 data = event.data
                 if ws.binary_type == "bytearray" and not isinstance(data, str):
                     data = bytearray(data)
-                if ws._listeners.get("message"):
+                if mailbox is not None:
+                    mailbox.post(MessageEvent(data))  # the pool runs the listeners, in order
+                elif ws._listeners.get("message"):
                     ws.dispatch_event(MessageEvent(data))
                 else:
                     self._enqueue(data)
@@ -483,11 +527,9 @@ class Session:
                 self.path, self.peer, close.code, "" if close.was_clean else " unclean",
                 time.monotonic() - self.opened_at,
             )
-        ws = self.ws
-        assert ws is not None
         if error is not None:
-            ws.dispatch_event(error)
-        ws.dispatch_event(close)
+            self.dispatch(error)
+        self.dispatch(close)
         if self.inbox is not None:
             self.inbox.end(close)
         if self._done is not None:
@@ -506,7 +548,7 @@ class Session:
             self.registry.discard(transport.sock)
             transport.on_overflow = None  # a bound method of this session: a cycle
         ws, self.ws = self.ws, None
-        if ws is not None:
+        if ws is not None and self.mailbox is None:  # a mailbox releases them after its close
             ws._listeners = {}
             ws._handlers = {}
 
