@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from takeover._io.handover import HandoverBody, swap_out
-from takeover.errors import HandshakeError, UnsupportedServerError
+from takeover.errors import HandshakeError
 from takeover.protocol.handshake import rejection_for
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("takeover")
 
-__all__ = ["TAKE_OVER_KEY", "UnsupportedServerError", "abort_handshake", "take_over"]
+__all__ = ["SUPPORTED_SERVERS", "TAKE_OVER_KEY", "abort_handshake", "take_over"]
 
 TAKE_OVER_KEY = "takeover.take_over"
 HEAD_READ_SIZE = 1 << 20
@@ -98,11 +98,49 @@ def take_over(environ: dict[str, Any], start_response: Callable[..., Any], ws: W
     if rfile is not None:
         sock = rfile.raw._sock
         return _in_place(start_response, ws, sock, read_buffered(sock, rfile))
-    raise UnsupportedServerError(
-        "This WSGI server gives no access to the connection: run the app on takeover's server"
-        " (takeover serve), gevent.pywsgi, gunicorn with -k takeover.gunicorn.Worker, or"
-        " Werkzeug's development server"
+    return _not_implemented(environ, start_response, ws)
+
+
+#: The servers on which takeover can take a connection over (in 501 answers and warnings).
+SUPPORTED_SERVERS = (
+    "takeover serve, gunicorn (-k takeover.gunicorn.Worker, gevent, sync or gthread), uWSGI,"
+    " gevent.pywsgi or Werkzeug's development server"
+)
+_warned_servers: set[str] = set()
+
+
+def _server_name(environ: dict[str, Any]) -> str:
+    if "waitress.client_disconnected" in environ:
+        return "waitress"
+    if "mod_wsgi.version" in environ:
+        return "mod_wsgi"
+    return str(environ.get("SERVER_SOFTWARE") or "this WSGI server")
+
+
+def _not_implemented(
+    environ: dict[str, Any], start_response: Callable[..., Any], ws: WebSocket
+) -> Iterable[bytes]:
+    """Answer 501: this server gives the application no access to the connection.
+
+    One WARNING per server per process says the same; the request is not an
+    error of the application (no traceback, no 500), and plain HTTP goes on.
+    """
+    server = _server_name(environ)
+    message = (
+        f"{server} gives no access to the connection, so it cannot switch to WebSocket:"
+        f" run the app on {SUPPORTED_SERVERS}"
     )
+    if server not in _warned_servers:
+        _warned_servers.add(server)
+        logger.warning("WebSocket upgrades are answered 501 Not Implemented: %s", message)
+    ws.session.refuse(message)
+    body = f"501 Not Implemented: {message}\n".encode()
+    # No Connection header: waitress refuses hop-by-hop headers from applications.
+    start_response(
+        "501 Not Implemented",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 def _gevent_rfile(environ: dict[str, Any]) -> Any:

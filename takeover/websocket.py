@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from takeover._io.closing import IDLE_TIMEOUT_REASON, OVERFLOW_REASON, Reason
+from takeover._io.handover import send_from_thread
 from takeover._io.registry import Registry
 from takeover._io.session import Session
 from takeover.errors import ConnectionClosed, InvalidStateError
@@ -158,7 +159,7 @@ class WebSocket(EventTarget):
         """
         session = self.session
         if session.loop is not None and not session.loop.in_loop:
-            session.from_thread(self.send, data)  # a listener thread of a handed-over WebSocket
+            send_from_thread(session, self.send, data)  # a listener thread of a handed-over WebSocket
             return
         conn = session.conn
         if conn is None or session.closing is not None:

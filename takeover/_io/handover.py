@@ -27,15 +27,18 @@ import os
 import socket as _socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from takeover._io.listeners import ListenerPool, Mailbox
 from takeover._io.loop import io_loop
+from takeover.errors import InvalidStateError
+from takeover.protocol.connection import State
 
 if TYPE_CHECKING:
+    from takeover._io.session import Session
     from takeover.websocket import WebSocket
 
-__all__ = ["HandoverBody", "hand_over", "listener_pool", "swap_out"]
+__all__ = ["HandoverBody", "hand_over", "listener_pool", "send_from_thread", "swap_out"]
 
 
 def swap_out(fd: int) -> _socket.socket:
@@ -114,3 +117,23 @@ class HandoverBody:
             yield b""  # the server writes and flushes the 101 here
         sock, head = self.take()
         hand_over(self.ws, sock, head)
+
+
+def send_from_thread(session: Session, send: Callable[[Any], object], data: Any) -> None:
+    """``send(data)`` called by another thread than the loop's: checked here, written there.
+
+    The caller waits (up to ``send_timeout``) while more than the high-water
+    mark is queued, as ``send()`` does in the loop; then the write goes to
+    the loop, which alone touches the socket.
+    """
+    loop = session.loop
+    assert loop is not None
+    if not isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+    if session.ready_state is State.CONNECTING:
+        raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
+    transport = session.transport
+    if transport is not None and transport.buffered_amount > transport.high_water:
+        if not loop.run_sync(session.wait_for_room):
+            return
+    loop.call_soon_threadsafe(send, data if isinstance(data, (str, bytes)) else bytes(data))

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket as _socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -42,6 +40,7 @@ from takeover._io.closing import (
 from takeover._io.inbox import Inbox
 from takeover._io.registry import DEFAULT_REGISTRY, Registry
 from takeover._io.runtime import Runtime, TimerHandle, Transport, Waitable, runtime_for
+from takeover._io.transport import no_delay, peer_address, peer_name
 from takeover.errors import InvalidStateError
 from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
 from takeover.options import WebSocketOptions
@@ -180,8 +179,8 @@ class Session:
     def peer(self) -> str:
         """The peer's address as ``host:port`` for logs (looked up on first use: a syscall)."""
         if self.remote_address is _UNKNOWN:
-            self.remote_address = _peer_address(self.transport.sock if self.transport else None)
-        return _peer_name(self.remote_address)
+            self.remote_address = peer_address(self.transport.sock if self.transport else None)
+        return peer_name(self.remote_address)
 
     def ensure_inbox(self) -> Inbox | None:
         # Made on first use: a WebSocket driven by listeners never needs one.
@@ -236,25 +235,6 @@ class Session:
             assert self.conn is not None and self.transport is not None
             self.transport.write(self.conn.send_ping(payload))
 
-    def from_thread(self, send: Callable[[Any], object], data: Any) -> None:
-        """``send(data)`` called by another thread than the loop's: checked here, written there.
-
-        The caller waits (up to ``send_timeout``) while more than the high-water
-        mark is queued, as ``send()`` does in the loop; then the write goes to
-        the loop, which alone touches the socket.
-        """
-        loop = self.loop
-        assert loop is not None
-        if not isinstance(data, (str, bytes, bytearray, memoryview)):
-            raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
-        if self.ready_state is State.CONNECTING:
-            raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
-        transport = self.transport
-        if transport is not None and transport.buffered_amount > transport.high_water:
-            if not loop.run_sync(self.wait_for_room):
-                return
-        loop.call_soon_threadsafe(send, data if isinstance(data, (str, bytes)) else bytes(data))
-
     def wait_closed(self, timeout: float | None) -> bool:
         """Block until CLOSED; False if ``timeout`` passed first."""
         if self.finished or self.runtime is None:
@@ -278,6 +258,11 @@ class Session:
         logger.error(NOT_RETURNED)
         self.close(Reason.ABANDONED)
 
+    def refuse(self, message: str) -> None:
+        """The server cannot hand the connection over (it was answered 501): 1006, with ``message``."""
+        if not self.finished and self.transport is None:
+            self.close(Reason.UNSUPPORTED_SERVER, text=message)
+
     def attach(self, sock: Any, head: bytes = b"", *, inline: bool = False, owns_socket: bool = True) -> None:
         """Take over ``sock``, whose ``head`` bytes were already read past the request.
 
@@ -293,7 +278,7 @@ class Session:
         assert self.ws is not None
         self.registry.add(sock, self.ws)
         self.claimed = True
-        _no_delay(sock)
+        no_delay(sock)
         self.remote_address = _UNKNOWN  # looked up when first asked for (a syscall)
         runtime = self.runtime = runtime_for(sock)
         options = self.options
@@ -605,28 +590,3 @@ class Session:
     def _on_close_timeout(self) -> None:
         self._timer = None
         self.close(Reason.CLOSE_TIMEOUT)
-
-
-def _no_delay(sock: Any) -> None:
-    # Messages are written whole: Nagle's algorithm only delays them (ws,
-    # websockets and asyncio set TCP_NODELAY too). Measured: broadcast to 200
-    # clients went from 83k to 325k deliveries/s.
-    try:
-        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass  # not TCP (a socketpair, a Unix socket)
-
-
-def _peer_address(sock: Any) -> Any:
-    try:
-        return sock.getpeername()
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _peer_name(peer: Any) -> str:
-    if peer is None:
-        return "-"
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer) or "-"
