@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -44,35 +43,38 @@ class ListenerPool:
         if max_threads < 1:
             raise ValueError(f"listener_threads must be 1 or more, not {max_threads!r}")
         self.max_threads = max_threads
-        self._ready: queue.SimpleQueue[Mailbox | None] = queue.SimpleQueue()
+        self._ready: collections.deque[Mailbox] = collections.deque()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a mailbox
+        # One lock for the queue and the idle count: a thread takes a mailbox and stops
+        # being idle in the same step, so schedule() never counts on a thread that is busy.
+        self._ready_or_idle = threading.Condition(threading.Lock())
 
     def schedule(self, mailbox: Mailbox) -> None:
-        """Queue ``mailbox`` for a thread; start one if more are queued than idle threads can take."""
-        self._ready.put(mailbox)
-        with self._lock:
-            if self._ready.qsize() > self._idle and len(self._threads) < self.max_threads:
+        """Queue ``mailbox``; wake an idle thread, or start one when all are busy and there is room."""
+        with self._ready_or_idle:
+            self._ready.append(mailbox)
+            if len(self._ready) > self._idle and len(self._threads) < self.max_threads:
                 thread = threading.Thread(
                     target=self._work, name=f"takeover-listener-{len(self._threads) + 1}", daemon=True
                 )
                 self._threads.append(thread)
-                self._idle += 1
                 thread.start()
+            else:
+                self._ready_or_idle.notify()
 
     def _work(self) -> None:
+        ready, condition = self._ready, self._ready_or_idle
         while True:
-            mailbox = self._ready.get()
-            if mailbox is None:
-                return
-            with self._lock:
-                self._idle -= 1
-            try:
-                mailbox.run()
-            finally:
-                with self._lock:
+            with condition:
+                while not ready:
                     self._idle += 1
+                    try:
+                        condition.wait()
+                    finally:
+                        self._idle -= 1
+                mailbox = ready.popleft()
+            mailbox.run()
 
 
 class Mailbox:

@@ -210,11 +210,11 @@ def _gunicorn_quiet_options() -> list[str]:
     return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 
 
-def _gunicorn(worker: str) -> Callable[[Path], Served]:
+def _gunicorn(worker: str, *extra: str) -> Callable[[Path], Served]:
     def start(tmp: Path) -> Served:
         port = _free_port()
         command = [sys.executable, "-m", "gunicorn", "-k", worker, "-w", "2", "-b", f"{HOST}:{port}"]
-        command += ["--graceful-timeout", "5", *_gunicorn_quiet_options(), APP]
+        command += ["--graceful-timeout", "5", *extra, *_gunicorn_quiet_options(), APP]
         served = _spawn(f"gunicorn -k {worker}", command, port=port)
         served.wait_connectable()
         return served
@@ -227,6 +227,9 @@ SERVERS: dict[str, Callable[[Path], Served]] = {
     "gevent-pywsgi": start_gevent_pywsgi,
     "gunicorn-takeover-worker": _gunicorn("takeover.gunicorn.Worker"),
     "gunicorn-gevent": _gunicorn("gevent"),
+    # Threaded workers: event-style sessions are handed over to takeover's I/O loop thread.
+    "gunicorn-sync": _gunicorn("sync", "--timeout", "10"),
+    "gunicorn-gthread": _gunicorn("gthread", "--threads", "4"),
     "werkzeug": start_werkzeug,
     "takeover-serve-tls": start_takeover_cli_tls,
 }
