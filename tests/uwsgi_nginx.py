@@ -88,7 +88,9 @@ def nginx_binary() -> str:
     return found
 
 
-def uwsgi_command(socket_option: str, port: int, *options: str, module: str = "examples.flask_echo:app") -> list[str]:
+def uwsgi_command(
+    socket_option: str, port: int, *options: str, module: str = "examples.flask_echo:app"
+) -> list[str]:
     """uWSGI serving ``module`` from the repository, in this venv, on ``socket_option HOST:port``.
 
     ``--home`` is the venv (uWSGI embeds the Python it was built with, not the
