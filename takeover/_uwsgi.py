@@ -18,10 +18,12 @@ to an upgrade (see docs/guides/servers.rst for the command lines):
   packet) may already be in uWSGI's request buffer: :func:`read_head` takes
   them from there through uWSGI's C API (see its docstring), and takes
   nothing, with a debug log, wherever that fails.
-* **Where the session runs.** Under ``--gevent N`` in a greenlet of uWSGI's
-  own hub: event-style (a ``message`` listener attached) in a new greenlet,
-  so the request's core is free; blocking style in the request's greenlet.
-  Under threads or processes, event-style WebSockets are handed over to
+* **Where the session runs.** Under ``--gevent N``, in a new greenlet of
+  uWSGI's own hub, event-style or not: ``receive()`` works from any greenlet
+  of that hub, and the request returns, so the WebSocket holds none of the N
+  cores (uWSGI's bound on requests in progress) and does not count as a
+  running request when uWSGI reloads gracefully. Under threads or processes,
+  event-style WebSockets (a ``message`` listener attached) are handed over to
   takeover's I/O loop thread (:func:`~takeover._io.handover.hand_over`) and
   the request's thread returns; blocking style runs in place and holds the
   request's thread (or the whole worker, without ``--threads``) until it closes.
@@ -29,7 +31,11 @@ to an upgrade (see docs/guides/servers.rst for the command lines):
   reloads (in the gevent loop it does not run Python's ``atexit``): the hook
   installed here (chaining the application's, if it set one first) closes the
   worker's WebSockets with 1001 and waits up to :data:`EXIT_TIMEOUT` seconds
-  for their close handshakes.
+  for their close handshakes. uWSGI's Python plugin skips that hook in a
+  threads or processes worker that has a request in progress when it exits
+  (SIGINT, or SIGTERM with ``--die-on-term``), and an in-place WebSocket is
+  one: that worker's WebSockets then end without a close frame. Its gevent
+  loop calls the hook when its hub is done, busy or not.
 
 uWSGI's TLS sockets (``--https-socket``, ``--ssl-socket``) keep the TLS state
 in uWSGI's C code: a takeover there is refused with
@@ -99,7 +105,7 @@ def take_over(
     if ws.session.registry is DEFAULT_REGISTRY:  # no server chose one: this worker's, closed at exit
         ws.session.registry = registry
     if _loop_engine(uwsgi) == "gevent":
-        mode = "greenlet" if event_style else "greenlet inline"
+        mode = "greenlet"
     elif event_style and uwsgi.has_threads:
         mode = "hand over"
     else:
@@ -129,14 +135,13 @@ class _Body:
             _note_handed_over()
             hand_over(self.ws, sock, head)
             return
-        if self.mode.startswith("greenlet"):  # a gevent socket of uWSGI's hub (this thread's)
+        if self.mode == "greenlet":  # a gevent socket of uWSGI's hub (this thread's)
             import gevent.socket
 
-            connection: Any = gevent.socket.socket(fileno=sock.detach())
-        else:
-            connection = sock
-            sock.setblocking(True)  # uWSGI's sockets are non-blocking; this thread blocks on it
-        session.attach(connection, head, inline=self.mode != "greenlet")
+            session.attach(gevent.socket.socket(fileno=sock.detach()), head)
+            return
+        sock.setblocking(True)  # uWSGI's sockets are non-blocking; this thread blocks on it
+        session.attach(sock, head, inline=True)
 
 
 # -- the bytes uWSGI read past the request headers ---------------------------------

@@ -89,15 +89,21 @@ def nginx_binary() -> str:
 
 
 def uwsgi_command(
-    socket_option: str, port: int, *options: str, module: str = "examples.flask_echo:app"
+    socket_option: str,
+    port: int,
+    *options: str,
+    module: str = "examples.flask_echo:app",
+    address_suffix: str = "",
 ) -> list[str]:
     """uWSGI serving ``module`` from the repository, in this venv, on ``socket_option HOST:port``.
 
+    ``address_suffix`` follows the address (``,cert,key`` for ``--https-socket``).
     ``--home`` is the venv (uWSGI embeds the Python it was built with, not the
     venv's packages); ``--die-on-term`` makes SIGTERM stop it as SIGINT does
     (uWSGI 2.0 reloads on SIGTERM otherwise).
     """
-    command = [uwsgi_binary(), socket_option, f"{HOST}:{port}", "--module", module, "--chdir", str(ROOT)]
+    command = [uwsgi_binary(), socket_option, f"{HOST}:{port}{address_suffix}"]
+    command += ["--module", module, "--chdir", str(ROOT)]
     if sys.prefix != sys.base_prefix:
         command += ["--home", sys.prefix]
     return [*command, "--die-on-term", "--need-app", *options]

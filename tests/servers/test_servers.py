@@ -231,23 +231,32 @@ def _gunicorn(worker: str) -> Callable[[Path], Served]:
     return start
 
 
-def _uwsgi(*options: str) -> Callable[[Path], Served]:
-    def start(tmp: Path) -> Served:
-        port = _free_port()
-        command = uwsgi_command("--http-socket", port, *options)
-        served = _spawn(f"uwsgi --http-socket {' '.join(options)}", command, port=port, closes_silently=True)
-        served.wait_connectable()
-        return served
+def start_uwsgi(
+    *options: str, socket_option: str = "--http-socket", module: str = APP, address_suffix: str = ""
+) -> Served:
+    """uWSGI serving ``module`` on ``socket_option HOST:<a free port><address_suffix>`` with ``options``."""
+    port = _free_port()
+    command = uwsgi_command(socket_option, port, *options, module=module, address_suffix=address_suffix)
+    # --http-socket has no keep-alive and does not say so; --http11-socket keeps connections.
+    keep_alive = socket_option == "--http11-socket"
+    served = _spawn(
+        f"uwsgi {socket_option} {' '.join(options)}", command, port=port, keep_alive=keep_alive,
+        closes_silently=socket_option == "--http-socket",
+    )
+    served.wait_connectable()
+    return served
 
-    return start
 
+def start_uwsgi_nginx(tmp: Path, *options: str, module: str = APP) -> Served:
+    """uWSGI on ``--socket`` (the uwsgi protocol), nginx's ``uwsgi_pass`` in front; ``port`` is nginx's.
 
-def start_uwsgi_nginx(tmp: Path) -> Served:
-    """uWSGI on ``--socket`` (the uwsgi protocol), nginx's ``uwsgi_pass`` in front; ``port`` is nginx's."""
+    nginx runs with a configuration of its own in ``tmp`` (see tests/uwsgi_nginx.py)
+    and is stopped before uWSGI.
+    """
     upstream, port = _free_port(), _free_port()
     nginx = nginx_command(write_nginx_conf(tmp, port, upstream))
-    command = uwsgi_command("--socket", upstream, "--master", "--threads", "8")
-    served = _spawn("uwsgi --socket behind nginx", command, port=port, keep_alive=True)
+    command = uwsgi_command("--socket", upstream, *options, module=module)
+    served = _spawn(f"uwsgi --socket {' '.join(options)} behind nginx", command, port=port, keep_alive=True)
     with open(tmp / "nginx.stderr", "wb") as stderr:
         served.fronts.append(subprocess.Popen(nginx, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr))
     deadline = time.monotonic() + START_TIMEOUT
@@ -278,9 +287,9 @@ SERVERS: dict[str, Callable[[Path], Served]] = {
     "gunicorn-gevent": _gunicorn("gevent"),
     "werkzeug": start_werkzeug,
     "takeover-serve-tls": start_takeover_cli_tls,
-    "uwsgi-http-threads": _uwsgi("--master", "--threads", "8"),
-    "uwsgi-gevent": _uwsgi("--master", "--gevent", "100"),
-    "uwsgi-nginx": start_uwsgi_nginx,
+    "uwsgi-http-threads": lambda tmp: start_uwsgi("--master", "--threads", "8"),
+    "uwsgi-gevent": lambda tmp: start_uwsgi("--master", "--gevent", "100"),
+    "uwsgi-nginx": lambda tmp: start_uwsgi_nginx(tmp, "--master", "--threads", "8"),
 }
 
 
