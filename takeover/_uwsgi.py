@@ -45,6 +45,7 @@ in uWSGI's C code: a takeover there is refused with
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import socket as _socket
@@ -104,14 +105,15 @@ def take_over(
     ws.session.handshake_response = b""  # uWSGI's response is the 101
     if ws.session.registry is DEFAULT_REGISTRY:  # no server chose one: this worker's, closed at exit
         ws.session.registry = registry
+    threads = bool(getattr(uwsgi, "has_threads", True))  # Python threads run beside uWSGI's loop
     if _loop_engine(uwsgi) == "gevent":
         mode = "greenlet"
-    elif event_style and uwsgi.has_threads:
+    elif event_style and threads:
         mode = "hand over"
     else:
         mode = "inline"
         if not environ.get("wsgi.multithread"):
-            _warn_blocking_on_single_thread(bool(uwsgi.has_threads))
+            _warn_blocking_on_single_thread(threads)
     return _Body(ws, fd, mode)
 
 
@@ -195,6 +197,7 @@ def read_head(fd: int) -> bytes:
 _current_request_function: Any = None
 
 
+@functools.lru_cache(maxsize=1)
 def _lib() -> ctypes.PyDLL:
     return ctypes.PyDLL(None)  # the running uWSGI binary and what it loaded
 

@@ -375,3 +375,58 @@ def test_uwsgis_own_tls_socket_is_refused_not_garbled(tmp_path: Path) -> None:
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     finally:
         served.stop()
+
+
+# -- takeover/_uwsgi.py's helpers, without uWSGI -------------------------------------
+
+
+def test_read_head_outside_uwsgi_gives_nothing_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    from takeover import _uwsgi
+
+    with caplog.at_level("DEBUG", logger="takeover"):
+        assert _uwsgi.read_head(0) == b""
+    assert "uWSGI head bytes not read" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("engine", "threads", "symbol"),
+    [
+        ("gevent", 1, "uwsgi_gevent_current_wsgi_req"),
+        (None, 8, "threaded_current_wsgi_req"),
+        (None, 1, "simple_current_wsgi_req"),
+        ("ugreen", 1, None),
+        ("asyncio", 1, None),
+    ],
+)
+def test_the_current_request_function_follows_the_loop_engine(
+    engine: str | None, threads: int, symbol: str | None
+) -> None:
+    from takeover._uwsgi import _current_request_symbol
+
+    assert _current_request_symbol(engine, threads) == symbol
+
+
+def test_uwsgi_options_are_read_as_uwsgi_gives_them() -> None:
+    from takeover._uwsgi import _option, _option_int
+
+    options = {"threads": b"8", "https-socket": [b"a:1,c,k", b"b:2,c,k"], "gevent": b"x"}
+    assert _option(options, "https-socket") == ["a:1,c,k", "b:2,c,k"]
+    assert _option(options, "socket") == []
+    assert _option_int(options, "threads") == 8
+    assert _option_int(options, "gevent") == 1  # not a number: the default
+    assert _option_int({b"threads": b"4"}, "threads") == 4
+
+
+def test_a_connection_on_a_tls_socket_is_recognised_by_its_local_address() -> None:
+    from takeover._uwsgi import _is_tls_socket
+
+    with socket.create_server((HOST, 0)) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection((HOST, port)):
+            accepted, _ = listener.accept()
+            with accepted:
+                fd = accepted.fileno()
+                assert _is_tls_socket(fd, {"https-socket": f"{HOST}:{port},c.pem,k.pem".encode()})
+                assert _is_tls_socket(fd, {"ssl-socket": [f":{port},c.pem,k.pem".encode()]})
+                assert not _is_tls_socket(fd, {"https-socket": f"{HOST}:{port + 1},c.pem,k.pem".encode()})
+                assert not _is_tls_socket(fd, {"http-socket": f"{HOST}:{port}".encode()})
