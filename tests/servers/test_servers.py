@@ -109,6 +109,21 @@ class Served:
                 self.port = int(match.group(1))
                 return
 
+    def wait_output(self, holds: Callable[[str], bool], timeout: float = 10.0) -> bool:
+        """Wait until ``holds(self.output)``, checked as each line arrives; False at EOF or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not holds(self.output):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                if self._queue.get(timeout=remaining) is None:
+                    self._queue.put(None)  # EOF stays visible to later waits
+                    return holds(self.output)
+            except queue.Empty:
+                return False
+        return True
+
     def wait_connectable(self, timeout: float = START_TIMEOUT) -> None:
         """Wait until a TCP connection to ``port`` succeeds (gunicorn prints no chosen port)."""
         deadline = time.monotonic() + timeout

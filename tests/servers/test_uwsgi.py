@@ -127,6 +127,11 @@ def worker_pids(served: Served) -> set[int]:
     return {int(pid) for pid in re.findall(r"spawned uWSGI worker \d+ \(pid: (\d+)", served.output)}
 
 
+def atexit_pids(output: str) -> set[int]:
+    """The processes where uwsgi_app's own ``uwsgi.atexit`` hook ran."""
+    return {int(pid) for pid in re.findall(r"app atexit pid=(\d+)", output)}
+
+
 # -- the wire ----------------------------------------------------------------------
 
 
@@ -232,8 +237,8 @@ def assert_signal_closes_with_1001(served: Served, signame: str, paths: tuple[st
         else:
             assert served.process.wait(15) == 0, served.output
         # The app's own uwsgi.atexit ran in the workers too: takeover's hook chains it.
-        ran = {int(pid) for pid in re.findall(r"app atexit pid=(\d+)", served.output)}
-        assert workers <= ran, served.output
+        assert workers, served.output
+        assert served.wait_output(lambda output: workers <= atexit_pids(output)), served.output
     finally:
         for client in clients:
             client.close()
@@ -343,7 +348,7 @@ def test_a_blocking_websocket_on_a_single_threaded_worker_is_warned_about(tmp_pa
             assert_echoes(client, b"in place")
         finally:
             client.close()
-        assert "holds this single-threaded uWSGI worker" in served.output
+        assert served.wait_output(lambda output: "holds this single-threaded uWSGI worker" in output)
     finally:
         served.stop()
 
@@ -368,7 +373,7 @@ def test_uwsgis_own_tls_socket_is_refused_not_garbled(tmp_path: Path) -> None:
             except (ssl.SSLError, ConnectionError):
                 head = b""
         assert b" 101 " not in head
-        assert "uWSGI terminates TLS on this socket itself" in served.output
+        assert served.wait_output(lambda output: "uWSGI terminates TLS on this socket itself" in output)
         with socket.create_connection((HOST, served.port), timeout=10) as raw:
             sock = tls.client.wrap_socket(raw, server_hostname=HOST)
             sock.sendall(PLAIN)
