@@ -94,6 +94,10 @@ def take_over(environ: dict[str, Any], start_response: Callable[..., Any], ws: W
         if _can_hand_over(ws, sock, environ):
             return _werkzeug_handover(start_response, ws, sock, environ["wsgi.input"])
         return _in_place(start_response, ws, sock, read_buffered(sock, environ["wsgi.input"]))
+    if "uwsgi.version" in environ:
+        from takeover import _uwsgi
+
+        return _uwsgi.take_over(environ, start_response, ws, event_style=_can_hand_over(ws, None, environ))
     rfile = _gevent_rfile(environ)
     if rfile is not None:
         sock = rfile.raw._sock
