@@ -7,6 +7,9 @@ The same echo suite runs against:
 * gunicorn with ``takeover.gunicorn.Worker`` and with stock ``-k gevent``, two workers each;
 * Werkzeug's threaded development server.
 
+waitress is not among them: it gives the app no access to the connection, so
+takeover answers its upgrades 501 (tests/servers/test_unsupported.py).
+
 Clients are real: the ``websockets`` sync client, and raw sockets for what
 needs exact bytes (the first frame in the handshake's packet, bad handshakes,
 what follows a clean close, keep-alive before an upgrade).
