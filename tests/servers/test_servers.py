@@ -9,6 +9,9 @@ The same echo suite runs against:
 * uWSGI on ``--http-socket`` with threads and with its gevent loop, and on
   ``--socket`` (the uwsgi protocol) behind nginx's ``uwsgi_pass``.
 
+waitress is not among them: it gives the app no access to the connection, so
+takeover answers its upgrades 501 (tests/servers/test_unsupported.py).
+
 Clients are real: the ``websockets`` sync client, and raw sockets for what
 needs exact bytes (the first frame in the handshake's packet, bad handshakes,
 what follows a clean close, keep-alive before an upgrade).
