@@ -45,6 +45,8 @@ demo: $(DEMO_STAMP)
 # The benchmark (docs/benchmarks.md): takeover against other WebSocket servers, each in
 # its own process, driven by a Node load generator. Not part of `make test`.
 # BENCH_QUICK=1 make bench: one short round, for a fast check.
+# BENCH_BASELINE=REV make bench: also takeover at git revision REV (a temporary worktree),
+# in the same rounds, with a before/after table (bench/baseline.py).
 $(BENCH_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

@@ -14,13 +14,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from bench.config import NOFILE, ROOT
+from bench.config import NOFILE, PY, ROOT
 from bench.specs import ServerSpec
 
 READY_TIMEOUT = 20.0  # seconds for a server to print its ready line
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+LAUNCHER = ROOT / "bench" / "servers" / "_launch.py"
+IMPORT_MARKER = "bench-import:"  # the launcher's line (bench/servers/_launch.py MARKER)
 
 
 # -- processes --------------------------------------------------------------------------
@@ -85,19 +88,42 @@ class Lines:
         return self.queue.get(timeout=timeout)
 
 
+def launched(command: list[str]) -> list[str]:
+    """``command`` (``PY script ...`` or ``PY -m module ...``) through bench/servers/_launch.py,
+    which first prints the takeover the server imports."""
+    if not command or command[0] != PY:
+        raise ValueError(f"not a Python server command: {command}")
+    return [PY, str(LAUNCHER), *command[1:]]
+
+
+def with_pythonpath(env: dict[str, str], first: Path) -> dict[str, str]:
+    """``env`` with ``first`` at the front of PYTHONPATH."""
+    rest = env.get("PYTHONPATH", "")
+    return dict(env, PYTHONPATH=str(first) + (os.pathsep + rest if rest else ""))
+
+
 class ServerProcess:
     def __init__(self, spec: ServerSpec, scenario: str, cpus: set[int] | None, log: Any) -> None:
         self.spec = spec
         self.port = free_port()
         command = spec.command(scenario, self.port)
         assert command is not None
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **spec.env)
+        if spec.takeover_root is not None:
+            # Its takeover comes first on sys.path, and the server says which one it got.
+            command = launched(command)
+            env = with_pythonpath(env, spec.takeover_root)
         self.command = command
-        log.write(f"\n=== {time.strftime('%H:%M:%S')} {spec.key} {scenario}: {' '.join(command)}\n")
+        #: What the server printed about its imports (bench/servers/_launch.py), once ready.
+        self.imports: dict[str, str] = {}
+        where = f" (in {spec.cwd})" if spec.cwd != ROOT else ""
+        log.write(
+            f"\n=== {time.strftime('%H:%M:%S')} {spec.key} {scenario}: {' '.join(command)}{where}\n"
+        )
         log.flush()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=spec.cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -109,13 +135,23 @@ class ServerProcess:
         self.lines = Lines(self.process.stdout, log)
 
     def wait_ready(self) -> None:
-        try:
-            line = self.lines.get(READY_TIMEOUT)
-        except queue.Empty:
-            raise RuntimeError(f"no ready line within {READY_TIMEOUT:g} s") from None
-        if line is None:
-            code = self.process.wait(5)
-            raise RuntimeError(f"exited with status {code} before its ready line (see the log)")
+        """Wait for the ready line; for a takeover server, check what it imported first."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        for _ in range(100):  # the import line, then the ready line; anything else is a bug
+            try:
+                line = self.lines.get(max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                raise RuntimeError(f"no ready line within {READY_TIMEOUT:g} s") from None
+            if line is None:
+                code = self.process.wait(5)
+                raise RuntimeError(f"exited with status {code} before its ready line (see the log)")
+            if line.startswith(IMPORT_MARKER):
+                self.imports = parse_imports(line)
+                continue
+            break
+        root = self.spec.takeover_root
+        if root is not None:
+            check_imports(self.imports, root)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -131,6 +167,25 @@ class ServerProcess:
                 except ProcessLookupError:
                     pass
                 self.process.wait(STOP_TIMEOUT)
+
+
+def parse_imports(line: str) -> dict[str, str]:
+    """``{"takeover": path, "speedups": path or "none"}`` from the launcher's line."""
+    fields = line[len(IMPORT_MARKER) :].split()
+    return dict(field.split("=", 1) for field in fields if "=" in field)
+
+
+def check_imports(imports: dict[str, str], root: Path) -> None:
+    """Raise unless the server's takeover (and its C speedups, if any) come from ``root``."""
+    takeover = imports.get("takeover")
+    if takeover is None:
+        raise RuntimeError("the server did not say which takeover it imported (no bench-import line)")
+    base = root.resolve()
+    if not Path(takeover).resolve().is_relative_to(base):
+        raise RuntimeError(f"the server imported takeover from {takeover}, not from {base}")
+    speedups = imports.get("speedups", "none")
+    if speedups != "none" and not Path(speedups).resolve().is_relative_to(base):
+        raise RuntimeError(f"the server found takeover's C speedups at {speedups}, not under {base}")
 
 
 def run_loadgen(

@@ -55,6 +55,8 @@ def measure(
                 loadgen.stdin.flush()
 
         result = run_loadgen(params, server, pin["client"], on_event)
+        if server.imports:
+            result["imports"] = server.imports  # the takeover it ran (checked in wait_ready)
         if result.get("error"):
             raise RuntimeError(f"load generator: {result['error']}")
         if "cpu_start" in marks and "cpu_end" in marks:

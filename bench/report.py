@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from bench.config import BENCH
@@ -31,6 +32,13 @@ TARGETS = [
     ("small", "gevent-tcp", 0.75, "32 B echo: takeover >= 0.75x raw gevent TCP", TAKEOVER_MODES),
     ("large", "websockets", 1.0, "1 MiB echo: takeover >= 1.0x websockets", TAKEOVER_MODES),
     ("handshake", "gevent-websocket", 1.0, "handshakes/s: takeover >= 1.0x gevent-websocket", TAKEOVER_MODES),
+    (
+        "handshake",
+        "gevent-websocket",
+        1.2,
+        "handshakes/s: takeover (socket mode) >= 1.2x gevent-websocket",
+        ("takeover",),
+    ),
     (
         "large",
         "gevent-websocket",
@@ -93,16 +101,125 @@ def verdict(cell: dict[str, Any] | None, scenario_unit: str = "") -> str:
     return mark
 
 
+#: Before/after: "within 3% or better" (the refactor's acceptance).
+TOLERANCE = 0.03
+
+
+def before_after(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """For each baseline row and scenario: the medians before (REV) and after (current code),
+    their ratio after/before, the same ratio round by round, and whether it is within
+    ``TOLERANCE`` or better (higher for rates, lower for idle RSS)."""
+    summary = report["summary"]
+    details = report.get("details", {})
+    rows = []
+    for twin, current in report["config"].get("baseline_of", {}).items():
+        for key in report["config"]["scenarios"]:
+            scenario = SCENARIO_BY_KEY[key]
+            before = summary.get(twin, {}).get(key, {}).get("median")
+            after = summary.get(current, {}).get(key, {}).get("median")
+            row: dict[str, Any] = {
+                "server": current,
+                "baseline": twin,
+                "scenario": key,
+                "before": before,
+                "after": after,
+                "ratio": None,
+                "within": None,
+                "round_ratios": [],
+                "per_cpu_ratio": None,
+            }
+            if before and after is not None:
+                ratio = after / before
+                row["ratio"] = ratio
+                row["within"] = (
+                    ratio >= 1 - TOLERANCE if scenario.higher_is_better else ratio <= 1 + TOLERANCE
+                )
+            # The same figure per second of the server's own CPU time: a server that got
+            # less of its core (other load, waiting on the client) is not counted slower.
+            efficiency = {
+                side: [
+                    d["value"] / d["server_cpu"]
+                    for d in details.get(k, {}).get(key, [])
+                    if d.get("server_cpu")
+                ]
+                for side, k in (("before", twin), ("after", current))
+            }
+            if scenario.key != "idle" and efficiency["before"] and efficiency["after"]:
+                row["per_cpu_ratio"] = statistics.median(efficiency["after"]) / statistics.median(
+                    efficiency["before"]
+                )
+            # The two rows measured in the same round, a few seconds apart.
+            by_round = {d.get("round"): d["value"] for d in details.get(twin, {}).get(key, [])}
+            row["round_ratios"] = [
+                d["value"] / by_round[d.get("round")]
+                for d in details.get(current, {}).get(key, [])
+                if by_round.get(d.get("round"))
+            ]
+            rows.append(row)
+    return rows
+
+
+def before_after_markdown(report: dict[str, Any]) -> str:
+    rows = report.get("before_after") or []
+    if not rows:
+        return ""
+    info = report["machine"]
+    base = report["baseline"]
+    after = f"the current checkout ({info['takeover_commit']}" + (
+        ", with uncommitted changes in takeover/)" if info["takeover_uncommitted_changes"] else ")"
+    )
+    labels = report["config"].get("server_labels", {})
+    out = [
+        f"Before/after, in this run: before = takeover@{base['short']} (a git worktree of "
+        f"{base['commit'][:12]}, {base['rev']!r}), after = {after}. after/before is the ratio of "
+        f"the medians (then the same ratio round by round); \"within\" is {TOLERANCE:.0%} or better "
+        "(for idle RSS, lower is better); the last column compares the figures per second of the "
+        "server's own CPU time (medians), which a server kept off its core by other load does not lower.",
+        "",
+        f"| row | scenario | before (takeover@{base['short']}) | after | after/before | by round "
+        f"| within {TOLERANCE:.0%} | per server CPU-second |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        scenario = SCENARIO_BY_KEY[row["scenario"]]
+        name = labels.get(row["server"], row["server"])
+        before = "-" if row["before"] is None else fmt(row["before"], scenario.unit)
+        after_text = "-" if row["after"] is None else fmt(row["after"], scenario.unit)
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}x"
+        rounds = ", ".join(f"{r:.2f}" for r in row["round_ratios"]) or "-"
+        within = {None: "-", True: "yes", False: "NO"}[row["within"]]
+        per_cpu = "-" if row.get("per_cpu_ratio") is None else f"{row['per_cpu_ratio']:.3f}x"
+        out.append(
+            f"| {name} | {scenario.title} ({scenario.unit}) | {before} | {after_text} | {ratio} | "
+            f"{rounds} | {within} | {per_cpu} |"
+        )
+    if base.get("same_code"):
+        out += [
+            "",
+            f"takeover/ and examples/ are the same at {base['short']} as in this checkout: the "
+            "differences are this machine's noise.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _servers(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, label) of the rows of this run, in its order."""
+    labels = report["config"].get("server_labels")
+    if labels is None:  # a report from before the labels were recorded
+        labels = {server.key: server.label for server in SERVERS}
+    return [(key, labels.get(key, key)) for key in report["config"]["servers"]]
+
+
 def markdown(report: dict[str, Any]) -> str:
     summary = report["summary"]
     scenarios = [SCENARIO_BY_KEY[key] for key in report["config"]["scenarios"]]
-    servers = [server for server in SERVERS if server.key in report["config"]["servers"]]
+    servers = _servers(report)
     header = ["server"] + [f"{scenario.title} ({scenario.unit})" for scenario in scenarios]
     rows = []
-    for server in servers:
-        row = [server.label]
+    for key, label in servers:
+        row = [label]
         for scenario in scenarios:
-            cell = summary.get(server.key, {}).get(scenario.key, {})
+            cell = summary.get(key, {}).get(scenario.key, {})
             if cell.get("status") == "ok":
                 reference = summary.get(REFERENCE, {}).get(scenario.key, {}).get("median")
                 text = fmt(cell["median"], scenario.unit)
@@ -135,11 +252,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"{CLIENT_BOUND:.0%} or more of its CPU, so it, not the server, may have set the figure. "
         '"!": a figure with problems (listed below).'
     )
+    comparison = before_after_markdown(report)
+    if comparison:
+        out += ["", comparison.rstrip("\n")]
     busy = [
-        (server.label, scenario.title, cell["foreign_cpu_max"])
-        for server in servers
+        (label, scenario.title, cell["foreign_cpu_max"])
+        for key, label in servers
         for scenario in scenarios
-        for cell in [summary.get(server.key, {}).get(scenario.key, {})]
+        for cell in [summary.get(key, {}).get(scenario.key, {})]
         if cell.get("foreign_cpu_max", 0) > QUIET
     ]
     if busy:
@@ -155,12 +275,12 @@ def markdown(report: dict[str, Any]) -> str:
     cpu_header = ["server"] + [scenario.title for scenario in scenarios if scenario.key != "idle"]
     out.append("| " + " | ".join(cpu_header) + " |")
     out.append("|" + "|".join("---" for _ in cpu_header) + "|")
-    for server in servers:
-        row = [server.label]
+    for key, label in servers:
+        row = [label]
         for scenario in scenarios:
             if scenario.key == "idle":
                 continue
-            cell = summary.get(server.key, {}).get(scenario.key, {})
+            cell = summary.get(key, {}).get(scenario.key, {})
             row.append(
                 f"{cell['server_cpu']:.0%} / {cell['client_cpu']:.0%}" if "client_cpu" in cell else "-"
             )
@@ -173,15 +293,15 @@ def markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(verdict(row.get(mode)) for mode in TARGET_COLUMNS)
         out.append(f"| {row['target']} | {cells} |")
     notes = []
-    for server in servers:
+    for key, label in servers:
         for scenario in scenarios:
-            cell = summary.get(server.key, {}).get(scenario.key, {})
+            cell = summary.get(key, {}).get(scenario.key, {})
             for problem in cell.get("problems", []):
-                notes.append(f"- {server.label}, {scenario.title}: {problem}")
+                notes.append(f"- {label}, {scenario.title}: {problem}")
             for error in cell.get("errors", []):
-                notes.append(f"- {server.label}, {scenario.title}: {error}")
+                notes.append(f"- {label}, {scenario.title}: {error}")
             if cell.get("reason"):
-                notes.append(f"- {server.label}, {scenario.title}: {cell['status']}: {cell['reason']}")
+                notes.append(f"- {label}, {scenario.title}: {cell['status']}: {cell['reason']}")
     if notes:
         out += ["", "Problems, errors and gaps:", "", *notes]
     return "\n".join(out) + "\n"
@@ -207,6 +327,15 @@ def machine_markdown(report: dict[str, Any]) -> str:
         f"gevent-websocket {info['gevent-websocket']}, Flask {info['flask']}, "
         f"Flask-Sock {info['flask-sock']} (simple-websocket {info['simple-websocket']}), "
         f"picows {info['picows']}, uvloop {info['uvloop']}",
+        *(
+            [
+                f"- baseline: takeover@{report['baseline']['short']} = {report['baseline']['commit']} "
+                f"({report['baseline']['rev']!r}), in a temporary git worktree (removed after the run); "
+                f"C speedups {report['baseline']['speedups']}"
+            ]
+            if report.get("baseline")
+            else []
+        ),
         f"- Node {info['node']}, ws {info['ws']}, bufferutil {info['bufferutil']} "
         f"(load generator: {config['client']} client; Node server)",
         f"- command: `{config['command']}`; {config['rounds']} round(s), {config['duration']:g} s per "

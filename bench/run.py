@@ -1,6 +1,7 @@
 """The ``make bench`` harness: every server under test, one after another, one load generator.
 
     python -m bench [--quick] [--rounds N] [--duration S] [--servers A,B] [--scenarios X,Y]
+                    [--baseline REV]
 
 Each measurement starts the server as its own process (a fresh one per measurement),
 waits for its ready line, runs the Node load generator (bench/node/loadgen.js) for one
@@ -10,13 +11,18 @@ from the next server (the order rotates so no server always runs first). The fig
 reported is the median over the rounds.
 
 ``BENCH_QUICK=1`` in the environment is ``--quick``: one round of 1 s with fewer
-connections, for a fast check. Results go to bench/results/latest.json and latest.md
+connections, for a fast check. ``--baseline REV`` (or ``BENCH_BASELINE=REV``) adds
+``takeover@REV`` rows: the takeover servers run from a temporary git worktree of REV,
+interleaved with the current code's in the same rounds, and a before/after table
+(bench/baseline.py). Results go to bench/results/latest.json and latest.md
 (plus a timestamped copy of each); server output goes to bench/results/logs/.
 
 The parts: bench/specs.py (the scenarios and servers), bench/loadgen.py (server processes
 and the load generator), bench/proc.py (CPU time and RSS from /proc), bench/measure.py
 (one measurement), bench/machine.py (the machine and versions), bench/report.py (the
-tables and targets), bench/config.py (paths and limits).
+tables and targets), bench/config.py (paths and limits), bench/baseline.py (the
+baseline's worktree and rows), bench/servers/_launch.py (how a takeover server says
+which takeover it imported).
 """
 
 from __future__ import annotations
@@ -27,16 +33,26 @@ import os
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any
 
+from bench.baseline import Baseline, interleave
 from bench.config import LOGS, RESULTS, ROOT
 from bench.loadgen import raise_nofile
 from bench.machine import git_commit, machine, takeover_fingerprint
 from bench.measure import QUIET, RETRIES, measure, wait_for_quiet
-from bench.report import evaluate_targets, fmt, machine_markdown, markdown
-from bench.specs import REFERENCE, SCENARIOS, SERVERS, check_available, describe_scenario
+from bench.report import before_after, evaluate_targets, fmt, machine_markdown, markdown
+from bench.specs import (
+    REFERENCE,
+    SCENARIOS,
+    SERVERS,
+    Scenario,
+    ServerSpec,
+    check_available,
+    describe_scenario,
+)
 
 # -- main -----------------------------------------------------------------------------------
 
@@ -58,8 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         help="lean (default): ws opens and closes connections, messages are pre-framed "
         "writes and counted reads; ws: every message through ws's API",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure takeover at git revision REV (a temporary worktree), side by side "
+        "with the current code (also BENCH_BASELINE=REV)",
+    )
     args = parser.parse_args(argv)
+    args.argv = argv
     quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    baseline_rev = args.baseline or os.environ.get("BENCH_BASELINE") or None
     rounds = args.rounds or (1 if quick else 3)
     duration = args.duration or (1.0 if quick else 3.0)
     warmup = 0.25 if quick else 0.5
@@ -90,6 +114,50 @@ def main(argv: list[str] | None = None) -> int:
         pin = {"server": None, "client": None}
         pinning = "none"
 
+    baseline = None
+    if baseline_rev:
+        try:
+            baseline = Baseline(baseline_rev)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            print(f"make bench: no baseline {baseline_rev!r}: {error}", file=sys.stderr)
+            return 2
+    try:
+        if baseline is not None:
+            try:
+                baseline.create()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                print(f"make bench: cannot set up the baseline {baseline_rev!r}: {error}", file=sys.stderr)
+                return 2
+            twins = baseline.servers(servers)
+            if not twins:
+                print("note: no takeover rows among the servers, so the baseline adds none", file=sys.stderr)
+            servers = interleave(servers, twins)
+            print(
+                f"baseline: takeover@{baseline.short} ({baseline.commit}) in a git worktree at "
+                f"{baseline.path}; C speedups {baseline.speedups}",
+                flush=True,
+            )
+        return _run(args, quick, rounds, duration, warmup, settle, servers, scenarios, pin, pinning, baseline)
+    finally:
+        if baseline is not None:
+            baseline.remove()
+
+
+def _run(
+    args: argparse.Namespace,
+    quick: bool,
+    rounds: int,
+    duration: float,
+    warmup: float,
+    settle: float,
+    servers: list[ServerSpec],
+    scenarios: list[Scenario],
+    pin: dict[str, set[int] | None],
+    pinning: str,
+    baseline: Baseline | None,
+) -> int:
+    """The rounds, then the report."""
+    argv = args.argv
     for server in servers:
         server.unavailable = check_available(server)
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -100,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         s.key: {c.key: [] for c in scenarios} for s in servers
     }
     errors: dict[str, dict[str, list[str]]] = {s.key: {c.key: [] for c in scenarios} for s in servers}
-    command = "BENCH_QUICK=1 make bench" if quick and not args.quick else "make bench"
+    command = "make bench"
+    if baseline is not None and not args.baseline:
+        command = f"BENCH_BASELINE={baseline.rev} " + command
+    if quick and not args.quick:
+        command = "BENCH_QUICK=1 " + command
     if argv is None and sys.argv[1:]:
         command = "python -m bench " + " ".join(sys.argv[1:])
     print(
@@ -138,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                             result = None
                             break
                         result["attempt"] = attempt + 1
+                        result["round"] = round_index + 1
                         if result.get("foreign_cpu", 0) <= QUIET or attempt == RETRIES:
                             break
                         print(
@@ -222,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                 s.key: describe_scenario(s, s.params(quick), duration) for s in scenarios
             },
             "server_notes": {s.key: s.notes for s in servers},
+            "server_labels": {s.key: s.label for s in servers},
+            "baseline_of": {s.key: s.baseline_of for s in servers if s.baseline_of},
         },
+        "baseline": baseline.describe() if baseline is not None else None,
         "runtime_seconds": runtime,
         "takeover_at_start": {"commit": commit_at_start, "sources": sources_at_start},
         "takeover_sources_changed_during_run": sources_changed,
@@ -230,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "details": details,
     }
     report["targets"] = evaluate_targets(summary)
+    if baseline is not None:
+        report["before_after"] = before_after(report)
     table = markdown(report)
     text = "# takeover benchmark\n\n" + machine_markdown(report) + "\n" + table
     RESULTS.mkdir(parents=True, exist_ok=True)

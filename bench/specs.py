@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.config import NODE_DIR, NOFILE, PY, ROOT
@@ -115,6 +116,12 @@ class ServerSpec:
     notes: str = ""
     no_broadcast_reason: str = ""
     unavailable: str = ""  # set when a dependency is missing
+    #: The checkout whose takeover the server must import (checked at startup, see
+    #: bench/servers/_launch.py), or None for servers that do not use takeover.
+    takeover_root: Path | None = None
+    cwd: Path = ROOT  # where the server starts: its relative paths and ``-m`` resolve there
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment
+    baseline_of: str = ""  # the key of the current-code row this baseline row compares with
 
     def command(self, scenario: str, port: int) -> list[str] | None:
         if scenario == "broadcast":
@@ -165,6 +172,7 @@ SERVERS = [
         module_broadcast("bench.servers.takeover_socket_broadcast"),
         notes="examples/echo.py --idle-timeout 30: the upgrade event, ws.onmessage = ws.send; "
         "broadcast: takeover.broadcast()",
+        takeover_root=ROOT,
     ),
     ServerSpec(
         "takeover-inapp",
@@ -175,6 +183,7 @@ SERVERS = [
         needs=["flask"],
         notes="python -m takeover serve examples.flask_echo:app (the /ws view); "
         "broadcast: takeover.broadcast()",
+        takeover_root=ROOT,
     ),
     ServerSpec(
         "gevent-websocket",
@@ -196,6 +205,7 @@ SERVERS = [
         needs=["geventwebsocket"],
         notes="the gevent-websocket row's app, unchanged, with "
         "handler_class=takeover.legacy.WebSocketHandler",
+        takeover_root=ROOT,
     ),
     ServerSpec(
         "websockets",

@@ -17,7 +17,7 @@ import socket as _socket
 from typing import TYPE_CHECKING, Any
 
 import gevent
-from gevent.pywsgi import OldMessage, WSGIHandler
+from gevent.pywsgi import Input, OldMessage, WSGIHandler, _InvalidClientRequest, unquote_latin1
 from werkzeug.wrappers import Request
 
 from takeover._io.registry import REGISTRY_KEY
@@ -41,6 +41,85 @@ _HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)", re.DOTALL)
 
 class _HeaderTimeout(BaseException):  # not caught by gevent's "except Exception"
     pass
+
+
+class _HeaderTimer:
+    """What gevent.Timeout does for the header timeout, on a bare loop timer.
+
+    Throws ``exception`` into the greenlet that made it after ``seconds``;
+    gevent.Timeout's own bookkeeping cost about 1.5% of a handshake.
+    """
+
+    __slots__ = ("_timer", "exception")
+
+    def __init__(self, seconds: float) -> None:
+        self.exception = _HeaderTimeout()
+        self._timer = gevent.get_hub().loop.timer(seconds)
+        self._timer.start(gevent.getcurrent().throw, self.exception)
+
+    def cancel(self) -> None:
+        self._timer.stop()
+
+    def close(self) -> None:
+        self._timer.stop()
+        self._timer.close()
+
+
+class _Headers(OldMessage):  # type: ignore[misc]
+    """gevent's message class over the parsed fields, with lookups by a dict of lower-cased names.
+
+    email's ``Message.get`` walks every header lower-casing each name, and gevent
+    asks it five times per request; the index holds each name's first value, as
+    ``get`` returns it.
+    """
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._headers = fields
+        index: dict[str, str] = {}
+        for name, value in fields:
+            index.setdefault(name.lower(), value)
+        self._index = index
+
+    def get(self, name: str, failobj: Any = None) -> Any:
+        return self._index.get(name.lower(), failobj)
+
+    getheader = get
+
+    def __getitem__(self, name: str) -> Any:
+        return self._index.get(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self._index.pop(name.lower(), None)
+
+    @property
+    def typeheader(self) -> str | None:
+        return self._index.get("content-type")
+
+
+_FAST_VERSIONS = frozenset({"HTTP/1.1", "HTTP/1.0"})
+# Header name -> environ key (None: left out, as gevent leaves out names with "_"
+# and Content-Type/Length, which have keys of their own). Bounded: names are the client's.
+_ENVIRON_KEYS: dict[str, str | None] = {}
+_ENVIRON_KEYS_MAX = 512
+
+
+def _environ_key(name: str) -> str | None:
+    key = _ENVIRON_KEYS.get(name, "")
+    if key != "":
+        return key
+    if "_" in name:
+        key = None
+    else:
+        key = name.replace("-", "_").upper()
+        key = None if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+    if len(_ENVIRON_KEYS) < _ENVIRON_KEYS_MAX:
+        _ENVIRON_KEYS[name] = key
+    return key
 
 
 class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
@@ -93,8 +172,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         self._request_begun = False
         timer = None
         if timeout:
-            timer = self._header_timer = gevent.Timeout(timeout, _HeaderTimeout())
-            timer.start()
+            timer = self._header_timer = _HeaderTimer(timeout)
         try:
             result = super().handle_one_request()
         except _HeaderTimeout as error:
@@ -147,9 +225,7 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             if size > limit:
                 break
             if line in (b"\r\n", b"\n"):
-                message = OldMessage()
-                message._headers = fields
-                return message
+                return _Headers(fields)
             if not line.endswith(b"\n"):
                 # The connection ended before the blank line: an incomplete request
                 # is not acted on (RFC 9112 §8); Node reports HPE_INVALID_EOF_STATE.
@@ -163,11 +239,79 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
             fields.append((name.decode("latin-1"), value.strip(b" \t\r\n").decode("latin-1")))
         raise ClientError(431, "HPE_HEADER_OVERFLOW", "Request header fields too large")
 
+    def read_request(self, raw_requestline: str) -> bool:
+        """gevent's, straight from the parsed fields for HTTP/1.0 and 1.1 (else gevent's own)."""
+        requestline = raw_requestline.rstrip()
+        words = requestline.split()
+        if len(words) != 3 or words[2] not in _FAST_VERSIONS:
+            return bool(super().read_request(raw_requestline))
+        self.requestline = requestline
+        self.command, self.path, version = words
+        self.request_version = version
+        headers = self.headers = self.MessageClass(self.rfile, 0)
+        index = headers._index
+        if index.get("transfer-encoding", "").lower() == "chunked" and "content-length" in index:
+            del headers["content-length"]
+        content_length = index.get("content-length")
+        if content_length is not None:
+            content_length = int(content_length)
+            if content_length < 0:
+                raise _InvalidClientRequest(f"Invalid Content-Length: {content_length!r}")
+            if content_length and self.command == "HEAD":
+                raise _InvalidClientRequest("Unexpected Content-Length")
+        self.content_length = content_length
+        if version == "HTTP/1.1":
+            self.close_connection = index.get("connection", "").lower() == "close"
+        else:
+            self.close_connection = index.get("connection", "close").lower() != "keep-alive"
+        return True
+
+    def _gevent_environ(self) -> dict[str, Any]:
+        """What gevent's ``get_environ`` makes, from the parsed fields in one pass."""
+        headers = self.headers
+        if not isinstance(headers, _Headers):
+            environ: dict[str, Any] = super().get_environ()
+            return environ
+        env: dict[str, Any] = self.server.get_environ()
+        env["REQUEST_METHOD"] = self.command
+        env["SCRIPT_NAME"] = ""
+        path = self.path
+        query = ""
+        if "?" in path:
+            path, query = path.split("?", 1)
+        env["PATH_INFO"] = unquote_latin1(path) if "%" in path else path
+        env["QUERY_STRING"] = query
+        index = headers._index
+        content_type = index.get("content-type")
+        if content_type is not None:
+            env["CONTENT_TYPE"] = content_type
+        length = index.get("content-length")
+        if length:
+            env["CONTENT_LENGTH"] = length
+        env["SERVER_PROTOCOL"] = self.request_version
+        client_address = self.client_address
+        if isinstance(client_address, tuple):
+            env["REMOTE_ADDR"] = str(client_address[0])
+            env["REMOTE_PORT"] = str(client_address[1])
+        for name, value in headers._headers:
+            key = _environ_key(name)
+            if key is None:
+                continue
+            value = value.strip()
+            if key in env:
+                env[key] += ("; " if "COOKIE" in key else ",") + value
+            else:
+                env[key] = value
+        sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
+        chunked = env.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        self.wsgi_input = Input(self.rfile, self.content_length, socket=sock, chunked_input=chunked)
+        return env
+
     def get_environ(self) -> dict[str, Any]:
         timer = getattr(self, "_header_timer", None)
         if timer is not None:
             timer.cancel()  # the headers are in: the application may take its time
-        environ: dict[str, Any] = super().get_environ()
+        environ = self._gevent_environ()
         environ["RAW_URI"] = environ["REQUEST_URI"] = self.path  # CONNECT's host:port, Node's req.url
         # gevent hands upgrade requests its raw reader and input_terminated=False,
         # which werkzeug reads to EOF (a hang); the body of such a request is

@@ -147,8 +147,16 @@ class WebSocketOptions:
             raise ValueError(f"listener_threads must be a number of threads >= 1, not {threads!r}")
 
     def replace(self, **changes: Any) -> WebSocketOptions:
-        """A copy with ``changes`` applied; arguments that are :data:`UNSET` are left out."""
-        given = {name: value for name, value in changes.items() if value is not UNSET}
+        """A copy with ``changes`` applied; arguments that are :data:`UNSET`, or equal to ours, are left out.
+
+        So an upgrade that passes the values it already has (an app that names
+        its defaults) shares this object rather than building and checking a
+        new one on every handshake.
+        """
+        given = {
+            name: value for name, value in changes.items()
+            if value is not UNSET and value != getattr(self, name)
+        }
         return dataclasses.replace(self, **given) if given else self
 
     @property

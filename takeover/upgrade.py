@@ -18,8 +18,9 @@ import logging
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
@@ -40,7 +41,7 @@ from takeover.protocol.handshake import (
     accept_headers,
     accept_response,
     select_protocol,
-    validate_request,
+    validate_collected,
 )
 from takeover.protocol.origin import AllowedOrigins
 from takeover.websocket import WebSocket
@@ -94,6 +95,31 @@ class SwitchingProtocols(Response):
     """A ``101 Switching Protocols`` response: no body, so no ``Content-Type`` either."""
 
     default_mimetype = None
+
+
+_STATUS_101 = SwitchingProtocols(status=101)._status
+
+
+def _switching_protocols(
+    headers: list[tuple[str, str]], cls: type[SwitchingProtocols] | None = None
+) -> SwitchingProtocols:
+    """``cls(status=101, headers=headers)`` without Response.__init__'s generic work.
+
+    werkzeug's constructor (status parsing, content-type defaults) cost about
+    3.6 us of a handshake. A class with a constructor of its own gets it called.
+    """
+    cls = cls or SwitchingProtocols
+    if cls.__init__ is not Response.__init__:
+        return cls(status=101, headers=headers)
+    # accept_headers made the values (no line breaks to refuse): Headers without its checks.
+    werkzeug_headers = Headers()
+    werkzeug_headers._list = headers
+    response = cls.__new__(cls)
+    response.__dict__.update(
+        headers=werkzeug_headers, _status=_STATUS_101, _status_code=101, direct_passthrough=False,
+        _on_close=[], response=[],
+    )
+    return response
 
 
 class UpgradeResponse(SwitchingProtocols):
@@ -151,6 +177,19 @@ def environ_headers(environ: Environ) -> Iterator[tuple[str, str]]:
         value = environ.get(key)
         if value is not None:
             yield name, value
+
+
+_COLLECTED_KEYS = tuple((name.lower(), key) for name, key in _HANDSHAKE_KEYS)
+
+
+def _environ_collected(environ: Environ) -> dict[str, list[str]]:
+    """The handshake's headers as validate_collected takes them, straight from the environ keys."""
+    collected = {}
+    for name, key in _COLLECTED_KEYS:
+        value = environ.get(key)
+        if value is not None:
+            collected[name] = [value]
+    return collected
 
 
 def _request_url(environ: Environ) -> str:
@@ -274,10 +313,10 @@ def upgrade_websocket(
         listener_threads=listener_threads,
     )
     try:
-        handshake = validate_request(
+        handshake = validate_collected(
             environ.get("REQUEST_METHOD", ""),
             environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
-            environ_headers(environ),
+            _environ_collected(environ),
         )
         policy = settings.allowed_origins
         if policy is not None:
@@ -316,10 +355,10 @@ def upgrade_websocket(
     )
     ws.session.response_headers = headers
     if socket is not None:
-        response = SwitchingProtocols(status=101, headers=headers)
+        response = _switching_protocols(list(headers))
         ws.session.attach(socket, head)
     else:
-        response = _response_class()(status=101, headers=headers)
+        response = cast(UpgradeResponse, _switching_protocols(list(headers), _response_class()))
         response.websocket = ws
         weakref.finalize(response, _check_returned, ws)
         environ[ENVIRON_KEY] = ws

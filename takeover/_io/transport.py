@@ -121,7 +121,8 @@ class GeventTransport(_BaseTransport):
     """
 
     __slots__ = (
-        "_drained", "_draining", "_gevent", "_inflight", "_parked", "_parker", "_pending", "_raw_recv",
+        "_drained", "_draining", "_fresh", "_gevent", "_inflight", "_parked", "_parker", "_pending",
+        "_raw_recv",
         "_raw_send", "_room", "buffered_amount",
     )
 
@@ -144,6 +145,7 @@ class GeventTransport(_BaseTransport):
         self._drained: Any = None  # an Event, made when a flush has to wait
         self._room: Any = None  # an Event, made when a sender waits for the queue to shrink
         self._parked = False
+        self._fresh = True  # no read yet
         self.buffered_amount = 0
 
     def recv(self, park: bool = False) -> bytes | None:
@@ -152,14 +154,19 @@ class GeventTransport(_BaseTransport):
         if raw_recv is None or not park:
             return super().recv()
         sock = self.sock
+        # The first read follows the 101 we just wrote: the peer has not answered it
+        # yet, so wait for readability first instead of a recv that fails with EAGAIN.
+        wait_first, self._fresh = self._fresh, False
         for _ in range(2):  # one wait for readability; a spurious wake-up waits again
-            try:
-                data: bytes = raw_recv(READ_SIZE)
-                return data
-            except BlockingIOError:
-                pass
-            except OSError:
-                return b""
+            if not wait_first:
+                try:
+                    data: bytes = raw_recv(READ_SIZE)
+                    return data
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return b""
+            wait_first = False
             try:
                 if not self._parker.wait_readable(self, sock):
                     return None

@@ -212,18 +212,22 @@ def validate_request(method: str, http_version: str, headers: Headers) -> Handsh
     headers are joined as RFC 9110 §5.3 allows. Raises :class:`HandshakeError`
     carrying the status to answer with.
     """
-    if method.upper() != "GET":
+    return validate_collected(method, http_version, _collect(headers))
+
+
+def validate_collected(method: str, http_version: str, collected: dict[str, list[str]]) -> Handshake:
+    """:func:`validate_request` for headers already collected: lower-case name -> values."""
+    if method != "GET" and method.upper() != "GET":
         raise HandshakeError(
             f"Invalid method {method!r}: a WebSocket upgrade must be a GET request (RFC 6455 §4.1)",
             status=405,
             headers=[("Allow", "GET")],
         )
-    if not _http_version_ok(http_version):
+    if http_version != "HTTP/1.1" and not _http_version_ok(http_version):
         raise HandshakeError(
             f"Invalid HTTP version {http_version!r}: a WebSocket upgrade needs HTTP/1.1 or later"
             " (RFC 6455 §4.1)"
         )
-    collected = _collect(headers)
     if not _has_token(collected, "upgrade", "websocket"):
         raise HandshakeError("Invalid Header: 'upgrade' header must contain 'websocket'")
     if not _has_token(collected, "connection", "upgrade"):
