@@ -24,6 +24,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -45,6 +46,7 @@ from takeover.errors import InvalidStateError
 from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
 from takeover.options import WebSocketOptions
 from takeover.protocol.connection import Close, Connection, ConnectionLost, Failure, Message, State
+from takeover.protocol.events import Event as ProtocolEvent
 from takeover.protocol.deflate import PerMessageDeflate
 from takeover.protocol.frames import OP_CLOSE, CloseCode, encode_close, encode_frame
 
@@ -162,7 +164,7 @@ class Session:
             or (self.mailbox is not None and self.mailbox.paused)
         )
 
-    def dispatch(self, event: Any) -> None:
+    def dispatch(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
         """Give ``event`` to the listeners: here, or through the mailbox to the listener pool."""
         if self.mailbox is not None:
             self.mailbox.post(event)
@@ -366,14 +368,13 @@ class Session:
             elif conn.has_data_to_send:
                 transport.write(conn.data_to_send())
 
-    def _handle(self, events: list[Any]) -> None:
+    def _handle(self, events: list[ProtocolEvent]) -> None:
         conn, transport, ws = self.conn, self.transport, self.ws
         assert conn is not None and transport is not None and ws is not None
         mailbox = self.mailbox
         for event in events:
-            kind = type(event)
-            if kind is Message:
-                data = event.data
+            if type(event) is Message:  # type(), not isinstance: the hot path, and exact
+                data: str | bytes | bytearray = event.data
                 if ws.binary_type == "bytearray" and not isinstance(data, str):
                     data = bytearray(data)
                 if mailbox is not None:
@@ -386,9 +387,9 @@ class Session:
             # The core queued the pong or close frame: send it in its turn.
             if conn.has_data_to_send:
                 transport.write(conn.data_to_send())
-            if kind is Close:
+            if type(event) is Close:
                 self.close(Reason.PEER_CLOSE, event.code, event.reason)
-            elif kind is Failure:
+            elif type(event) is Failure:
                 if event.code == CloseCode.INTERNAL_ERROR:
                     logger.error("WebSocket protocol error", exc_info=event.cause)
                 else:
@@ -555,7 +556,7 @@ class Session:
         )
         self.close(Reason.OVERFLOW)
 
-    def _set_timer(self, delay: float, callback: Any) -> None:
+    def _set_timer(self, delay: float, callback: Callable[[], object]) -> None:
         self._cancel_timer()
         assert self.runtime is not None
         self._timer = self.runtime.call_later(max(delay, 0.0), callback)
