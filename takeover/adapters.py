@@ -21,18 +21,22 @@ on other servers than ours they are driven in place, inside the response.
 
 from __future__ import annotations
 
+import logging
 import socket as _socket
 import ssl
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from takeover.errors import HandshakeError, UnsupportedServerError
+from takeover._io.handover import HandoverBody, swap_out
+from takeover.errors import HandshakeError
 from takeover.protocol.handshake import rejection_for
 
 if TYPE_CHECKING:
     from takeover.websocket import WebSocket
 
-__all__ = ["TAKE_OVER_KEY", "UnsupportedServerError", "abort_handshake", "take_over"]
+logger = logging.getLogger("takeover")
+
+__all__ = ["SUPPORTED_SERVERS", "TAKE_OVER_KEY", "abort_handshake", "take_over"]
 
 TAKE_OVER_KEY = "takeover.take_over"
 HEAD_READ_SIZE = 1 << 20
@@ -87,16 +91,60 @@ def take_over(environ: dict[str, Any], start_response: Callable[..., Any], ws: W
         return _gunicorn(environ, start_response, ws)
     if "werkzeug.socket" in environ:
         sock = environ["werkzeug.socket"]
+        if _can_hand_over(ws, sock, environ):
+            return _werkzeug_handover(start_response, ws, sock, environ["wsgi.input"])
         return _in_place(start_response, ws, sock, read_buffered(sock, environ["wsgi.input"]))
+    if "uwsgi.version" in environ:
+        from takeover import _uwsgi
+
+        return _uwsgi.take_over(environ, start_response, ws, event_style=_can_hand_over(ws, None, environ))
     rfile = _gevent_rfile(environ)
     if rfile is not None:
         sock = rfile.raw._sock
         return _in_place(start_response, ws, sock, read_buffered(sock, rfile))
-    raise UnsupportedServerError(
-        "This WSGI server gives no access to the connection: run the app on takeover's server"
-        " (takeover serve), gevent.pywsgi, gunicorn with -k takeover.gunicorn.Worker, or"
-        " Werkzeug's development server"
+    return _not_implemented(environ, start_response, ws)
+
+
+#: The servers on which takeover can take a connection over (in 501 answers and warnings).
+SUPPORTED_SERVERS = (
+    "takeover serve, gunicorn (-k takeover.gunicorn.Worker, gevent, sync or gthread), uWSGI,"
+    " gevent.pywsgi or Werkzeug's development server"
+)
+_warned_servers: set[str] = set()
+
+
+def _server_name(environ: dict[str, Any]) -> str:
+    if "waitress.client_disconnected" in environ:
+        return "waitress"
+    if "mod_wsgi.version" in environ:
+        return "mod_wsgi"
+    return str(environ.get("SERVER_SOFTWARE") or "this WSGI server")
+
+
+def _not_implemented(
+    environ: dict[str, Any], start_response: Callable[..., Any], ws: WebSocket
+) -> Iterable[bytes]:
+    """Answer 501: this server gives the application no access to the connection.
+
+    One WARNING per server per process says the same; the request is not an
+    error of the application (no traceback, no 500), and plain HTTP goes on.
+    """
+    server = _server_name(environ)
+    message = (
+        f"{server} gives no access to the connection, so it cannot switch to WebSocket:"
+        f" run the app on {SUPPORTED_SERVERS}"
     )
+    if server not in _warned_servers:
+        _warned_servers.add(server)
+        logger.warning("WebSocket upgrades are answered 501 Not Implemented: %s", message)
+    ws.session.refuse(message)
+    body = f"501 Not Implemented: {message}\n".encode()
+    # No Connection header: waitress refuses hop-by-hop headers from applications.
+    start_response(
+        "501 Not Implemented",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 def _gevent_rfile(environ: dict[str, Any]) -> Any:
@@ -130,7 +178,60 @@ def _gunicorn(environ: dict[str, Any], start_response: Callable[..., Any], ws: W
         ws.session.attach(sock.dup(), head)
         result: Iterable[bytes] = ALREADY_HANDLED
         return result
+    if _can_hand_over(ws, sock, environ):
+        # sync and gthread: gunicorn writes the 101 (it keeps Upgrade and
+        # Connection: upgrade for a 101, adds no body), then the connection leaves.
+        start_response(SWITCHING, ws.session.response_headers)
+        return HandoverBody(ws, lambda: (swap_out(sock.fileno()), head), server_writes_101=True)
+    if not environ.get("wsgi.multithread") and not _is_tls(sock):
+        _warn_blocking_on_sync_worker()
     return _in_place(start_response, ws, sock, head)
+
+
+def _can_hand_over(ws: WebSocket, sock: Any, environ: dict[str, Any]) -> bool:
+    """Whether the session can leave the request thread for takeover's I/O loop.
+
+    Event-style only (a ``message`` listener is attached: ``receive()`` keeps
+    its thread), over plain TCP (TLS state cannot move to another socket), on
+    HTTP/1.1 (an HTTP/2 stream shares its connection with others).
+    """
+    return (
+        ws.has_listeners("message")
+        and not _is_tls(sock)
+        and environ.get("SERVER_PROTOCOL", "HTTP/1.1") in ("HTTP/1.1", "HTTP/1.0")
+    )
+
+
+def _werkzeug_handover(
+    start_response: Callable[..., Any], ws: WebSocket, sock: Any, rfile: Any
+) -> Iterable[bytes]:
+    # Werkzeug's own 101 adds "Connection: close", which strict clients refuse: the
+    # connection is taken before it writes anything, and the session writes the 101.
+    # start_response still runs, so the access log says 101; what Werkzeug writes
+    # then goes to the dead socket (EPIPE, which it takes for a client gone).
+    start_response(SWITCHING, ws.session.response_headers)
+
+    def take() -> tuple[Any, bytes]:
+        head = read_buffered(sock, rfile)
+        return swap_out(sock.fileno()), head
+
+    return HandoverBody(ws, take, server_writes_101=False)
+
+
+_warned_blocking = False
+
+
+def _warn_blocking_on_sync_worker() -> None:
+    global _warned_blocking
+    if _warned_blocking:
+        return
+    _warned_blocking = True
+    logger.warning(
+        "A WebSocket without a message listener (receive() or 'for message in ws') holds this"
+        " gunicorn sync worker for as long as it is open, and the arbiter kills the worker at"
+        " --timeout. Attach listeners instead (ws.onmessage = ...), or run -k gthread or"
+        " -k takeover.gunicorn.Worker. This is logged once per process."
+    )
 
 
 def _in_place(start_response: Callable[..., Any], ws: WebSocket, sock: Any, head: bytes) -> Iterable[bytes]:

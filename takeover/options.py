@@ -22,6 +22,7 @@ from takeover.protocol.origin import OriginPolicy, origin_policy
 
 __all__ = [
     "DEFAULT_HIGH_WATER_MARK",
+    "DEFAULT_LISTENER_THREADS",
     "DEFAULT_MAX_BUFFERED_AMOUNT",
     "DEFAULT_OPTIONS",
     "OPTIONS_KEY",
@@ -37,6 +38,8 @@ OPTIONS_KEY = "takeover.options"
 DEFAULT_HIGH_WATER_MARK = 1024 * 1024
 #: A connection with more than this many bytes queued behind the frame in flight is closed with 1008.
 DEFAULT_MAX_BUFFERED_AMOUNT = 16 * 1024 * 1024
+#: Threads that run the listeners of handed-over WebSockets.
+DEFAULT_LISTENER_THREADS = 16
 
 #: What ``compression`` accepts: None (off), ``"deflate"`` or :class:`DeflateOptions`.
 Compression = str | DeflateOptions | None
@@ -118,6 +121,10 @@ class WebSocketOptions:
     send_timeout: float | None = 30.0
     #: Bytes that may be queued behind the frame being written; more closes with 1008.
     max_buffered_amount: int | None = DEFAULT_MAX_BUFFERED_AMOUNT
+    #: Threads that run the listeners of WebSockets handed over to takeover's I/O loop
+    #: (threaded servers: gunicorn sync/gthread, uWSGI, Werkzeug). The process has one
+    #: pool, sized by the first such WebSocket.
+    listener_threads: int = DEFAULT_LISTENER_THREADS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place, once
@@ -135,6 +142,9 @@ class WebSocketOptions:
         _size("high_water_mark", self.high_water_mark)
         _seconds("send_timeout", self.send_timeout)
         _size("max_buffered_amount", self.max_buffered_amount)
+        threads = self.listener_threads
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"listener_threads must be a number of threads >= 1, not {threads!r}")
 
     def replace(self, **changes: Any) -> WebSocketOptions:
         """A copy with ``changes`` applied; arguments that are :data:`UNSET`, or equal to ours, are left out.

@@ -245,6 +245,7 @@ def upgrade_websocket(
     high_water_mark: int | None = UNSET,
     send_timeout: float | None = UNSET,
     max_buffered_amount: int | None = UNSET,
+    listener_threads: int = UNSET,
     options: WebSocketOptions | None = None,
 ) -> WebSocketUpgrade:
     """Upgrade ``request`` (a werkzeug ``Request`` or a WSGI environ) to a WebSocket.
@@ -280,6 +281,11 @@ def upgrade_websocket(
       403. A request without ``Origin`` is not from a browser (browsers always
       send it, RFC 6455 §4.1) and is allowed by a list; a function receives
       None and decides. ``"null"`` matches only if listed. None checks nothing.
+    * ``listener_threads`` (16): on threaded servers (gunicorn sync/gthread,
+      uWSGI, Werkzeug) an event-style WebSocket is handed over to takeover's
+      I/O thread and its listeners run in a pool of this many threads, one
+      WebSocket's in order (see docs/guides/servers.rst). The process has one
+      pool, sized by the first WebSocket handed over.
 
     Raises :class:`HandshakeError` (with ``.status`` and ``.headers`` to
     answer) before anything is written, and :class:`InvalidStateError` for a
@@ -304,6 +310,7 @@ def upgrade_websocket(
         high_water_mark=high_water_mark,
         send_timeout=send_timeout,
         max_buffered_amount=max_buffered_amount,
+        listener_threads=listener_threads,
     )
     try:
         handshake = validate_collected(
@@ -346,6 +353,7 @@ def upgrade_websocket(
         options=settings,
         registry=registry,
     )
+    ws.session.response_headers = headers
     if socket is not None:
         response = _switching_protocols(list(headers))
         ws.session.attach(socket, head)

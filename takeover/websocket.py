@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from takeover._io.closing import IDLE_TIMEOUT_REASON, OVERFLOW_REASON, Reason
+from takeover._io.handover import send_from_thread
 from takeover._io.registry import Registry
 from takeover._io.session import Session
 from takeover.errors import ConnectionClosed, InvalidStateError
@@ -157,6 +158,9 @@ class WebSocket(EventTarget):
         write itself blocks; see :attr:`send_timeout`.
         """
         session = self.session
+        if session.loop is not None and not session.loop.in_loop:
+            send_from_thread(session, self.send, data)  # a listener thread of a handed-over WebSocket
+            return
         conn = session.conn
         if conn is None or session.closing is not None:
             if session.ready_state is State.CONNECTING:
@@ -183,7 +187,11 @@ class WebSocket(EventTarget):
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (at most 125 bytes); the pong arrives as activity, not as an event."""
-        self.session.ping(payload)
+        session = self.session
+        if session.loop is not None and not session.loop.in_loop:
+            session.loop.call_soon_threadsafe(session.ping, bytes(payload))
+            return
+        session.ping(payload)
 
     def close(self, code: int | None = None, reason: str = "") -> None:
         """Start the close handshake (RFC 6455 §7.1.2).
@@ -193,7 +201,11 @@ class WebSocket(EventTarget):
         connection is closed when the peer answers, or after ``close_timeout``.
         """
         check_close_arguments(code, reason)
-        self.session.close(Reason.LOCAL_CLOSE, code, reason)
+        session = self.session
+        if session.loop is not None and not session.loop.in_loop:
+            session.loop.call_soon_threadsafe(session.close, Reason.LOCAL_CLOSE, code, reason)
+            return
+        session.close(Reason.LOCAL_CLOSE, code, reason)
 
     # -- the blocking API -------------------------------------------------
 
@@ -203,7 +215,13 @@ class WebSocket(EventTarget):
         Raises :class:`ConnectionClosed` once the connection is closed and the
         queue is empty, and :class:`TimeoutError` after ``timeout`` seconds.
         """
-        inbox = self.session.ensure_inbox()
+        session = self.session
+        if session.loop is not None:
+            raise InvalidStateError(
+                "receive() is not available on a WebSocket handed over to takeover's I/O loop"
+                " (its listeners run in takeover's listener threads): use a message listener"
+            )
+        inbox = session.ensure_inbox()
         if inbox is None:
             raise InvalidStateError("receive() needs a connected WebSocket")
         return inbox.get(timeout)
@@ -218,7 +236,12 @@ class WebSocket(EventTarget):
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the WebSocket is CLOSED; False if ``timeout`` passed first."""
-        return self.session.wait_closed(timeout)
+        session = self.session
+        if session.loop is not None and not session.loop.in_loop:
+            if session.finished:
+                return True
+            return session.loop.run_sync(session.wait_closed, timeout, timeout=None)
+        return session.wait_closed(timeout)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url or '?'} {self.ready_state.name}>"
@@ -245,8 +268,12 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes | bytearray | m
     plain: bytes | None = None
     shared: dict[tuple[int, int, int], bytes] = {}
     sent = 0
+    elsewhere: dict[Any, list[WebSocket]] = {}  # handed-over WebSockets, by the loop they live in
     for ws in websockets:
         session = ws.session
+        if session.loop is not None and not session.loop.in_loop:
+            elsewhere.setdefault(session.loop, []).append(ws)
+            continue
         deflate = session.deflate
         if deflate is None or len(payload) < deflate.threshold:
             if plain is None:
@@ -263,4 +290,8 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes | bytearray | m
         if frame is None:
             frame = shared[key] = encode_frame(opcode, deflate.compress(payload), rsv=RSV1)
         sent += session.send_frame(frame)
+    for loop, those in elsewhere.items():
+        # Written by their loop's thread; counted as the ones OPEN now.
+        loop.call_soon_threadsafe(broadcast, those, data if isinstance(data, (str, bytes)) else bytes(data))
+        sent += sum(ws.ready_state is State.OPEN for ws in those)
     return sent

@@ -42,6 +42,8 @@ class RawClient:
         """``connect`` replaces ``socket.create_connection`` (gevent's, in-process)."""
         self.sock = (connect or socket.create_connection)((host, port), timeout=timeout)
         self.buffer = b""
+        #: The status line of the last response read, e.g. ``HTTP/1.1 501 Not Implemented``.
+        self.status_line = ""
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -58,6 +60,7 @@ class RawClient:
                 raise ConnectionError(f"closed before a full response: {self.buffer!r}")
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
         status = int(lines[0].split()[1])
         headers = {}
         for line in lines[1:]:

@@ -5,7 +5,8 @@ modules of their own, imported as ``from tests.<module> import ...`` from any la
 frames.py (frames as bytes: the one client frame builder), bad_frames.py (malformed
 frames and their close codes), clients.py (raw socket clients), processes.py (servers
 run as processes), chat_server.py (examples/chat as a process), paths.py (where the
-repository, examples/, tests/node/ and tests/servers/apps/ are). Each layer's
+repository, examples/, tests/node/ and tests/servers/apps/ are), not_implemented.py (the
+501 that servers without access to the connection must answer). Each layer's
 conftest.py holds the fixtures of that layer only.
 """
 

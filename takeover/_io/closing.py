@@ -37,6 +37,7 @@ class Reason(enum.Enum):
     CLOSE_TIMEOUT = "close timeout"  # no answer to our close frame within close_timeout
     INTERNAL_ERROR = "internal error"  # a bug of ours or of a listener's helper: 1011
     ABANDONED = "abandoned"  # the 101 response was never returned to the server
+    UNSUPPORTED_SERVER = "unsupported server"  # the server gives no access to the connection: 501
 
 
 class Frame(enum.Enum):
@@ -127,4 +128,8 @@ CLOSINGS: dict[Reason, Closing] = {
     Reason.ABANDONED: Closing(
         _NO_FRAME, CloseCode.ABNORMAL, "", ends=True, flush=_NO, linger=False,
         events_first=False, was_clean=False, error=NOT_RETURNED, own_task=False),
+    # The server cannot hand the connection over: it answered 501 instead of the 101.
+    Reason.UNSUPPORTED_SERVER: Closing(
+        _NO_FRAME, CloseCode.ABNORMAL, None, ends=True, flush=_NO, linger=False,
+        events_first=False, was_clean=False, error="", own_task=False),
 }

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket as _socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,14 +41,18 @@ from takeover._io.closing import (
 from takeover._io.inbox import Inbox
 from takeover._io.registry import DEFAULT_REGISTRY, Registry
 from takeover._io.runtime import Runtime, TimerHandle, Transport, Waitable, runtime_for
+from takeover._io.transport import no_delay, peer_address, peer_name
 from takeover.errors import InvalidStateError
 from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
 from takeover.options import WebSocketOptions
 from takeover.protocol.connection import Close, Connection, ConnectionLost, Failure, Message, State
+from takeover.protocol.events import Event as ProtocolEvent
 from takeover.protocol.deflate import PerMessageDeflate
 from takeover.protocol.frames import OP_CLOSE, CloseCode, encode_close, encode_frame
 
 if TYPE_CHECKING:
+    from takeover._io.listeners import Mailbox
+    from takeover._io.loop import IOLoop
     from takeover.websocket import WebSocket
 
 __all__ = ["IDLE_TIMEOUT_REASON", "OVERFLOW_REASON", "Session"]
@@ -75,8 +79,8 @@ class Session:
     __slots__ = (
         "_close_requested", "_done", "_lock", "_may_park", "_ping_sent_at", "_sending_paused", "_timer",
         "claimed", "close_event", "closing", "conn", "deflate", "finished", "handshake_response", "inbox",
-        "last_activity", "opened_at", "options", "registry", "remote_address", "runtime", "send_lock",
-        "transport", "url", "ws",
+        "last_activity", "loop", "mailbox", "opened_at", "options", "registry", "remote_address",
+        "response_headers", "runtime", "send_lock", "transport", "url", "ws",
     )
 
     def __init__(
@@ -92,8 +96,12 @@ class Session:
         #: The WebSocket, until it is CLOSED (it holds this session: the cycle ends then).
         self.ws: WebSocket | None = ws
         self.options = options
-        #: The 101 response the session writes before anything else ("" once written).
+        #: The 101 response the session writes before anything else ("" once written,
+        #: or when the server writes it: then with :attr:`response_headers`).
         self.handshake_response = handshake_response
+        #: The 101's headers (Upgrade, Connection, Sec-WebSocket-Accept...), for a
+        #: server that writes the 101 as its own response.
+        self.response_headers: list[tuple[str, str]] = []
         self.url = url
         self.deflate = deflate
         self.registry = registry if registry is not None else DEFAULT_REGISTRY
@@ -101,6 +109,10 @@ class Session:
         self.transport: Transport | None = None
         self.runtime: Runtime | None = None
         self.inbox: Inbox | None = None
+        #: Set when the connection was handed over to takeover's I/O loop thread
+        #: (threaded servers): its listeners then run in the pool, through the mailbox.
+        self.loop: IOLoop | None = None
+        self.mailbox: Mailbox | None = None
         #: Set once a server has been handed the 101 response (or the socket).
         self.claimed = False
         #: The reason of the closing under way (a row of CLOSINGS), once one has begun:
@@ -145,8 +157,21 @@ class Session:
 
     @property
     def paused(self) -> bool:
-        """Whether reading is paused by us (receive() queue full, send() waiting), not the peer."""
-        return self._sending_paused or (self.inbox is not None and self.inbox.paused)
+        """Whether reading is paused by us (receive() queue full, listeners behind, send() waiting)."""
+        return (
+            self._sending_paused
+            or (self.inbox is not None and self.inbox.paused)
+            or (self.mailbox is not None and self.mailbox.paused)
+        )
+
+    def dispatch(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
+        """Give ``event`` to the listeners: here, or through the mailbox to the listener pool."""
+        if self.mailbox is not None:
+            self.mailbox.post(event)
+            return
+        ws = self.ws
+        assert ws is not None
+        ws.dispatch_event(event)
 
     @property
     def path(self) -> str:
@@ -156,8 +181,8 @@ class Session:
     def peer(self) -> str:
         """The peer's address as ``host:port`` for logs (looked up on first use: a syscall)."""
         if self.remote_address is _UNKNOWN:
-            self.remote_address = _peer_address(self.transport.sock if self.transport else None)
-        return _peer_name(self.remote_address)
+            self.remote_address = peer_address(self.transport.sock if self.transport else None)
+        return peer_name(self.remote_address)
 
     def ensure_inbox(self) -> Inbox | None:
         # Made on first use: a WebSocket driven by listeners never needs one.
@@ -235,6 +260,11 @@ class Session:
         logger.error(NOT_RETURNED)
         self.close(Reason.ABANDONED)
 
+    def refuse(self, message: str) -> None:
+        """The server cannot hand the connection over (it was answered 501): 1006, with ``message``."""
+        if not self.finished and self.transport is None:
+            self.close(Reason.UNSUPPORTED_SERVER, text=message)
+
     def attach(self, sock: Any, head: bytes = b"", *, inline: bool = False, owns_socket: bool = True) -> None:
         """Take over ``sock``, whose ``head`` bytes were already read past the request.
 
@@ -250,7 +280,7 @@ class Session:
         assert self.ws is not None
         self.registry.add(sock, self.ws)
         self.claimed = True
-        _no_delay(sock)
+        no_delay(sock)
         self.remote_address = _UNKNOWN  # looked up when first asked for (a syscall)
         runtime = self.runtime = runtime_for(sock)
         options = self.options
@@ -293,9 +323,7 @@ class Session:
             self.last_activity = self.opened_at = time.monotonic()
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info("WebSocket open %s peer=%s", self.path, self.peer)
-            ws = self.ws
-            assert ws is not None
-            ws.dispatch_event(Event("open"))
+            self.dispatch(Event("open"))
             requested = self._close_requested
             if requested is not None:
                 self._close_requested = None
@@ -340,16 +368,18 @@ class Session:
             elif conn.has_data_to_send:
                 transport.write(conn.data_to_send())
 
-    def _handle(self, events: list[Any]) -> None:
+    def _handle(self, events: list[ProtocolEvent]) -> None:
         conn, transport, ws = self.conn, self.transport, self.ws
         assert conn is not None and transport is not None and ws is not None
+        mailbox = self.mailbox
         for event in events:
-            kind = type(event)
-            if kind is Message:
-                data = event.data
+            if type(event) is Message:  # type(), not isinstance: the hot path, and exact
+                data: str | bytes | bytearray = event.data
                 if ws.binary_type == "bytearray" and not isinstance(data, str):
                     data = bytearray(data)
-                if ws._listeners.get("message"):
+                if mailbox is not None:
+                    mailbox.post(MessageEvent(data))  # the pool runs the listeners, in order
+                elif ws._listeners.get("message"):
                     ws.dispatch_event(MessageEvent(data))
                 else:
                     self._enqueue(data)
@@ -357,9 +387,9 @@ class Session:
             # The core queued the pong or close frame: send it in its turn.
             if conn.has_data_to_send:
                 transport.write(conn.data_to_send())
-            if kind is Close:
+            if type(event) is Close:
                 self.close(Reason.PEER_CLOSE, event.code, event.reason)
-            elif kind is Failure:
+            elif type(event) is Failure:
                 if event.code == CloseCode.INTERNAL_ERROR:
                     logger.error("WebSocket protocol error", exc_info=event.cause)
                 else:
@@ -483,11 +513,9 @@ class Session:
                 self.path, self.peer, close.code, "" if close.was_clean else " unclean",
                 time.monotonic() - self.opened_at,
             )
-        ws = self.ws
-        assert ws is not None
         if error is not None:
-            ws.dispatch_event(error)
-        ws.dispatch_event(close)
+            self.dispatch(error)
+        self.dispatch(close)
         if self.inbox is not None:
             self.inbox.end(close)
         if self._done is not None:
@@ -506,7 +534,7 @@ class Session:
             self.registry.discard(transport.sock)
             transport.on_overflow = None  # a bound method of this session: a cycle
         ws, self.ws = self.ws, None
-        if ws is not None:
+        if ws is not None and self.mailbox is None:  # a mailbox releases them after its close
             ws._listeners = {}
             ws._handlers = {}
 
@@ -528,7 +556,7 @@ class Session:
         )
         self.close(Reason.OVERFLOW)
 
-    def _set_timer(self, delay: float, callback: Any) -> None:
+    def _set_timer(self, delay: float, callback: Callable[[], object]) -> None:
         self._cancel_timer()
         assert self.runtime is not None
         self._timer = self.runtime.call_later(max(delay, 0.0), callback)
@@ -563,28 +591,3 @@ class Session:
     def _on_close_timeout(self) -> None:
         self._timer = None
         self.close(Reason.CLOSE_TIMEOUT)
-
-
-def _no_delay(sock: Any) -> None:
-    # Messages are written whole: Nagle's algorithm only delays them (ws,
-    # websockets and asyncio set TCP_NODELAY too). Measured: broadcast to 200
-    # clients went from 83k to 325k deliveries/s.
-    try:
-        sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass  # not TCP (a socketpair, a Unix socket)
-
-
-def _peer_address(sock: Any) -> Any:
-    try:
-        return sock.getpeername()
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _peer_name(peer: Any) -> str:
-    if peer is None:
-        return "-"
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer) or "-"

@@ -1,0 +1,498 @@
+"""Every row of the README's servers table, installed in a fresh virtualenv and run as written.
+
+README.md's "## Servers" table gives, per server, an ``install`` line
+(``pip install ...``) and a ``run`` line, where ``app:app`` is the user's WSGI
+module. For each row:
+
+* a new virtualenv (``python -m venv``, no system site-packages; rows with the
+  same install line share one) gets the install line, with ``takeover``
+  replaced by this checkout (extras kept), then must have Flask, which app.py needs;
+* app.py is the README's Flask example (under "## In a Flask (or any WSGI)
+  view"), read at test time, plus a plain-text ``/`` if the example has none;
+* the run line starts in app.py's directory with the venv's bin first on PATH
+  and a free port in place of 8000;
+* ``GET /`` is answered and a WebSocket echoes (the ``websockets`` client of
+  this test's venv); on waitress each of two upgrades is answered 501 with a
+  one-line body, the log has one WARNING and no traceback, and GET / still works;
+* SIGTERM stops the server.
+
+Slow: pip builds takeover (and uWSGI, which needs gcc and the Python headers) once
+per distinct install line; pip's cache makes reruns faster.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.not_implemented import check_one_warning, check_upgrade_is_refused
+from tests.paths import ROOT
+
+README = ROOT / "README.md"
+SERVERS_HEADING = "## Servers"
+FLASK_HEADING = "## In a Flask (or any WSGI) view"
+HOST = "127.0.0.1"
+README_PORT = "8000"
+PIP_TIMEOUT = 900.0
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+INDEX_TEXT = "app.py from the README, served\n"
+#: Added to the README's example when it has no ``/`` of its own.
+INDEX_ROUTE = f'''
+
+@app.route("/")
+def index():
+    """Not in the README's example: a plain-text page for the test's GET /."""
+    return {INDEX_TEXT!r}, 200, {{"Content-Type": "text/plain; charset=utf-8"}}
+'''
+
+pytestmark = pytest.mark.timeout(PIP_TIMEOUT + 300)
+
+
+# -- the README ---------------------------------------------------------------------
+
+
+class ReadmeError(Exception):
+    """README.md lacks what this test reads from it."""
+
+
+def section(text: str, heading: str) -> str:
+    """The lines under ``heading`` up to the next ``## `` heading (outside code fences)."""
+    lines = text.splitlines()
+    if heading not in lines:
+        raise ReadmeError(f"README.md has no {heading!r} heading")
+    body: list[str] = []
+    fenced = False
+    for line in lines[lines.index(heading) + 1 :]:
+        if line.startswith("```"):
+            fenced = not fenced
+        elif line.startswith("## ") and not fenced:
+            break
+        body.append(line)
+    return "\n".join(body)
+
+
+def cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def code(cell: str) -> str | None:
+    """The text of a cell that is one ``code span``, else None."""
+    match = re.fullmatch(r"`([^`]+)`", cell)
+    return match.group(1).strip() if match else None
+
+
+def slug(text: str) -> str:
+    text = text.replace("`", "").replace("'", "").lower()
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the servers table; ``problem`` says what makes it unusable, if anything."""
+
+    server: str
+    install: str
+    run: str
+    problem: str | None = None
+
+    @property
+    def is_waitress(self) -> bool:
+        return shlex.split(self.run)[0].startswith("waitress")
+
+
+def servers_table(text: str) -> list[Row]:
+    """The rows of the table with server, install and run columns under "## Servers"."""
+    lines = section(text, SERVERS_HEADING).splitlines()
+    headers = [
+        index for index, line in enumerate(lines)
+        if line.startswith("|") and {"server", "install", "run"} <= {name.lower() for name in cells(line)}
+    ]
+    if not headers:
+        raise ReadmeError(f"no table with server, install and run columns under {SERVERS_HEADING!r}")
+    names = [name.lower() for name in cells(lines[headers[0]])]
+    columns = {name: names.index(name) for name in ("server", "install", "run")}
+    rows: list[Row] = []
+    for line in lines[headers[0] + 2 :]:  # past the header and its |---| line
+        if not line.startswith("|"):
+            break
+        row = cells(line)
+        if len(row) != len(names):
+            raise ReadmeError(f"servers table: {len(row)} cells, not {len(names)}: {line!r}")
+        server, install, run = (row[columns[name]] for name in ("server", "install", "run"))
+        pip, command = code(install), code(run)
+        problem = None
+        if pip is None or not pip.startswith("pip install "):
+            problem = f"the install column is not a `pip install ...` line: {install!r}"
+        elif command is None:
+            problem = f"the run column is not a command line in backticks: {run!r}"
+        elif len(re.findall(rf"\b{README_PORT}\b", command)) != 1:
+            problem = f"the run line does not name port {README_PORT} exactly once: {command!r}"
+        rows.append(Row(server, pip or install, command or run, problem))
+    if not rows:
+        raise ReadmeError(f"the servers table under {SERVERS_HEADING!r} has no rows")
+    return rows
+
+
+def flask_example(text: str) -> str:
+    """app.py: the first ```python block under the Flask heading, plus ``/`` if it has none."""
+    match = re.search(r"^```python\n(.*?)^```", section(text, FLASK_HEADING), re.S | re.M)
+    if match is None:
+        raise ReadmeError(f"no ```python block under {FLASK_HEADING!r}")
+    source = match.group(1)
+    if "upgrade_websocket" not in source or not re.search(r"""route\(\s*["']/ws["']""", source):
+        raise ReadmeError(f"the example under {FLASK_HEADING!r} has no /ws route that upgrades")
+    if re.search(r"""\.(?:route|get)\(\s*["']/["']""", source):
+        return source
+    return source + INDEX_ROUTE
+
+
+def read_rows() -> tuple[list[Row], str | None]:
+    try:
+        rows = servers_table(README.read_text(encoding="utf-8"))
+    except (OSError, ReadmeError) as error:
+        return [], str(error)
+    seen: set[str] = set()
+    for row in rows:
+        if slug(row.server) in seen:
+            return [], f"two rows of the servers table have the server {row.server!r}"
+        seen.add(slug(row.server))
+    return rows, None
+
+
+ROWS, TABLE_ERROR = read_rows()
+# Without a table the test still runs once, and fails: it must not pass on an empty table.
+PARAMS = [pytest.param(row, id=slug(row.server)) for row in ROWS] or [
+    pytest.param(None, id="no-servers-table")
+]
+
+
+# -- virtualenvs --------------------------------------------------------------------
+
+
+def pip_arguments(line: str) -> list[str]:
+    """``pip install ...``'s arguments after ``install``, with ``takeover`` as this checkout."""
+    words = shlex.split(line)
+    assert words[:2] == ["pip", "install"], line
+    arguments: list[str] = []
+    for word in words[2:]:
+        match = re.fullmatch(r"takeover(\[[^\]]*\])?", word)
+        arguments.append(f"{ROOT}{match.group(1) or ''}" if match else word)
+    if arguments == words[2:]:
+        pytest.fail(f"`{line}` does not install takeover")
+    return arguments
+
+
+def clean_env(**changes: str) -> dict[str, str]:
+    """This process's environment without what would leak its own venv into another."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(changes)
+    return env
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def need_c_compiler(line: str) -> None:
+    """uWSGI builds from source: fail (not skip) without gcc or the Python headers."""
+    if "uwsgi" not in line.lower():
+        return
+    missing = []
+    if shutil.which("gcc") is None:
+        missing.append("gcc")
+    include = sysconfig.get_config_var("INCLUDEPY")
+    if not include or not (Path(include) / "Python.h").exists():
+        missing.append(f"Python.h (looked in {include})")
+    if missing:
+        pytest.fail(
+            f"`{line}` builds uWSGI from source, and {' and '.join(missing)} is missing: install "
+            "build-essential and python3-dev (apt-get install build-essential python3-dev)",
+            pytrace=False,
+        )
+
+
+@dataclass
+class Venv:
+    """A virtualenv with one install line in it."""
+
+    path: Path
+    line: str
+    seconds: float = 0.0
+    has_flask: bool = False
+
+    @property
+    def bin(self) -> Path:
+        return self.path / "bin"
+
+    def env(self, **changes: str) -> dict[str, str]:
+        path = f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"
+        return clean_env(PATH=path, VIRTUAL_ENV=str(self.path), **changes)
+
+    def executable(self, name: str) -> str | None:
+        return shutil.which(name, path=str(self.bin))
+
+
+def make_venv(line: str, path: Path) -> Venv | str:
+    """A fresh venv at ``path`` with ``line`` installed; or why it could not be made."""
+    started = time.monotonic()
+    venv = Venv(path, line)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", str(path)],
+            env=clean_env(), capture_output=True, text=True, timeout=120, check=True,
+        )
+        pip = venv.executable("pip")
+        assert pip is not None, f"no pip in {venv.bin}"
+        installed = subprocess.run(
+            [pip, "install", *pip_arguments(line)], cwd=path, env=venv.env(),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PIP_TIMEOUT,
+        )
+    except subprocess.CalledProcessError as error:
+        return f"python -m venv failed:\n{error.stdout}{error.stderr}"
+    except subprocess.TimeoutExpired as error:
+        return f"`{line}` did not finish within {error.timeout:g} s"
+    if installed.returncode != 0:
+        return f"`{line}` failed (exit {installed.returncode}):\n{tail(installed.stdout + installed.stderr)}"
+    # The app is the user's existing Flask app: Flask is its own requirement, installed
+    # after the README's line (which must not need it, nor break it).
+    app_requirement = subprocess.run(
+        [pip, "install", "flask"], cwd=path, env=venv.env(),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=PIP_TIMEOUT,
+    )
+    if app_requirement.returncode != 0:
+        output = app_requirement.stdout + app_requirement.stderr
+        return f"the app's own `pip install flask` failed:\n{tail(output)}"
+    shown = subprocess.run(
+        [str(venv.bin / "python"), "-m", "pip", "show", "--quiet", "flask"],
+        env=venv.env(), capture_output=True, text=True, timeout=120,
+    )
+    venv.has_flask = shown.returncode == 0
+    venv.seconds = time.monotonic() - started
+    return venv
+
+
+@pytest.fixture(scope="module")
+def venv_for(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Venv]]:
+    """``venv_for(line)``: the module's venv for that install line, made on first use."""
+    made: dict[str, Venv | str] = {}
+
+    def get(line: str) -> Venv:
+        if line not in made:
+            need_c_compiler(line)
+            made[line] = make_venv(line, tmp_path_factory.mktemp("venv"))
+        venv = made[line]
+        if isinstance(venv, str):
+            pytest.fail(venv, pytrace=False)
+        return venv
+
+    yield get
+    for line, venv in made.items():
+        if isinstance(venv, Venv):
+            print(f"\nvenv for `{line}`: {venv.seconds:.0f} s")
+
+
+# -- the server ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A run line started in its own session, so that what it forks can be killed with it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.append(raw.decode(errors="replace"))
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def fail(self, why: str) -> None:
+        self.kill()
+        pytest.fail(f"{self.name}: {why}\n--- server output ---\n{self.output}", pytrace=False)
+
+    def wait_connectable(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                pass
+            try:  # paces the retries and notices an early exit
+                self.process.wait(0.1)
+            except subprocess.TimeoutExpired:
+                continue
+            self.fail(f"exited with {self.process.returncode} before accepting connections")
+        self.fail(f"port {self.port} not connectable within {START_TIMEOUT:g} s")
+
+    def terminate(self) -> int | None:
+        """SIGTERM; the exit status, or None if it was still running after STOP_TIMEOUT."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            status = self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return None
+        self._pump.join(STOP_TIMEOUT)  # workers may hold the pipe a moment longer
+        return status
+
+    def kill(self) -> None:
+        """SIGKILL to the server's session (its workers too), if anything of it is left."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+        self._pump.join(10)
+
+
+def start(row: Row, venv: Venv, directory: Path) -> Server:
+    port = free_port()
+    words = [re.sub(rf"\b{README_PORT}\b", str(port), word) for word in shlex.split(row.run)]
+    program = venv.executable(words[0])
+    if program is None:
+        pytest.fail(f"{row.server}: `{words[0]}` is not in the venv after `{row.install}`", pytrace=False)
+    home = directory / "home"  # gunicorn's control socket and the like stay in the test's directory
+    home.mkdir()
+    env = venv.env(PYTHONUNBUFFERED="1", HOME=str(home))
+    env.pop("XDG_RUNTIME_DIR", None)
+    process = subprocess.Popen(
+        [program, *words[1:]], cwd=directory, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    return Server(row.server, process, port)
+
+
+def get_index(server: Server, custom_index: bool) -> None:
+    connection = http.client.HTTPConnection(HOST, server.port, timeout=15)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+    except OSError as error:
+        server.fail(f"GET / failed: {error!r}")
+    finally:
+        connection.close()
+    if response.status != 200 or (not custom_index and body != INDEX_TEXT):
+        server.fail(f"GET / answered {response.status} {response.reason}: {body[:300]!r}")
+
+
+def echo(server: Server) -> None:
+    url = f"ws://{HOST}:{server.port}/ws"
+    try:
+        for _ in range(2):  # a second connection: the first one left the server serving
+            with connect(url, open_timeout=15, close_timeout=10) as ws:
+                ws.send("héllo from the install test")
+                assert ws.recv(timeout=10) == "héllo from the install test"
+                ws.send(b"\x00\xffbinary")
+                assert ws.recv(timeout=10) == b"\x00\xffbinary"
+    except Exception as error:
+        server.fail(f"the WebSocket echo failed: {error!r}")
+
+
+# -- the test -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row", PARAMS)
+def test_install_line_runs_the_readme_example(
+    row: Row | None, venv_for: Callable[[str], Venv], tmp_path: Path
+) -> None:
+    if row is None:
+        pytest.fail(f"README.md: {TABLE_ERROR}", pytrace=False)
+    if row.problem:
+        pytest.fail(f"README servers table, row {row.server!r}: {row.problem}", pytrace=False)
+    source = flask_example(README.read_text(encoding="utf-8"))
+    venv = venv_for(row.install)
+    if not venv.has_flask:
+        pytest.fail(
+            f"README servers table, row {row.server!r}: Flask is missing from its venv after"
+            " `pip install flask` (`pip show flask` finds nothing)",
+            pytrace=False,
+        )
+    (tmp_path / "app.py").write_text(source, encoding="utf-8")
+    server = start(row, venv, tmp_path)
+    try:
+        server.wait_connectable()
+        get_index(server, custom_index=not source.endswith(INDEX_ROUTE))
+        if row.is_waitress:
+            try:
+                first = check_upgrade_is_refused(server.port, "waitress")
+                assert check_upgrade_is_refused(server.port, "waitress") == first
+            except (AssertionError, OSError) as error:
+                server.fail(f"the upgrade was not refused as it must be on waitress: {error}")
+            get_index(server, custom_index=not source.endswith(INDEX_ROUTE))
+        else:
+            echo(server)
+        if server.process.poll() is not None:
+            server.fail(f"exited with {server.process.returncode} during the checks")
+        status = server.terminate()
+        if status is None:
+            server.fail(f"still running {STOP_TIMEOUT:g} s after SIGTERM")
+        if status not in (0, -signal.SIGTERM):
+            server.fail(f"exited with {status} after SIGTERM")
+    finally:
+        server.kill()
+    output = server.output
+    if row.is_waitress:
+        try:
+            check_one_warning(output, "waitress")
+        except AssertionError as error:
+            pytest.fail(f"{row.server}: {error}", pytrace=False)
+    elif "Traceback" in output:
+        pytest.fail(f"{row.server}: a traceback in the server's output:\n{output}", pytrace=False)
+
+
+def test_the_table_reader_fails_loudly() -> None:
+    """No heading, no table, no rows: errors; a row without a pip line or port 8000: its problem."""
+    table = "| server | install | run |\n|---|---|---|\n"
+    with pytest.raises(ReadmeError, match="no '## Servers' heading"):
+        servers_table("# takeover\n")
+    with pytest.raises(ReadmeError, match="no table"):  # a table under another heading is not it
+        elsewhere = f"## Other\n\n{table}| a | `pip install takeover` | `a 8000` |\n"
+        servers_table(f"## Servers\n\nsome text\n\n{elsewhere}")
+    with pytest.raises(ReadmeError, match="no rows"):
+        servers_table(f"## Servers\n\n{table}\nafter the table\n")
+    rows = servers_table(
+        f"## Servers\n\n{table}"
+        "| no code | pip install takeover | `a --port 8000` |\n"
+        "| no pip | `uv add takeover` | `b --port 8000` |\n"
+        "| no port | `pip install takeover` | `c app:app` |\n"
+        "| fine | `pip install takeover gunicorn` | `gunicorn -b 127.0.0.1:8000 app:app` |\n"
+    )
+    assert [row.server for row in rows] == ["no code", "no pip", "no port", "fine"]
+    assert all("pip install" in str(row.problem) for row in rows[:2]), rows
+    assert "port 8000" in str(rows[2].problem) and rows[3].problem is None, rows
+    assert pip_arguments(rows[3].install) == [str(ROOT), "gunicorn"]
+    assert pip_arguments('pip install "takeover[gunicorn]" flask') == [f"{ROOT}[gunicorn]", "flask"]
