@@ -46,8 +46,8 @@ from takeover.errors import InvalidStateError
 from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
 from takeover.options import WebSocketOptions
 from takeover.protocol.connection import Close, Connection, ConnectionLost, Failure, Message, State
-from takeover.protocol.events import Event as ProtocolEvent
 from takeover.protocol.deflate import PerMessageDeflate
+from takeover.protocol.events import Event as ProtocolEvent
 from takeover.protocol.frames import OP_CLOSE, CloseCode, encode_close, encode_frame
 
 if TYPE_CHECKING:
