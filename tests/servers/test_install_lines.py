@@ -54,6 +54,12 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 INDEX_TEXT = "app.py from the README, served\n"
 #: Added to the README's example when it has no ``/`` of its own.
+#: Added to every app: each process that imports it leaves a file (the test waits for all).
+READY_MARKER = '''
+
+import os as _os, pathlib as _pathlib
+_pathlib.Path(__file__).with_name(f"ready-{_os.getpid()}").touch()
+'''
 INDEX_ROUTE = f'''
 
 @app.route("/")
@@ -409,6 +415,29 @@ def get_index(server: Server, custom_index: bool) -> None:
         server.fail(f"GET / answered {response.status} {response.reason}: {body[:300]!r}")
 
 
+def app_processes(run: str) -> int:
+    """How many processes of the run line import the app: gunicorn's -w (uWSGI loads it
+    in its master, then forks)."""
+    words = run.split()
+    if words[0] != "gunicorn":
+        return 1
+    for flag in ("-w", "--workers"):
+        if flag in words:
+            return int(words[words.index(flag) + 1])
+    return 1
+
+
+def wait_for_app_processes(server: Server, directory: Path, count: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    for _ in range(10_000):  # a file each process leaves: nothing to wait on but a look
+        if len(list(directory.glob("ready-*"))) >= count:
+            return
+        if time.monotonic() > deadline or server.process.poll() is not None:
+            break
+        time.sleep(0.05)
+    server.fail(f"{count} processes did not load the app (found {len(list(directory.glob('ready-*')))})")
+
+
 def echo(server: Server) -> None:
     url = f"ws://{HOST}:{server.port}/ws"
     try:
@@ -441,7 +470,7 @@ def test_install_line_runs_the_readme_example(
             " `pip install flask` (`pip show flask` finds nothing)",
             pytrace=False,
         )
-    (tmp_path / "app.py").write_text(source, encoding="utf-8")
+    (tmp_path / "app.py").write_text(source + READY_MARKER, encoding="utf-8")
     server = start(row, venv, tmp_path)
     try:
         server.wait_connectable()
@@ -457,6 +486,9 @@ def test_install_line_runs_the_readme_example(
             echo(server)
         if server.process.poll() is not None:
             server.fail(f"exited with {server.process.returncode} during the checks")
+        # A worker signalled before it has set its own handlers loses the signal (gunicorn
+        # forks with the master's): stop only once every worker process has loaded the app.
+        wait_for_app_processes(server, tmp_path, app_processes(row.run))
         status = server.terminate()
         if status is None:
             server.fail(f"still running {STOP_TIMEOUT:g} s after SIGTERM")
