@@ -271,7 +271,7 @@ def connect(
     takeover_logger = logging.getLogger("takeover")
     if errors is not None:
         takeover_logger.addHandler(errors)
-    ws = TestWebSocket(client_side, timeout, errors)
+    peer = TestWebSocket(client_side, timeout, errors)
     try:
         result = app(environ, start_response)
         try:
@@ -285,18 +285,18 @@ def connect(
             client_side.close()
             raise HandshakeRejected(int(answered[0].split()[0]), list(answered[1]), body)
         deadline = time.monotonic() + timeout
-        status, response_headers = _read_response(ws, deadline)
+        status, response_headers = _read_response(peer, deadline)
         if status != 101:
             raise HandshakeRejected(status, response_headers, b"")
-        ws.response_headers = {name.lower(): value for name, value in response_headers}
-        ws.protocol = ws.response_headers.get("sec-websocket-protocol", "")
+        peer.response_headers = {name.lower(): value for name, value in response_headers}
+        peer.protocol = peer.response_headers.get("sec-websocket-protocol", "")
         if client is not None:
             cookies = [value for name, value in response_headers if name.lower() == "set-cookie"]
             if cookies:
                 client._update_cookies_from_response(builder.server_name, path.split("?")[0], cookies)
-        yield ws
-        ws.close()
-        ws._raise_server_errors()
+        yield peer
+        peer.close()
+        peer._raise_server_errors()
     finally:
         if errors is not None:
             takeover_logger.removeHandler(errors)
