@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 from takeover._io.handover import hand_over, swap_out
 from takeover._io.loop import EXIT_TIMEOUT, io_loop
 from takeover._io.registry import DEFAULT_REGISTRY, Registry
+from takeover._log import warn_once
 from takeover.errors import UnsupportedServerError
 from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 
@@ -323,20 +324,14 @@ def close_websockets(timeout: float = EXIT_TIMEOUT) -> None:
         io_loop().stop(timeout)
 
 
-_warned_blocking = False
-
-
 def _warn_blocking_on_single_thread(has_threads: bool) -> None:
-    global _warned_blocking
-    if _warned_blocking:
-        return
-    _warned_blocking = True
     why = (
         "A WebSocket without a message listener (receive() or 'for message in ws')"
         if has_threads
         else "Python threads are disabled in this uWSGI (no --enable-threads), so every WebSocket"
     )
-    logger.warning(
+    warn_once(
+        "blocking on a single-threaded uWSGI worker",
         "%s holds this single-threaded uWSGI worker for as long as it is open. Attach listeners"
         " (ws.onmessage = ...), or run uWSGI with --threads N or --gevent N. This is logged once"
         " per process.",

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from takeover._io.handover import HandoverBody, swap_out
+from takeover._log import warn_once
 from takeover.errors import HandshakeError
 from takeover.protocol.handshake import rejection_for
 
@@ -110,7 +111,6 @@ SUPPORTED_SERVERS = (
     "takeover serve, gunicorn (-k takeover.gunicorn.Worker, gevent, sync or gthread), uWSGI,"
     " gevent.pywsgi or Werkzeug's development server"
 )
-_warned_servers: set[str] = set()
 
 
 def _server_name(environ: dict[str, Any]) -> str:
@@ -134,9 +134,7 @@ def _not_implemented(
         f"{server} gives no access to the connection, so it cannot switch to WebSocket:"
         f" run the app on {SUPPORTED_SERVERS}"
     )
-    if server not in _warned_servers:
-        _warned_servers.add(server)
-        logger.warning("WebSocket upgrades are answered 501 Not Implemented: %s", message)
+    warn_once(f"501 {server}", "WebSocket upgrades are answered 501 Not Implemented: %s", message)
     ws.session.refuse(message)
     body = f"501 Not Implemented: {message}\n".encode()
     # No Connection header: waitress refuses hop-by-hop headers from applications.
@@ -218,15 +216,9 @@ def _werkzeug_handover(
     return HandoverBody(ws, take, server_writes_101=False)
 
 
-_warned_blocking = False
-
-
 def _warn_blocking_on_sync_worker() -> None:
-    global _warned_blocking
-    if _warned_blocking:
-        return
-    _warned_blocking = True
-    logger.warning(
+    warn_once(
+        "blocking on a sync worker",
         "A WebSocket without a message listener (receive() or 'for message in ws') holds this"
         " gunicorn sync worker for as long as it is open, and the arbiter kills the worker at"
         " --timeout. Attach listeners instead (ws.onmessage = ...), or run -k gthread or"

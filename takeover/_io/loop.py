@@ -117,7 +117,7 @@ class IOLoop:
         """Close the loop's WebSockets with 1001 (waiting up to ``timeout``), then end the thread."""
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
             return
-        from takeover.protocol.frames import CloseCode
+        from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 
         try:
             self.run_sync(
@@ -129,9 +129,6 @@ class IOLoop:
         self.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=1.0)
         self._thread = None
-
-
-SHUTDOWN_REASON = "Server shutting down"
 
 
 def _guarded(fn: Callable[..., object], args: tuple[Any, ...]) -> None:

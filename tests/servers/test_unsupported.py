@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from flask import Flask, request
 
-from takeover import adapters, upgrade_websocket
+from takeover import _log, upgrade_websocket
 from tests.clients import KEY, RawClient
 from tests.not_implemented import CONTENT_TYPE, check_501_body, check_one_warning, check_upgrade_is_refused
 from tests.paths import ROOT
@@ -185,7 +185,7 @@ def call(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]],
 @pytest.fixture
 def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forget which servers were warned about in this process, so the first upgrade warns again."""
-    monkeypatch.setattr(adapters, "_warned_servers", set())
+    monkeypatch.setattr(_log, "_warned", set())
 
 
 @pytest.mark.parametrize("kind", list(ENVIRONS))
