@@ -32,10 +32,9 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from websockets.sync.client import connect
 
 from tests.not_implemented import check_one_warning, check_upgrade_is_refused
 from tests.paths import ROOT
+from tests.processes import OutputLines
 
 README = ROOT / "README.md"
 SERVERS_HEADING = "## Servers"
@@ -330,20 +330,13 @@ class Server:
     name: str
     process: subprocess.Popen[bytes]
     port: int
-    lines: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._pump = threading.Thread(target=self._read, daemon=True)
-        self._pump.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            self.lines.append(raw.decode(errors="replace"))
+        self.out = OutputLines(self.process.stdout)
 
     @property
     def output(self) -> str:
-        return "".join(self.lines)
+        return self.out.output
 
     def fail(self, why: str) -> None:
         self.kill()
@@ -371,7 +364,7 @@ class Server:
             status = self.process.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             return None
-        self._pump.join(STOP_TIMEOUT)  # workers may hold the pipe a moment longer
+        self.out.join(STOP_TIMEOUT)  # workers may hold the pipe a moment longer
         return status
 
     def kill(self) -> None:
@@ -381,7 +374,7 @@ class Server:
         except ProcessLookupError:
             pass
         self.process.wait(10)
-        self._pump.join(10)
+        self.out.join(10)
 
 
 def start(row: Row, venv: Venv, directory: Path) -> Server:
@@ -528,3 +521,17 @@ def test_the_table_reader_fails_loudly() -> None:
     assert "port 8000" in str(rows[2].problem) and rows[3].problem is None, rows
     assert pip_arguments(rows[3].install) == [str(ROOT), "gunicorn"]
     assert pip_arguments('pip install "takeover[gunicorn]" flask') == [f"{ROOT}[gunicorn]", "flask"]
+
+
+GUIDE = ROOT / "docs" / "guides" / "servers.rst"
+
+
+def test_the_guides_table_names_only_lines_this_test_runs() -> None:
+    """docs/guides/servers.rst's table: its command lines are the README's, which run above."""
+    text = GUIDE.read_text(encoding="utf-8")
+    table = text[text.index(".. list-table::") :]
+    table = table[: table.index("\n\n", table.index("* - server"))] if "\n\n" in table else table
+    rows = table.split("   * - ")[2:]  # after the header row
+    commands = [re.findall(r"``([^`]+)``", row.split("\n")[1])[0] for row in rows]
+    assert len(commands) == len(ROWS) >= 8, commands
+    assert set(commands) == {row.run for row in ROWS}

@@ -22,13 +22,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import queue
 import re
 import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from websockets.sync.client import connect
 from tests.clients import KEY, RawClient, handshake_request
 from tests.frames import client_frame
 from tests.paths import ROOT
+from tests.processes import OutputLines
 from tests.uwsgi_nginx import nginx_command, uwsgi_command, write_nginx_conf
 
 HOST = "127.0.0.1"
@@ -71,25 +70,15 @@ class Served:
     #: Whether it ends each HTTP connection after one response without saying ``Connection:
     #: close`` (uWSGI's ``--http-socket``, which has no keep-alive: ``--http11-socket`` does).
     closes_silently: bool = False
-    lines: list[str] = field(default_factory=list)
     #: Processes in front of this one (nginx before uWSGI), stopped first.
     fronts: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
 
     def __post_init__(self) -> None:
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace")
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
+        self.out = OutputLines(self.process.stdout)
 
     @property
     def output(self) -> str:
-        return "".join(self.lines)
+        return self.out.output
 
     @property
     def url(self) -> str:
@@ -98,34 +87,14 @@ class Served:
 
     def wait_listening_line(self, timeout: float = START_TIMEOUT) -> None:
         """Read output until a ``ws(s)://HOST:PORT/`` line; set ``port`` from it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = self._queue.get(timeout=max(0.0, remaining))
-            except queue.Empty:
-                self.fail_start(f"no listening line within {timeout:g} s")
-            if line is None:
-                self.fail_start("exited before listening")
-            match = LISTENING.search(line)
-            if match:
-                self.port = int(match.group(1))
-                return
+        match = self.out.wait_for(LISTENING, timeout)
+        if match is None:
+            self.fail_start(f"no listening line within {timeout:g} s, or it exited")
+        self.port = int(match.group(1))
 
     def wait_output(self, holds: Callable[[str], bool], timeout: float = 10.0) -> bool:
         """Wait until ``holds(self.output)``, checked as each line arrives; False at EOF or ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not holds(self.output):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            try:
-                if self._queue.get(timeout=remaining) is None:
-                    self._queue.put(None)  # EOF stays visible to later waits
-                    return holds(self.output)
-            except queue.Empty:
-                return False
-        return True
+        return self.out.wait_output(holds, timeout)
 
     def wait_connectable(self, timeout: float = START_TIMEOUT) -> None:
         """Wait until a TCP connection to ``port`` succeeds (gunicorn prints no chosen port)."""

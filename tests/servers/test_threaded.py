@@ -11,22 +11,20 @@ blocking-style session on the sync worker logs one WARNING.
 from __future__ import annotations
 
 import os
-import queue
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from tests.clients import RawClient, handshake_request
 from tests.frames import client_frame
 from tests.paths import ROOT
+from tests.processes import OutputLines
 
 HOST = "127.0.0.1"
 APPS = ROOT / "tests" / "servers" / "apps"
@@ -49,39 +47,19 @@ class Gunicorn:
 
     process: subprocess.Popen[bytes]
     port: int
-    lines: list[str] = field(default_factory=list)
-    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
 
     def __post_init__(self) -> None:
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace")
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
+        self.out = OutputLines(self.process.stdout)
 
     @property
     def output(self) -> str:
-        return "".join(self.lines)
+        return self.out.output
 
     def wait_for_line(self, pattern: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        for _ in range(100_000):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            if re.search(pattern, line):
-                return line
-        raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.output}")
+        match = self.out.wait_for(pattern, timeout)
+        if match is None:
+            raise AssertionError(f"no line matching {pattern!r} within {timeout} s:\n{self.output}")
+        return match.string
 
     def stop(self) -> None:
         if self.process.poll() is None:

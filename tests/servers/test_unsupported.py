@@ -14,13 +14,11 @@ from __future__ import annotations
 import io
 import logging
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +29,7 @@ from takeover import _log, upgrade_websocket
 from tests.clients import KEY, RawClient
 from tests.not_implemented import CONTENT_TYPE, check_501_body, check_one_warning, check_upgrade_is_refused
 from tests.paths import ROOT
+from tests.processes import OutputLines
 
 HOST = "127.0.0.1"
 SERVING = re.compile(r"Serving on http://[^:/]+:(\d+)")
@@ -45,38 +44,19 @@ class Waitress:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         pipes: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, **pipes)
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._pump = threading.Thread(target=self._read, daemon=True)
-        self._pump.start()
+        self.out = OutputLines(self.process.stdout)
         self.port = self._wait_serving()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            line = raw.decode(errors="replace")
-            self.lines.append(line)
-            self._queue.put(line)
-        self._queue.put(None)
-
     def _wait_serving(self) -> int:
-        deadline = time.monotonic() + START_TIMEOUT
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            match = SERVING.search(line)
-            if match:
-                return int(match.group(1))
+        match = self.out.wait_for(SERVING, START_TIMEOUT)
+        if match is not None:
+            return int(match.group(1))
         self.stop()
         raise RuntimeError(f"waitress-serve did not start within {START_TIMEOUT:g} s:\n{self.output}")
 
     @property
     def output(self) -> str:
-        return "".join(self.lines)
+        return self.out.output
 
     def stop(self) -> int | None:
         """SIGTERM; the exit status (None if it had to be killed). The output is complete afterwards."""
@@ -90,7 +70,7 @@ class Waitress:
                 self.process.wait(10)
         else:
             status = self.process.returncode
-        self._pump.join(10)
+        self.out.join(10)
         return status
 
 
