@@ -125,10 +125,7 @@ class WebSocket(EventTarget):
     @property
     def remote_address(self) -> Any:
         """The peer's address (``(host, port)`` for TCP), or None before the takeover."""
-        session = self.session
-        if session.transport is not None:
-            session.peer  # noqa: B018  (looks the address up on first use)
-        return session.remote_address
+        return self.session.remote_address
 
     @property
     def attached(self) -> bool:

@@ -69,6 +69,11 @@ class Registry:
     def __len__(self) -> int:
         return len(self._by_socket)
 
+    def __bool__(self) -> bool:
+        # An empty registry is still a registry: `environ.get(REGISTRY_KEY) or DEFAULT`
+        # must not swap a server's empty registry for the process's.
+        return True
+
     def close_all(self, code: int, reason: str, timeout: float) -> None:
         """Close every open WebSocket with ``code``, and any registered later; wait up to ``timeout``."""
         self.closing = True

@@ -79,7 +79,7 @@ class Session:
     __slots__ = (
         "_close_requested", "_done", "_lock", "_may_park", "_ping_sent_at", "_sending_paused", "_timer",
         "claimed", "close_event", "closing", "conn", "deflate", "finished", "handshake_response", "inbox",
-        "last_activity", "loop", "mailbox", "opened_at", "options", "registry", "remote_address",
+        "_remote_address", "last_activity", "loop", "mailbox", "opened_at", "options", "registry",
         "response_headers", "runtime", "send_lock", "transport", "url", "ws",
     )
 
@@ -120,7 +120,7 @@ class Session:
         self.closing: Reason | None = None
         self.finished = False
         self.close_event: CloseEvent | None = None
-        self.remote_address: Any = None
+        self._remote_address: Any = None
         # Held from compressing to writing, under threads: frames must leave in
         # the order the compressor saw them (RFC 7692 §7.2.1, context takeover).
         self.send_lock: threading.Lock | None = None
@@ -178,10 +178,15 @@ class Session:
         return urlsplit(self.url).path or "/"
 
     @property
+    def remote_address(self) -> Any:
+        """The peer's address, or None before the takeover (looked up on first use: a syscall)."""
+        if self._remote_address is _UNKNOWN:
+            self._remote_address = peer_address(self.transport.sock if self.transport else None)
+        return self._remote_address
+
+    @property
     def peer(self) -> str:
-        """The peer's address as ``host:port`` for logs (looked up on first use: a syscall)."""
-        if self.remote_address is _UNKNOWN:
-            self.remote_address = peer_address(self.transport.sock if self.transport else None)
+        """The peer's address as ``host:port``, for logs."""
         return peer_name(self.remote_address)
 
     def ensure_inbox(self) -> Inbox | None:
@@ -281,7 +286,7 @@ class Session:
         self.registry.add(sock, self.ws)
         self.claimed = True
         no_delay(sock)
-        self.remote_address = _UNKNOWN  # looked up when first asked for (a syscall)
+        self._remote_address = _UNKNOWN  # looked up when first asked for (a syscall)
         runtime = self.runtime = runtime_for(sock)
         options = self.options
         transport = self.transport = runtime.transport(sock)
