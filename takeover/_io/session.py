@@ -77,10 +77,10 @@ class Session:
     """
 
     __slots__ = (
-        "_close_requested", "_done", "_lock", "_may_park", "_ping_sent_at", "_sending_paused", "_timer",
-        "claimed", "close_event", "closing", "conn", "deflate", "finished", "handshake_response", "inbox",
-        "_remote_address", "last_activity", "loop", "mailbox", "opened_at", "options", "registry",
-        "response_headers", "runtime", "send_lock", "transport", "url", "ws",
+        "_close_requested", "_done", "_lock", "_may_park", "_ping_sent_at", "_remote_address",
+        "_sending_paused", "_timer", "claimed", "close_event", "closing", "conn", "deflate", "finished",
+        "handshake_response", "inbox", "last_activity", "loop", "mailbox", "opened_at", "options",
+        "registry", "response_headers", "runtime", "send_lock", "transport", "url", "ws",
     )
 
     def __init__(
