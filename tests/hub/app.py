@@ -7,7 +7,9 @@ The hub comes from the environment: ``TAKEOVER_HUB`` (the URL), ``HUB_HISTORY``,
   ``{"name": N, "pid": PID}``. Room messages arrive as they were published; the
   replayed ones (``since``) come before ``{"hello": {"pid": PID, "joined": BOOL}}``
   (what ``join`` returned), the live ones after it.
-* ``POST /publish?room=R`` (the body, as text): ``{"offset": ..., "remote": ...}``.
+* A WebSocket's own messages are commands, answered on it: ``{"join": R}``, ``{"leave": R}``
+  (answered ``{"rooms": [...]}``, its rooms after that) and ``{"rooms": null}``.
+* ``POST /publish?room=R[&binary=1]`` (the body, as text or bytes): ``{"offset": ..., "remote": ...}``.
 * ``GET /presence?room=R``: the member names, sorted; ``GET /history?room=R[&since=N]``:
   ``[[offset, data], ...]``; ``GET /healthy``: ``{"healthy": ..., "pid": ...}``;
   ``GET /gaps``: the ``"gap"`` events this process saw, ``[[room, first, last], ...]``.
@@ -21,7 +23,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from takeover import Hub, upgrade_websocket
+from takeover import Hub, MessageEvent, upgrade_websocket
 
 hub = Hub(
     os.environ.get("TAKEOVER_HUB", "memory://"),
@@ -46,12 +48,23 @@ def ws() -> Response:
     joined = hub.join(socket, request.args["room"], meta=meta, since=since)
     hello = json.dumps({"hello": {"pid": os.getpid(), "joined": joined}})
     socket.add_event_listener("open", lambda event: socket.send(hello))  # after the hub's: replays go first
+
+    def on_message(event: MessageEvent) -> None:
+        command = json.loads(event.data)
+        if "join" in command:
+            hub.join(socket, command["join"], meta=meta)
+        elif "leave" in command:
+            hub.leave(socket, command["leave"])
+        socket.send(json.dumps({"rooms": sorted(hub.rooms(socket))}))
+
+    socket.add_event_listener("message", on_message)  # event style: handed over on threaded servers
     return response
 
 
 @app.post("/publish")
 def publish() -> Response:
-    publication = hub.publish(request.args["room"], request.get_data(as_text=True))
+    body = request.get_data()
+    publication = hub.publish(request.args["room"], body if request.args.get("binary") else body.decode())
     return _json({"offset": publication.offset, "remote": publication.remote, "pid": os.getpid()})
 
 
@@ -63,7 +76,7 @@ def presence() -> Response:
 @app.get("/history")
 def history() -> Response:
     messages = hub.history(request.args["room"], since=request.args.get("since", type=int))
-    return _json([[m.offset, m.data] for m in messages])
+    return _json([[m.offset, m.data if isinstance(m.data, str) else {"hex": m.data.hex()}] for m in messages])
 
 
 @app.get("/healthy")
