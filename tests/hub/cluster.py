@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,8 +49,7 @@ class AppServer:
 
     def client(self, room: str, name: str, since: int | None = None) -> HubClient:
         query = f"room={room}&name={name}" + (f"&since={since}" if since is not None else "")
-        ws = connect(f"ws://{HOST}:{self.port}/ws?{query}", open_timeout=WAIT, max_size=None)
-        return HubClient(ws)
+        return HubClient(f"ws://{HOST}:{self.port}/ws?{query}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -98,8 +98,12 @@ def gunicorn(hub_url: str, workers: int = 2, **settings: str) -> AppServer:
 class HubClient:
     """A WebSocket client of the app: what the hub replayed, its hello, then live messages."""
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
+    def __init__(self, url: str) -> None:
+        self._stack = contextlib.ExitStack()
+        # max_queue=None: the client reads all the time, whenever the test looks at what came.
+        opened = connect(url, open_timeout=WAIT, max_size=None, max_queue=None)
+        self.ws: ClientConnection = self._stack.enter_context(opened)
+        ws = self.ws
         self.replayed: list[str | bytes] = []
         while True:
             message = ws.recv(timeout=WAIT)
@@ -122,7 +126,7 @@ class HubClient:
                 return rooms
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 def _hello(message: str | bytes) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ SETTINGS = {"HUB_HISTORY": "50", "HUB_PRESENCE_TTL": "5", "HUB_CHECK": str(CHECK
 
 
 def every_worker_says(server: AppServer, workers: int, healthy: bool) -> bool:
-    """Whether each of ``workers`` gunicorn workers answers /healthy with ``healthy`` (20 requests at most)."""
+    """Whether each of ``workers`` gunicorn workers answers /healthy with ``healthy`` (20 tries at most)."""
     seen: dict[int, bool] = {}
     for _ in range(20):
         answer = server.get("/healthy")
