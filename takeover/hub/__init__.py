@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -99,6 +100,7 @@ class Hub:
             prefix,
         )
         self._process: _Process | None = None
+        self._process_lock = threading.Lock()
         self._gap_listeners: list[GapListener] = []
         self._closed_for_good = False
 
@@ -109,8 +111,12 @@ class Hub:
             raise RuntimeError("this Hub is closed")
         process = self._process
         if process is None or process.pid != os.getpid():
-            process = self._process = _Process(self, home_for(ws))
-            self._call(process, process.broker.start)
+            with self._process_lock:  # two threads' first calls make one
+                process = self._process
+                if process is None or process.pid != os.getpid():
+                    process = _Process(self, home_for(ws))
+                    self._call(process, process.broker.start)
+                    self._process = process
         return process
 
     def _call(self, process: _Process, fn: Callable[..., T], *args: Any) -> T:
