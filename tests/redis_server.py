@@ -32,7 +32,7 @@ class RedisServer:
         self, directory: Path, port: int | None = None, *, tls: ssl.SSLContext | None = None,
         args: tuple[str, ...] = (),
     ) -> None:
-        """``tls``: the port speaks TLS only (``args`` then name the certificates); probed with this context."""
+        """``tls``: the port speaks TLS only (``args`` name the certificates), probed with this context."""
         self.directory = directory
         self.port = port or free_port()
         self.tls = tls

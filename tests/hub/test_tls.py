@@ -29,8 +29,8 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisS
     cert.private_key_pem.write_to_path(str(key_file))
     probe = ssl.create_default_context(cafile=str(ca_file))
     server = RedisServer(directory, tls=probe, args=(
-        "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(ca_file),
-        "--tls-auth-clients", "no", "--requirepass", "s3cret",
+        "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+        "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no", "--requirepass", "s3cret",
     ))
     server.start()
     yield server, ca_file
