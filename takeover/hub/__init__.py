@@ -253,7 +253,7 @@ class Hub:
         messages (offsets ``first_lost`` to ``last_lost``, both included)
         that its members should have had and that are not retained any more,
         as after a long outage or when Redis lost its data. Its members then
-        need fresh state.
+        need fresh state. Listeners run in the hub's loop: they must not block.
         """
         if event != "gap":
             raise ValueError(f'a Hub has one event, "gap", not {event!r}')
