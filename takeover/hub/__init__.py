@@ -155,6 +155,9 @@ class Hub:
     def _join(self, process: _Process, ws: WebSocket, room: str, meta: str, since: int | None) -> bool:
         locals_, broker = process.locals, process.broker
         member, first = locals_.add(ws, room, meta)
+        if ws.ready_state is ws.CLOSED:  # closed on the way here: its close listener may have run already
+            self._leave(process, ws, room)
+            return False
         member_id = locals_.member_id(ws)
         assert member_id is not None
         broker.add_presence(room, member_id, meta)
