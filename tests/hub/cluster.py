@@ -81,16 +81,22 @@ def takeover_serve(hub_url: str, **settings: str) -> AppServer:
     return _started(command, _env(hub_url, **settings), port, "takeover serving")
 
 
-def gunicorn(hub_url: str, workers: int = 2, **settings: str) -> AppServer:
-    """gunicorn's gthread workers: the hub lives in takeover's I/O loop thread of each."""
+WORKER_CLASSES = {
+    "gthread": ["-k", "gthread", "--threads", "4"],  # the hub in takeover's I/O loop thread of each worker
+    "gevent": ["-k", "takeover.gunicorn.Worker"],  # the hub in the worker's (monkey-patched) gevent hub
+}
+
+
+def gunicorn(hub_url: str, workers: int = 2, worker_class: str = "gthread", **settings: str) -> AppServer:
+    """gunicorn with ``workers`` workers of ``worker_class`` (a key of :data:`WORKER_CLASSES`)."""
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", str(workers),
+        sys.executable, "-m", "gunicorn", *WORKER_CLASSES[worker_class], "-w", str(workers),
         "-b", f"{HOST}:{port}", "--graceful-timeout", "3", "--no-control-socket", "tests.hub.app:app",
     ]
     server = _started(command, _env(hub_url, **settings), port, "Booting worker")
     for _ in range(workers - 1):
-        if server.out.wait_for("Booting worker", WAIT, ) is None:
+        if server.out.wait_for("Booting worker", WAIT) is None:
             break
     return server
 
