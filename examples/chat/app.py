@@ -26,39 +26,42 @@ and returning it is what takes the connection over.
 How the room uses the hub
 -------------------------
 
-Two hubs on the same URL:
+Two hubs on the same URL (their rooms have different names: on one Redis,
+hubs share a room by its name):
 
-* ``messages`` keeps the last 100 messages (for a week after the last one).
+* ``messages`` keeps the last 100 messages, for a week after the last one.
   Its room ``chat`` carries the ``message`` objects and nothing else, so the
   hub's offsets number the messages: each is one more than the one before.
-  A connection joins it when its page joins, after it was sent the history.
 * ``signals`` keeps nothing. Its room ``chat/online`` is the presence list
-  (each member's meta is ``{"name": NAME, "server": ID}``) and carries the
-  ``presence`` messages; ``chat/typing/ID`` carries ``typing`` to the members
-  of the server process ``ID``. A hub sends a room's messages to all its
-  members, and a typing must not go back to its sender: so the sender's
-  process sends it to its own other members itself, and publishes it to the
-  typing room of every other process in the presence list.
+  (each member's meta is ``{"name": NAME, "server": ID}``, ``ID`` naming the
+  server process) and carries the ``presence`` messages, which the process
+  where someone joined or left sends with the list it reads from the hub.
+  ``chat/typing/ID`` carries ``typing`` to the members of process ``ID``: a
+  hub sends a room's messages to every member, and a typing must not go back
+  to its sender, so the sender's process sends it to its own other members
+  and publishes it to the typing room of every other process in the list.
 
-A published message cannot hold its own offset, so the page counts: the
-``history`` answer says the offset of its last message, and each ``message``
-after it is one more. To make that exact, the server sends the history
-*before* joining the room, with ``since`` set to that offset: the hub then
-sends every message published after it, none twice, whatever happened
-between the two calls. When the page reconnects it joins with the last offset
-it counted (``since``): the hub replays what it missed, or, when that is not
-kept any more (more than 100 messages since, Redis lost its data, a
-``memory://`` server restarted), the page gets a fresh history and says it
-reloaded the room. When the hub reports that this process missed messages it
-cannot recover (its ``"gap"`` event, after Redis lost its data), every page of
-this process gets a fresh history the same way. A page that joined an empty
-room has no offset to count from; its first message makes it ask for one
-(``sync``).
+A published message cannot hold its own offset, so the page counts: a
+``history`` gives the offset of its last message, and each ``message`` after
+it is one more. The server makes the count exact by reading the history,
+sending it, and only then joining the connection to the room, with ``since``
+at that offset: the hub sends it what was published after that offset, none
+of it twice, whatever was published between the two calls. A page that
+reconnects joins with the last offset it counted (``since``): the hub replays
+what it missed, or, when that is not kept any more (over 100 messages since,
+Redis lost its data, a ``memory://`` server restarted), the page gets a fresh
+history and says it reloaded the room. When the hub reports that this process
+missed messages it cannot recover (its ``"gap"`` event: Redis lost its data,
+or was away longer than the room keeps), every page of this process gets a
+fresh history the same way. A page that joined an empty room has no offset
+to count from: its first message makes it ask for a history (``sync``).
 
-When Redis cannot be reached, the hub says so (``Hub.healthy``): a join waits
-up to 5 seconds for it to come back, then the connection is closed with 1013
-(try again later) and the page reconnects by itself; a message waits as long,
-then is refused with an ``error``.
+When Redis cannot be reached (``Hub.healthy`` is False), a join waits up to
+5 seconds for it to come back, then the connection is closed with 1013 (try
+again later) and the page reconnects by itself; a message waits as long,
+then is refused with an ``error``. A message that Redis did not take after
+all (``Publication.remote`` is False) reached this process's pages only: its
+sender is told, and the pages here get a fresh history once Redis is back.
 
 Protocol
 --------
@@ -90,10 +93,11 @@ Server to client:
 
 ``{"type": "history", "messages": [MESSAGE, ...], "offset": OFFSET, "reloaded": BOOL}``
     The last 100 ``message`` objects, oldest first, and the offset of the
-    last one (null when there is none): each ``message`` that follows is one
-    more. Replaces whatever the page showed. Sent on join, on ``sync``, and
-    whenever the page's count cannot go on (then ``reloaded`` is true: some
-    messages could not be recovered).
+    last one (null when there is none, or when messages came too fast to
+    tell): each ``message`` that follows is one more. Replaces whatever the
+    page showed. Sent on join, on ``sync``, and whenever the page's count
+    cannot go on (then ``reloaded`` is true: some messages could not be
+    recovered).
 ``{"type": "resumed", "since": OFFSET}``
     The answer to a ``join`` with ``since`` when all that followed it was kept:
     the messages the page missed came just before it.
@@ -168,6 +172,7 @@ RATE_PERIOD = 5.0  # ... in this many seconds (the token bucket's capacity and r
 FLOOD_CLOSE = 10  # dropped messages, beyond the first, that close the connection
 MAX_INVALID = 5  # refused messages in a row that close the connection
 REACH_WAIT = 5.0  # seconds a join or a message waits for the hub to reach Redis again
+RELOAD_WAIT = 60.0  # seconds a reload of every page here waits for it
 REACH_POLL = 0.02  # seconds between looks at Hub.healthy meanwhile (it has no event)
 SYNC_ATTEMPTS = 3  # history-then-join rounds before joining without an offset
 
@@ -370,9 +375,9 @@ class Room:
         members = self.signals.presence(ONLINE)
         return {m.meta["server"] for m in members if isinstance(m.meta, dict) and "server" in m.meta}
 
-    def reachable(self) -> bool:
-        """Whether both hubs reach Redis, waiting up to ``REACH_WAIT`` seconds for them to reconnect."""
-        deadline = time.monotonic() + REACH_WAIT
+    def reachable(self, wait: float | None = None) -> bool:
+        """Whether both hubs reach Redis, waiting up to ``wait`` seconds (``REACH_WAIT``) for them."""
+        deadline = time.monotonic() + (REACH_WAIT if wait is None else wait)
         while not (self.messages.healthy and self.signals.healthy):
             if time.monotonic() >= deadline:
                 return False
@@ -563,7 +568,7 @@ class Room:
 
     def _reload_everyone(self) -> None:
         self._reload_pending = False  # a gap from now on reloads again
-        if not self.reachable():
+        if not self.reachable(RELOAD_WAIT):
             logger.warning("cannot reload the pages: the hub does not reach Redis")
             return
         clients = [c for c in tuple(self.clients) if c.member]
@@ -575,6 +580,8 @@ class Room:
                 except Unavailable:
                     logger.warning("cannot reload the pages: the hub does not reach Redis")
                     return
+                except Exception:  # one page's trouble (a send that timed out) is not the others'
+                    logger.exception("cannot reload the page of %s", client.peer)
 
 
 app = Flask(__name__)
