@@ -96,12 +96,12 @@ class Child:
         assert self.process.stdout is not None
         for raw in self.process.stdout:
             line = raw.decode(errors="replace")
+            if self.echo is not None:  # before a waiter hears of it: "ready" is never printed ahead of it
+                self.echo.write(f"[{self.label}] {line}")
+                self.echo.flush()
             with self._changed:
                 self.lines.append(line)
                 self._changed.notify_all()
-            if self.echo is not None:
-                self.echo.write(f"[{self.label}] {line}")
-                self.echo.flush()
         with self._changed:
             self.ended.set()
             self._changed.notify_all()
