@@ -202,15 +202,51 @@ def check_free(port: int) -> None:
             raise RuntimeError(f"port {port} on {HOST} is in use: pick another (see --help)") from None
 
 
-def stop_all(children: Sequence[Child]) -> None:
-    """Stop the servers together (each closes its WebSockets with 1001), then Redis, last of ``children``."""
-    *servers, redis = children
-    for child in servers:
-        if child.process.poll() is None:
-            child.process.terminate()
-    for child in servers:
-        child.stop()
-    redis.stop()
+class Cluster:
+    """Redis and the chat's two servers, started in ``directory``; ``stop()`` stops those running then.
+
+    ``redis`` and ``servers`` (``"gunicorn"``, ``"serve"``) may be replaced by
+    new processes (a restart): ``stop()`` takes them as they are when it runs.
+    """
+
+    def __init__(self, directory: Path, *, echo: TextIO | None = None) -> None:
+        self.directory = directory
+        self.echo = echo
+        self.redis: Child | None = None
+        self.servers: dict[str, Child] = {}
+
+    @property
+    def hub(self) -> str:
+        assert self.redis is not None
+        return hub_url(self.redis.port)
+
+    def start(self, redis_port: int, port: int, second_port: int, *, workers: int = WORKERS) -> None:
+        self.redis = start_redis(redis_port, self.directory, echo=self.echo)
+        self.servers["gunicorn"] = start_gunicorn(port, self.hub, workers=workers, echo=self.echo)
+        self.servers["serve"] = start_serve(second_port, self.hub, echo=self.echo)
+
+    def restart_redis(self) -> None:
+        """SIGKILL Redis (the room's data goes with it) and start an empty one on the same port."""
+        assert self.redis is not None
+        self.redis.kill()
+        self.redis = start_redis(self.redis.port, self.directory, echo=self.echo)
+
+    def stop(self) -> None:
+        """Stop the servers together (each closes its WebSockets with 1001), then Redis."""
+        servers = list(self.servers.values())
+        for child in servers:
+            if child.process.poll() is None:
+                child.process.terminate()
+        for child in servers:
+            child.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,28 +262,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for signum in (signal.SIGINT, signal.SIGTERM):  # also Ctrl-C where a shell made background jobs ignore it
         signal.signal(signum, signal.default_int_handler)
-    children: list[Child] = []
-    with tempfile.TemporaryDirectory(prefix="chat-redis-") as directory:
+    with tempfile.TemporaryDirectory(prefix="chat-redis-") as directory, Cluster(
+        Path(directory), echo=sys.stdout
+    ) as cluster:
         try:
-            for port in (args.redis_port, args.port, args.second_port):
+            ports = (args.redis_port, args.port, args.second_port)
+            if len(set(ports)) < len(ports):
+                raise RuntimeError(f"Redis and the two servers need three different ports, not {ports}")
+            for port in ports:
                 check_free(port)
-            redis = start_redis(args.redis_port, Path(directory), echo=sys.stdout)
-            children.append(redis)
-            hub = hub_url(args.redis_port)
-            children.insert(0, start_gunicorn(args.port, hub, workers=args.workers, echo=sys.stdout))
-            children.insert(0, start_serve(args.second_port, hub, echo=sys.stdout))
+            cluster.start(args.redis_port, args.port, args.second_port, workers=args.workers)
             print(
-                f"\nOne chat room on {hub}:\n"
+                f"\nOne chat room on {cluster.hub}:\n"
                 f"  http://{HOST}:{args.port}/  gunicorn, {args.workers} workers\n"
                 f"  http://{HOST}:{args.second_port}/  takeover serve\n"
                 "Open both; Ctrl-C stops everything.\n",
                 flush=True,
             )
+            children = [cluster.redis, *cluster.servers.values()]
             ended = threading.Event()
             for child in children:
+                assert child is not None
                 threading.Thread(target=lambda c=child: (c.ended.wait(), ended.set()), daemon=True).start()
             ended.wait()  # until Ctrl-C, or a process ends by itself
-            gone = next(child for child in children if child.ended.is_set())
+            gone = next(child for child in children if child is not None and child.ended.is_set())
             status = gone.process.wait(STOP_TIMEOUT)
             print(f"demo-cluster: {gone.label} exited with {status}: stopping the others", file=sys.stderr)
             return 1
@@ -257,9 +295,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as error:
             print(f"demo-cluster: {error}", file=sys.stderr)
             return 1
-        finally:
-            if children:
-                stop_all(children)
 
 
 if __name__ == "__main__":

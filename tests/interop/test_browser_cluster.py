@@ -40,28 +40,15 @@ RECOVER_MS = 20_000
 
 
 @contextlib.contextmanager
-def running(tmp_path: Path) -> Iterator[dict[str, cluster.Child]]:
-    """Redis and the two servers, as ``make demo-cluster`` starts them; stopped at the end."""
-    children: list[cluster.Child] = []
-    started: dict[str, cluster.Child] = {}
-    try:
-        started["redis"] = cluster.start_redis(free_port(), tmp_path)
-        children.append(started["redis"])
-        hub = cluster.hub_url(started["redis"].port)
-        for name, start in (("gunicorn", cluster.start_gunicorn), ("serve", cluster.start_serve)):
-            started[name] = start(free_port(), hub)
-            children.insert(0, started[name])
+def running(tmp_path: Path) -> Iterator[cluster.Cluster]:
+    """Redis and the two servers, as ``make demo-cluster`` starts them, on free ports; stopped at the end."""
+    with cluster.Cluster(tmp_path) as started:
+        started.start(free_port(), free_port(), free_port())
         yield started
-    finally:
-        if children:
-            cluster.stop_all(children)
-        else:
-            for child in started.values():
-                child.stop()
 
 
 @contextlib.contextmanager
-def evidence_on_failure(pages: dict[str, Page], children: dict[str, cluster.Child]) -> Iterator[None]:
+def evidence_on_failure(pages: dict[str, Page], started: cluster.Cluster) -> Iterator[None]:
     """On a failure: a screenshot of each page under tests/artifacts/, and every process's output."""
     try:
         yield
@@ -74,8 +61,9 @@ def evidence_on_failure(pages: dict[str, Page], children: dict[str, cluster.Chil
                 print(f"screenshot of {name}'s page: {path}")
             except Exception as error:  # keep the original failure
                 print(f"no screenshot of {name}'s page: {error}")
-        for name, child in children.items():
-            print(f"--- {name} ({child.label}) ---\n{child.output}")
+        for child in (started.redis, *started.servers.values()):
+            if child is not None:
+                print(f"--- {child.label} ---\n{child.output}")
         raise
 
 
@@ -87,20 +75,21 @@ def opened(page: Page) -> str | None:
 def test_two_servers_one_room_through_redis_and_a_redis_restart(browser: Browser, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with running(tmp_path) as children:
+    with running(tmp_path) as started:
         contexts = [browser.new_context() for _ in range(3)]
         alice, bob, carol = (context.new_page() for context in contexts)
         pages = {"alice": alice, "bob": bob, "carol": carol}
-        servers = {"alice": children["gunicorn"], "bob": children["serve"], "carol": children["serve"]}
+        ports = {"alice": started.servers["gunicorn"].port, "bob": started.servers["serve"].port}
+        ports["carol"] = ports["bob"]
         page_errors: list[str] = []
         for page in pages.values():
             page.set_default_timeout(WAIT_MS)
             page.on("pageerror", lambda error: page_errors.append(str(error)))
         try:
-            with evidence_on_failure(pages, children):
+            with evidence_on_failure(pages, started):
                 # -- one page on each server: one room ------------------------------
                 for name in ("alice", "bob"):
-                    pages[name].goto(f"http://{cluster.HOST}:{servers[name].port}/", timeout=WAIT_MS)
+                    pages[name].goto(f"http://{cluster.HOST}:{ports[name]}/", timeout=WAIT_MS)
                     expect(pages[name].locator("#status")).to_have_text("open", timeout=WAIT_MS)
                 join(alice, "alice")
                 expect_online(alice, ["alice"])
@@ -119,15 +108,12 @@ def test_two_servers_one_room_through_redis_and_a_redis_restart(browser: Browser
                     )
 
                 # -- the second server restarts: its page catches up from Redis ----------
-                serve = children["serve"]
-                assert serve.stop() == 0
+                assert started.servers["serve"].stop() == 0
                 expect(bob.locator("#status")).not_to_have_text("open", timeout=WAIT_MS)
                 expect_online(alice, ["alice"])
                 say(alice, "while you were away")
                 expect_last_message(alice, "alice", "while you were away")
-                children["serve"] = servers["bob"] = servers["carol"] = cluster.start_serve(
-                    serve.port, cluster.hub_url(children["redis"].port)
-                )
+                started.servers["serve"] = cluster.start_serve(ports["bob"], started.hub)
                 expect(bob.locator("#status")).to_have_attribute("data-opens", "2", timeout=RECONNECT_MS)
                 expect(bob.locator("#notice")).to_have_text("back: 1 missed message replayed")
                 kept_and_missed = ["hello from gunicorn", "hello from takeover serve", "while you were away"]
@@ -137,9 +123,7 @@ def test_two_servers_one_room_through_redis_and_a_redis_restart(browser: Browser
 
                 # -- Redis restarts, empty: the pages go on -------------------------------
                 opens = {name: opened(pages[name]) for name in ("alice", "bob")}
-                redis = children["redis"]
-                redis.kill()
-                children["redis"] = cluster.start_redis(redis.port, tmp_path)
+                started.restart_redis()
                 say(alice, "after the restart")
                 for page in (alice, bob):
                     expect_last_message(page, "alice", "after the restart")
@@ -152,7 +136,7 @@ def test_two_servers_one_room_through_redis_and_a_redis_restart(browser: Browser
                     expect_last_message(page, "bob", "still here")
 
                 # Presence came back into the new Redis: a newcomer sees everyone, everyone sees her.
-                carol.goto(f"http://{cluster.HOST}:{servers['carol'].port}/", timeout=WAIT_MS)
+                carol.goto(f"http://{cluster.HOST}:{ports['carol']}/", timeout=WAIT_MS)
                 expect(carol.locator("#status")).to_have_text("open", timeout=WAIT_MS)
                 join(carol, "carol")
                 for page in pages.values():
