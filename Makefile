@@ -4,11 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
+CLUSTER_STAMP := $(VENV)/.installed-demo-cluster
 NODE_STAMP := tests/node/node_modules/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_NODE_STAMP := bench/node/node_modules/.installed
 
-.PHONY: test demo docs lint typecheck conformance bench fuzz soak clean
+.PHONY: test demo demo-cluster docs lint typecheck conformance bench fuzz soak clean
 
 $(STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +22,13 @@ $(DEMO_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $@
+
+# The chat on two servers: gunicorn's gevent workers and takeover serve.
+$(CLUSTER_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo,gunicorn]'
 	touch $@
 
 # Node's ws client for interop tests; skipped (and the tests skip) without npm.
@@ -41,6 +49,20 @@ docs: $(STAMP)
 demo: $(DEMO_STAMP)
 	@echo "open http://127.0.0.1:8000/"
 	$(PY) -m takeover serve examples.chat.app:app --bind 127.0.0.1:8000
+
+# The same chat room across processes and servers (examples/chat/cluster.py): Redis on
+# 127.0.0.1:6390 without persistence, the chat on gunicorn with 4 workers at
+# http://127.0.0.1:8000/ and on takeover serve at http://127.0.0.1:8001/. Ctrl-C stops them all.
+demo-cluster: $(CLUSTER_STAMP)
+	@if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+		else \
+			echo "make demo-cluster needs redis-server: install it (Debian: apt-get install redis-server) and run make demo-cluster again" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	$(PY) -m examples.chat.cluster
 
 # The benchmark (docs/benchmarks.md): takeover against other WebSocket servers, each in
 # its own process, driven by a Node load generator. Not part of `make test`.

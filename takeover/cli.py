@@ -3,7 +3,7 @@
     takeover serve MODULE:APP [--bind HOST:PORT] [--certfile F --keyfile F]
                               [--idle-timeout S] [--compression deflate
                               [--compression-level N] [--compression-threshold BYTES]]
-                              [--allowed-origin ORIGIN ...] [--reload]
+                              [--allowed-origin ORIGIN ...] [--hub URL] [--reload]
 
 ``python -m takeover`` is the same command. ``MODULE`` is imported with the
 current directory on ``sys.path``; ``path/to/file.py:APP`` imports a file.
@@ -16,6 +16,10 @@ Once listening, exactly one line goes to stdout::
 Errors the user can fix (a module or attribute that does not exist, a port in
 use, a missing certificate, ...) are one line on stderr, ``takeover: ...``, and
 exit status 2. SIGINT and SIGTERM close the server gracefully and exit 0.
+
+``--hub URL`` sets the environment variable ``TAKEOVER_HUB`` to ``URL`` before
+the application is imported, for an application that makes its
+:class:`takeover.Hub` from it (as ``examples/chat`` does).
 
 ``--reload`` runs the server in a child process and restarts it when a ``.py``
 file under the application's directory or the current directory changes.
@@ -58,6 +62,8 @@ __all__ = [
 ]
 
 PROG = "takeover"
+#: The environment variable ``--hub`` sets: the URL of the application's hub, by convention.
+HUB_VARIABLE = "TAKEOVER_HUB"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 EXIT_USAGE = 2
@@ -239,6 +245,15 @@ def _origin(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _hub_url(text: str) -> str:
+    from takeover.hub._broker import check_url
+
+    try:
+        return check_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _bind(text: str) -> tuple[str, int]:
     try:
         return parse_bind(text)
@@ -308,6 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
         "repeat for more (others get 403; default: any origin)",
     )
     serve_parser.add_argument(
+        "--hub",
+        metavar="URL",
+        type=_hub_url,
+        help=f"set {HUB_VARIABLE}=URL for the application before it is imported: the URL of its "
+        "takeover.Hub, memory:// or redis://HOST:PORT/DB, for apps that read it (as examples/chat does)",
+    )
+    serve_parser.add_argument(
         "--reload", action="store_true", help="restart when a .py file changes (for development)"
     )
     return parser
@@ -332,6 +354,8 @@ def _serve_command(args: argparse.Namespace) -> int:
     spec = parse_app_spec(args.app)
     host, port = args.bind
     context = load_ssl_context(args.certfile, args.keyfile) if args.certfile else None
+    if args.hub is not None:
+        os.environ[HUB_VARIABLE] = args.hub  # before the app is imported; --reload's child inherits it
     if not args.reload:
         return serve(
             spec,

@@ -233,6 +233,64 @@ def test_history_keeps_the_last_100_messages(chat: ChatServer) -> None:
     assert [message["text"] for message in history] == texts[-100:]
 
 
+def sync(ws: ClientConnection) -> Message:
+    """Ask for the history again; return it."""
+    send(ws, {"type": "sync"})
+    return expect_type(ws, "history")
+
+
+def test_the_history_gives_the_offset_of_its_last_message_and_each_message_adds_one(chat: ChatServer) -> None:
+    first, second, third = unique("counted"), unique("counted"), unique("counted")
+    with joined(chat, unique("counter")) as ws:
+        say(ws, first)
+        expect(ws, said(first))
+        history = sync(ws)
+        assert history["messages"][-1]["text"] == first and history["reloaded"] is False
+        offset = history["offset"]
+        assert isinstance(offset, int) and 0 < offset < 2**53
+        say(ws, second)
+        say(ws, third)
+        expect(ws, said(third))
+        again = sync(ws)
+        assert again["offset"] == offset + 2
+        assert [m["text"] for m in again["messages"][-3:]] == [first, second, third]
+
+
+def test_join_since_an_offset_replays_what_was_missed_then_resumed(chat: ChatServer) -> None:
+    name, other_name, missed = unique("returning"), unique("other"), [unique("missed"), unique("missed")]
+    with joined(chat, name) as ws:
+        say(ws, unique("before"))
+        offset = sync(ws)["offset"]
+    with joined(chat, other_name) as other:
+        for text in missed:
+            say(other, text)
+        expect(other, said(missed[-1]))
+    with client(chat) as ws:
+        send(ws, {"type": "join", "name": name, "since": offset})
+        replayed = [receive(ws), receive(ws)]
+        assert [(m["type"], m["name"], m["text"]) for m in replayed] == [
+            ("message", other_name, text) for text in missed
+        ]
+        assert receive(ws) == {"type": "resumed", "since": offset}
+        expect(ws, lambda m: m["type"] == "presence" and name in m["names"])
+        text = unique("back")
+        say(ws, text)
+        expect(ws, said(text))
+
+
+@pytest.mark.parametrize("since", [0, 2**53 - 1], ids=["trimmed", "from-another-run"])
+def test_join_since_an_offset_not_kept_reloads_the_room(chat: ChatServer, since: int) -> None:
+    with joined(chat, unique("poster")) as ws:
+        text = unique("kept")
+        say(ws, text)
+        expect(ws, said(text))
+    with client(chat) as ws:
+        send(ws, {"type": "join", "name": unique("late"), "since": since})
+        history = receive(ws)
+        assert history["type"] == "history" and history["reloaded"] is True
+        assert history["messages"][-1]["text"] == text and isinstance(history["offset"], int)
+
+
 def test_a_long_but_allowed_message_and_name(chat: ChatServer) -> None:
     name, text = unique("long").ljust(32, "n"), "x" * 2000
     with joined(chat, name) as ws:
@@ -267,6 +325,11 @@ NOT_JOINED = [
     ('{"type": "join", "name": "\\ud800"}', '"name" is not valid Unicode'),
     ('{"type": "message", "text": "hi"}', "join first"),
     ('{"type": "typing"}', "join first"),
+    ('{"type": "sync"}', "join first"),
+    *[
+        (f'{{"type": "join", "name": "a", "since": {since}}}', '"since" must be an offset: an integer >= 0')
+        for since in ("-1", "1.5", '"12"', "true", str(2**53))
+    ],
 ]
 
 JOINED = [
@@ -480,3 +543,32 @@ def test_history_is_a_deque_of_100(chat_module: ModuleType) -> None:
     for number in range(150):
         room.say(poster, str(number))
     assert [message["text"] for message in room.history] == [str(n) for n in range(50, 150)]
+
+
+class UnreachableHub:
+    """What ``Room`` uses of a hub that cannot reach Redis."""
+
+    healthy = False
+
+    def on(self, event: str, listener: Callable[..., object]) -> None:
+        pass
+
+
+def test_without_redis_a_join_closes_with_1013_and_a_message_is_refused(
+    chat_module: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chat_module, "REACH_WAIT", 0.0)
+    room = chat_module.Room(UnreachableHub(), UnreachableHub())
+    joining = FakeWebSocket(chat_module.WebSocket.OPEN)
+    newcomer = chat_module.Client(joining)
+    room.receive(newcomer, '{"type": "join", "name": "ann"}')
+    # The page reconnects with backoff and joins again; nothing was counted against it.
+    assert joining.closed == (1013, "the chat cannot reach its other servers: try again later")
+    assert newcomer.name is None and newcomer.invalid == 0 and joining.drain() == []
+    talking = FakeWebSocket(chat_module.WebSocket.OPEN)
+    member = chat_module.Client(talking, name="bob")
+    room.receive(member, '{"type": "message", "text": "hello?"}')
+    assert talking.drain() == [
+        {"type": "error", "error": "not sent: the chat cannot reach its other servers; try again"}
+    ]
+    assert talking.closed is None and member.invalid == 0

@@ -243,6 +243,28 @@ def test_allowed_origin_reaches_in_app_websockets(
             client.close()
 
 
+HUB_APP = """
+import os
+
+HUB = os.environ.get("TAKEOVER_HUB", "unset").encode()  # read at import, as an app making its Hub does
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(HUB)))])
+    return [HUB]
+"""
+
+
+@pytest.mark.parametrize("reload", [False, True])
+def test_hub_sets_takeover_hub_before_the_app_is_imported(
+    tmp_path: Path, start: Callable[..., Served], reload: bool
+) -> None:
+    (tmp_path / "hubapp.py").write_text(HUB_APP)
+    url = "redis://127.0.0.1:6390/2"
+    args = ["serve", "hubapp:app", "--bind", "127.0.0.1:0", "--hub", url, *(["--reload"] if reload else [])]
+    served = start(*args)
+    assert get(f"http://127.0.0.1:{served.wait_serving().group(3)}/") == url.encode()
+
+
 def test_tls_serves_https_and_announces_wss(tmp_path: Path, start: Callable[..., Served]) -> None:
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
@@ -349,6 +371,14 @@ def test_bad_allowed_origin(tmp_path: Path, origin: str, why: str) -> None:
     line = run_error(tmp_path, "serve", "hello:app", "--allowed-origin", origin)
     assert line.startswith(f"takeover: argument --allowed-origin: {origin!r} is not an origin: ")
     assert why in line
+
+
+@pytest.mark.parametrize(
+    ("url", "why"), [("http://127.0.0.1:6379", "a hub URL is memory://, redis://"), ("memory://x", "memory://")]
+)
+def test_bad_hub(tmp_path: Path, url: str, why: str) -> None:
+    line = run_error(tmp_path, "serve", "hello:app", "--hub", url)
+    assert line.startswith("takeover: argument --hub: ") and why in line
 
 
 # -- argument parsing, in process ------------------------------------------------
