@@ -28,7 +28,7 @@ $(DEMO_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 $(CLUSTER_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[demo,gunicorn]'
+	$(PY) -m pip install --quiet -e '.[demo,redis,gunicorn]'
 	touch $@
 
 # Node's ws client for interop tests; skipped (and the tests skip) without npm.

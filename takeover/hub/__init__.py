@@ -230,14 +230,22 @@ class Hub:
         return self._call(process, process.broker.publish, room, data)
 
     def history(self, room: str, since: int | None = None) -> list[Message]:
-        """The retained messages of ``room`` after offset ``since``, oldest first."""
+        """The retained messages of ``room`` after offset ``since``, oldest first.
+
+        Raises :class:`ConnectionError` when Redis cannot be reached (an empty
+        list is an empty room).
+        """
         room = check_room(room)
         since = check_since(since)
         process = self._here()
         return self._call(process, process.broker.history, room, since)
 
     def presence(self, room: str) -> list[Member]:
-        """The members of ``room`` in every process, with their ``meta``."""
+        """The members of ``room`` in every process, with their ``meta``.
+
+        While Redis cannot be reached (``healthy`` is False), this process's
+        own members only.
+        """
         room = check_room(room)
         process = self._here()
         return self._call(process, process.broker.presence, room)
@@ -265,7 +273,7 @@ class Hub:
         self._gap_listeners.append(listener)
 
     def _gap(self, room: str, first: int, last: int) -> None:
-        logger.warning("hub: messages %d to %d of room %r were lost", first, last, room)
+        logger.warning("hub: room %r: offsets %d to %d were missed here, not retained", room, first, last)
         for listener in tuple(self._gap_listeners):
             try:
                 listener(room, first, last)

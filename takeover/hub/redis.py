@@ -113,7 +113,13 @@ class RedisBroker:
 
     # -- publishing ------------------------------------------------------------
 
+    def _starting(self) -> None:
+        """Wait (up to ``timeout``) for the first connection attempt, so a first call finds Redis up."""
+        if not self._tried.is_set():
+            self._tried.wait(self.settings.timeout)
+
     def publish(self, room: str, data: str | bytes) -> Publication:
+        self._starting()
         if self._healthy:
             meta, log, channel, _ = keys(self.settings.prefix, room)
             kind, payload = (b"t", data.encode("utf-8")) if isinstance(data, str) else (b"b", data)
@@ -143,10 +149,11 @@ class RedisBroker:
         return True, messages
 
     def history(self, room: str, since: int | None) -> list[Message]:
+        self._starting()
         try:
             _, messages, _ = self._read(room, since + 1 if since is not None else 0, "+")
-        except (BrokerError, ReplyError):
-            return []
+        except ReplyError as error:
+            raise BrokerError(f"{self.address} refused to read the history of {room!r}: {error}") from None
         return messages[-self.settings.history :] if self.settings.history else []
 
     # -- subscriptions -----------------------------------------------------------
@@ -170,8 +177,7 @@ class RedisBroker:
                     sub.subscribe(self._channel(room))
                 except BrokerError:
                     pass  # the subscriber reconnects and subscribes to every room
-        if not self._tried.is_set():  # starting up: give the first connection its chance
-            self._tried.wait(self.settings.timeout)
+        self._starting()
         event = local.subscribed
         if isinstance(event, gevent.event.Event) and self._healthy:
             event.wait(self.settings.timeout)
@@ -216,6 +222,7 @@ class RedisBroker:
             self._stale.add((room, member_id))
 
     def presence(self, room: str) -> list[Member]:
+        self._starting()
         presence_key = keys(self.settings.prefix, room)[3]
         try:
             raw = self.commands.call("HGETALL", presence_key)
@@ -368,8 +375,14 @@ class RedisBroker:
                 return
             last = current
         expected = first
-        if first == 1 and epoch is not None:
-            expected = epoch  # the room had no messages when this process began to follow it
+        if epoch is not None and first < epoch:
+            if first == 1:
+                expected = epoch  # the room had no messages when this process began to follow it
+            else:
+                logger.warning(
+                    "hub: room %r has a new epoch (Redis lost its data, or its keys expired): whatever "
+                    "followed offset %d in the old one is unknown", room, first - 1,
+                )
         for message in messages:
             if message.offset > last:
                 break

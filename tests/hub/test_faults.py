@@ -75,6 +75,20 @@ def test_redis_restarted_under_traffic(tmp_path: Path) -> None:
         redis_server.kill()
 
 
+def test_the_first_call_of_a_new_hub_finds_redis_up(redis_server: RedisServer) -> None:
+    for first in ("publish", "history", "presence"):
+        hub = Hub(redis_server.url)
+        try:
+            if first == "publish":
+                assert hub.publish("first", "x").remote  # not lost while the hub was still connecting
+            elif first == "history":
+                assert hub.history("first") != []
+            else:
+                assert hub.presence("first") == [] and hub.healthy
+        finally:
+            hub.close()
+
+
 @pytest.fixture
 def redis_behind_proxy(tmp_path: Path) -> Iterator[tuple[RedisServer, FreezingProxy]]:
     redis_server = RedisServer(tmp_path)
@@ -125,6 +139,8 @@ def test_redis_down_at_start_the_app_starts_and_connects_when_redis_appears(
         started = time.monotonic()
         assert hub.publish("r", "nobody hears this").remote is False
         assert time.monotonic() - started < 1.0
+        with pytest.raises(ConnectionError, match="cannot connect"):
+            hub.history("r")  # not an empty list: that would be an empty room
         client = serve.client("r", "early")  # joining works without Redis
         redis_server = RedisServer(tmp_path, port)
         redis_server.start()
