@@ -29,6 +29,11 @@ _EXPORTS: dict[str, str] = {
     "ErrorEvent": "takeover.events",
     "Event": "takeover.events",
     "MessageEvent": "takeover.events",
+    "Hub": "takeover.hub",
+    "Member": "takeover.hub",
+    "Message": "takeover.hub",
+    "Publication": "takeover.hub",
+    "publish": "takeover.hub",
     "DeflateOptions": "takeover.protocol.deflate",
     "Server": "takeover.server",
     "create_server": "takeover.server",
@@ -53,6 +58,11 @@ if TYPE_CHECKING:
     from takeover.events import ErrorEvent as ErrorEvent
     from takeover.events import Event as Event
     from takeover.events import MessageEvent as MessageEvent
+    from takeover.hub import Hub as Hub
+    from takeover.hub import Member as Member
+    from takeover.hub import Message as Message
+    from takeover.hub import Publication as Publication
+    from takeover.hub import publish as publish
     from takeover.protocol.deflate import DeflateOptions as DeflateOptions
     from takeover.server import Server as Server
     from takeover.server import create_server as create_server

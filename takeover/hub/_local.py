@@ -1,0 +1,220 @@
+"""This process's side of the hub: which WebSockets are in which room, and delivering to them.
+
+Runs in the hub's home loop only (see :mod:`takeover.hub._home`), so it has no
+locks. A member is *live* once its WebSocket is OPEN and its catch-up (the
+retained messages after its ``since``) has gone out; until then what is
+delivered to the room is queued for it, so nothing is lost or doubled across
+that boundary. Each delivery is framed once for all live members by
+:func:`takeover.broadcast`, which holds every WebSocket to its
+``max_buffered_amount`` (close 1008), so a slow member never grows the
+process's memory; a member's queue is bounded the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from takeover.websocket import broadcast
+
+if TYPE_CHECKING:
+    from takeover.websocket import WebSocket
+
+__all__ = ["Delivery", "LocalRoom", "Locals", "Member"]
+
+Delivery = tuple[int | None, "str | bytes"]  # (offset, data)
+
+#: Bytes a member that is not live yet may have queued when its WebSocket has no
+#: ``max_buffered_amount``.
+DEFAULT_QUEUE_LIMIT = 16 * 1024 * 1024
+POLICY_VIOLATION = 1008
+
+
+class Member:
+    """One WebSocket in one room."""
+
+    __slots__ = ("floor", "live", "local", "queue", "queued", "ready", "ws")
+
+    def __init__(self, ws: WebSocket, local: LocalRoom) -> None:
+        self.ws = ws
+        self.local = local
+        self.live = False
+        self.ready = False  # its catch-up is done (it goes live when its WebSocket opens)
+        self.queue: list[Delivery] = []
+        self.queued = 0  # bytes in the queue
+        #: Deliveries at or below this offset were replayed to it already.
+        self.floor: int | None = None
+
+
+class LocalRoom:
+    """A room's members in this process and the last offset delivered to them."""
+
+    __slots__ = ("_snapshot", "last", "members", "subscribed")
+
+    def __init__(self) -> None:
+        self.members: dict[WebSocket, Member] = {}
+        self.last: int | None = None
+        self.subscribed: object = None  # the broker's: an event set once the subscription is confirmed
+        self._snapshot: tuple[WebSocket, ...] | None = None
+
+    def live(self) -> tuple[WebSocket, ...]:
+        """The live members' WebSockets (remade only after a change)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = self._snapshot = tuple(ws for ws, m in self.members.items() if m.live)
+        return snapshot
+
+    def changed(self) -> None:
+        self._snapshot = None
+
+
+class _Socket:
+    """What the hub knows of one WebSocket: its member id, and its rooms with its meta in each."""
+
+    __slots__ = ("closed", "id", "opened", "rooms")
+
+    def __init__(
+        self, member_id: str, opened: Callable[[object], object], closed: Callable[[object], object]
+    ) -> None:
+        self.id = member_id
+        self.rooms: dict[str, str] = {}  # room -> meta (JSON text)
+        self.opened = opened  # its listeners for "open" and "close"
+        self.closed = closed
+
+
+class Locals:
+    """Rooms and members of this process."""
+
+    def __init__(
+        self, on_open: Callable[[WebSocket], object], on_close: Callable[[WebSocket], object]
+    ) -> None:
+        self.rooms: dict[str, LocalRoom] = {}
+        self.sockets: dict[WebSocket, _Socket] = {}
+        #: Identifies this process's members in every process's presence lists.
+        self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._ids = itertools.count(1)
+        self._on_open = on_open  # the WebSocket's listeners: the hub routes them to its home
+        self._on_close = on_close
+
+    # -- membership -------------------------------------------------------
+
+    def add(self, ws: WebSocket, room: str, meta: str) -> tuple[Member | None, bool]:
+        """Make ``ws`` a member of ``room`` (not live yet); (member, first in the room here).
+
+        The member is None when ``ws`` is a member already (its meta is updated).
+        """
+        state = self.sockets.get(ws)
+        if state is None:
+            on_open, on_close = self._on_open, self._on_close
+            state = self.sockets[ws] = _Socket(
+                f"{self.process_id}.{next(self._ids)}", lambda event: on_open(ws), lambda event: on_close(ws)
+            )
+            ws.add_event_listener("open", state.opened)
+            ws.add_event_listener("close", state.closed)
+        known = room in state.rooms
+        state.rooms[room] = meta
+        if known:
+            return None, False
+        local = self.rooms.get(room)
+        first = local is None
+        if local is None:
+            local = self.rooms[room] = LocalRoom()
+        member = local.members[ws] = Member(ws, local)
+        return member, first
+
+    def remove(self, ws: WebSocket, room: str) -> tuple[str | None, bool]:
+        """Take ``ws`` out of ``room``; (its member id if it was in, whether the room is empty here now)."""
+        state = self.sockets.get(ws)
+        if state is None or state.rooms.pop(room, None) is None:
+            return None, False
+        if not state.rooms:
+            del self.sockets[ws]
+            ws.remove_event_listener("open", state.opened)
+            ws.remove_event_listener("close", state.closed)
+        local = self.rooms[room]
+        del local.members[ws]
+        local.changed()
+        if local.members:
+            return state.id, False
+        del self.rooms[room]
+        return state.id, True
+
+    def member_id(self, ws: WebSocket) -> str | None:
+        state = self.sockets.get(ws)
+        return state.id if state is not None else None
+
+    def rooms_of(self, ws: WebSocket) -> frozenset[str]:
+        state = self.sockets.get(ws)
+        return frozenset(state.rooms) if state is not None else frozenset()
+
+    def members_here(self, room: str) -> list[tuple[str, str]]:
+        """(member id, meta) of this process's members of ``room``."""
+        local = self.rooms.get(room)
+        if local is None:
+            return []
+        return [(self.sockets[ws].id, self.sockets[ws].rooms[room]) for ws in local.members]
+
+    # -- delivering -------------------------------------------------------
+
+    def deliver(self, room: str, offset: int | None, data: str | bytes) -> None:
+        """Give one message of ``room`` to its members here: live ones now, the others' queues."""
+        local = self.rooms.get(room)
+        if local is None:
+            return
+        if offset is not None:
+            if local.last is not None and offset <= local.last:
+                return  # delivered already (a replay overlapping the live stream)
+            local.last = offset
+        for member in local.members.values():
+            if not member.live:
+                self._enqueue(member, offset, data)
+        broadcast(local.live(), data)
+
+    def caught_up(self, member: Member, replay: list[Delivery], floor: int | None) -> None:
+        """``member``'s catch-up is ``replay`` (deliveries up to ``floor``); it goes live when OPEN."""
+        queued = [(o, d) for o, d in member.queue if o is None or floor is None or o > floor]
+        member.queue = []
+        member.queued = 0
+        for offset, data in (*replay, *queued):
+            self._enqueue(member, offset, data)
+        member.floor = floor
+        member.ready = True
+        self._go_live(member)
+
+    def _enqueue(self, member: Member, offset: int | None, data: str | bytes) -> None:
+        if member.queued < 0:
+            return  # overflowed: it will be closed
+        limit = member.ws.max_buffered_amount
+        member.queued += len(data)
+        if member.queued > (limit if limit is not None else DEFAULT_QUEUE_LIMIT):
+            member.queue = []
+            member.queued = -1
+            return
+        member.queue.append((offset, data))
+
+    def _go_live(self, member: Member) -> None:
+        ws = member.ws
+        if not member.ready or ws.ready_state is not ws.OPEN:
+            return
+        if member.queued < 0:
+            ws.close(POLICY_VIOLATION, "too many messages queued before the WebSocket opened")
+            return
+        for _, data in member.queue:
+            broadcast((ws,), data)
+        member.queue = []
+        member.queued = 0
+        member.live = True
+        member.local.changed()
+
+    def open_members(self, ws: WebSocket) -> None:
+        """``ws`` is OPEN: its members that are caught up go live."""
+        state = self.sockets.get(ws)
+        if state is None:
+            return
+        for room in state.rooms:
+            member = self.rooms[room].members.get(ws)
+            if member is not None and not member.live:
+                self._go_live(member)

@@ -1,0 +1,64 @@
+"""The hub's keys in Redis and the Lua scripts that keep a room's offsets, stream and channel in step.
+
+For a room ``R`` (prefix ``P``, ``takeover`` by default):
+
+* ``P:meta:R``, a hash: ``o``, the room's last offset, and ``e``, the first
+  offset of its epoch;
+* ``P:log:R``, a stream capped at about ``history`` entries (``XADD MAXLEN
+  ~``), entry ``<offset>-1`` with fields ``k`` (``t`` text, ``b`` binary) and
+  ``d`` (the data);
+* ``P:room:R``, the channel: ``k<offset> <data>`` (``k<space><data>`` when
+  the hub keeps no history);
+* ``P:presence:R``, a hash of member id -> ``<process id> <meta JSON>``, and
+  ``P:process:ID``, a key each live process refreshes (``presence_ttl``).
+
+Both keys of a room expire ``history_ttl`` after its last message. When the
+room's hash is missing (expired, flushed, a Redis restarted without
+persistence) the next message starts a new *epoch*: its offset is Redis's
+clock in microseconds (``TIME``), larger than any offset of an earlier epoch,
+so an old offset is never taken for a new one, and a client's ``since`` from
+before is seen not to be retained. Offsets stay below 2^53: exact in
+JavaScript too.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PUBLISH", "READ", "keys"]
+
+#: KEYS: meta, log. ARGV: channel, history, ttl in ms, kind (t or b), data. Returns the offset.
+PUBLISH = """
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+if offset == 1 then
+  local now = redis.call('TIME')
+  offset = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  redis.call('HSET', KEYS[1], 'o', string.format('%.0f', offset), 'e', string.format('%.0f', offset))
+end
+local text = string.format('%.0f', offset)
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], text .. '-1', 'k', ARGV[4], 'd', ARGV[5])
+if type(added) == 'table' and added.err then
+  -- a stream left from an epoch whose offsets outran this one's start: start the log afresh
+  redis.call('DEL', KEYS[2])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], text .. '-1', 'k', ARGV[4], 'd', ARGV[5])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[1], ARGV[4] .. text .. ' ' .. ARGV[5])
+return offset
+"""
+
+#: KEYS: meta, log. ARGV: first offset, last offset (or '+').
+#: Returns {the room's last offset or false, the entries}.
+READ = """
+return {redis.call('HGET', KEYS[1], 'o'), redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[2])}
+"""
+
+
+def keys(prefix: str, room: str) -> tuple[str, str, str, str]:
+    """The room's meta hash, stream, channel and presence hash."""
+    return (
+        f"{prefix}:meta:{room}", f"{prefix}:log:{room}", f"{prefix}:room:{room}", f"{prefix}:presence:{room}"
+    )
+
+
+def process_key(prefix: str, process_id: str) -> str:
+    return f"{prefix}:process:{process_id}"

@@ -1,0 +1,63 @@
+"""``takeover.publish``: publish to a hub's room from any process, with plain redis-py.
+
+For a Celery task, a cron script or a request of a sync worker: no gevent, no
+monkey-patching, one redis-py client per URL (made on first use, reused).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from takeover.hub._scripts import PUBLISH, keys
+from takeover.hub._types import Publication, check_data, check_room
+
+__all__ = ["publish"]
+
+_clients: dict[tuple[str, int], tuple[Any, Any]] = {}
+_lock = threading.Lock()
+
+
+def _client(url: str) -> tuple[Any, Any]:
+    import os
+
+    key = (url, os.getpid())
+    with _lock:
+        made = _clients.get(key)
+        if made is None:
+            try:
+                import redis
+            except ImportError:
+                raise ImportError("takeover.publish needs redis-py: pip install 'takeover[redis]'") from None
+            client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            made = _clients[key] = (client, client.register_script(PUBLISH))
+        return made
+
+
+def publish(
+    url: str, room: str, data: str | bytes, *, history: int = 100, history_ttl: float = 300.0,
+    prefix: str = "takeover",
+) -> Publication:
+    """Publish ``data`` to ``room`` of the hubs on the Redis at ``url``; what the broker did with it.
+
+    ``history``, ``history_ttl`` and ``prefix`` must be the hubs' own (their
+    defaults are). If Redis cannot be reached within a second, nothing is
+    sent and the result says ``remote=False``.
+    """
+    room = check_room(room)
+    data = check_data(data)
+    if url.startswith("memory:"):
+        raise ValueError("publish() reaches hubs of other processes through Redis: memory:// has none")
+    import redis
+
+    client, script = _client(url)
+    meta, log, channel, _ = keys(prefix, room)
+    kind, payload = ("t", data.encode("utf-8")) if isinstance(data, str) else ("b", data)
+    try:
+        if not history:
+            client.publish(channel, kind.encode() + b" " + payload)
+            return Publication(None, True)
+        offset = script(keys=[meta, log], args=[channel, history, int(history_ttl * 1000), kind, payload])
+    except (redis.ConnectionError, redis.TimeoutError):
+        return Publication(None, False)
+    return Publication(int(offset), True)

@@ -1,0 +1,385 @@
+"""The hub on Redis: a room's messages reach every process that has members in it.
+
+Publishing runs one script (:mod:`takeover.hub._scripts`) that gives the
+message the room's next offset, appends it to the room's capped stream and
+publishes it on the room's channel, in one step. Each process subscribes to
+the channel of every room it has members in, once, and delivers what arrives
+to them; the offsets make that exact:
+
+* a message whose offset is not the next one means some were missed (Redis
+  drops a subscriber whose output buffer overflows, a connection broke):
+  they are read back from the stream before it is delivered, and what the
+  stream no longer has is reported through the hub's ``"gap"`` event;
+* a message at or below the last offset delivered is a duplicate, dropped.
+
+One greenlet in the hub's home owns the subscription. It PINGs a quiet
+connection every ``health_check_interval`` and replaces one that does not
+answer within another interval (a half-open TCP connection sends nothing and
+never fails a read), reconnects with capped backoff, subscribes again to every
+room, replays from the streams what was published meanwhile, and puts this
+process's members back in the presence lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from takeover.hub._broker import Settings
+from takeover.hub._local import LocalRoom, Locals
+from takeover.hub._resp import Address, BrokerError, Commands, ReplyError, Subscription
+from takeover.hub._scripts import PUBLISH, READ, keys, process_key
+from takeover.hub._types import Member, Message, Publication
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("takeover.hub")
+
+#: Seconds between reconnection attempts: doubling from the first to the last.
+BACKOFF = (0.05, 2.0)
+
+
+def _sha(script: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+def _decode(kind: bytes, data: bytes) -> str | bytes:
+    return data.decode("utf-8") if kind == b"t" else data
+
+
+def _entries(raw: list[Any]) -> list[Message]:
+    """Stream entries ``[id, [k, kind, d, data]]`` as messages."""
+    messages = []
+    for entry_id, fields in raw:
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        messages.append(Message(int(entry_id.split(b"-", 1)[0]), _decode(values[b"k"], values[b"d"])))
+    return messages
+
+
+class RedisBroker:
+    """A hub's link to Redis: commands, the subscription and its health."""
+
+    def __init__(self, address: Address, settings: Settings, locals_: Locals, gap: Any) -> None:
+        import gevent.event
+
+        self.address = address
+        self.settings = settings
+        self.locals = locals_
+        self._gap = gap
+        self.commands = Commands(address, settings.timeout)
+        self._sub: Subscription | None = None
+        self._healthy = False
+        self._warned = False
+        self._closed = False
+        self._wake = gevent.event.Event()
+        self._prefix_len = len(f"{settings.prefix}:room:")
+        #: Presence entries whose removal did not reach Redis: removed after reconnecting.
+        self._stale: set[tuple[str, str]] = set()
+        self._next_beat = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    def start(self) -> None:
+        import gevent
+
+        gevent.spawn(self._run)
+
+    # -- scripts ---------------------------------------------------------------
+
+    def _script(self, script: str, keys_: list[str], args: list[Any]) -> Any:
+        try:
+            return self.commands.call("EVALSHA", _sha(script), len(keys_), *keys_, *args)
+        except ReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+            return self.commands.call("EVAL", script, len(keys_), *keys_, *args)
+
+    def _read(self, room: str, first: int, last: int | str) -> tuple[int | None, list[Message]]:
+        meta, log, _, _ = keys(self.settings.prefix, room)
+        current, raw = self._script(READ, [meta, log], [first, last])
+        return (int(current) if current is not None else None), _entries(raw)
+
+    # -- publishing ------------------------------------------------------------
+
+    def publish(self, room: str, data: str | bytes) -> Publication:
+        if self._healthy:
+            meta, log, channel, _ = keys(self.settings.prefix, room)
+            kind, payload = (b"t", data.encode("utf-8")) if isinstance(data, str) else (b"b", data)
+            try:
+                if not self.settings.history:
+                    self.commands.call("PUBLISH", channel, kind + b" " + payload)
+                    return Publication(None, True)
+                args = [channel, self.settings.history, int(self.settings.history_ttl * 1000), kind, payload]
+                offset = self._script(PUBLISH, [meta, log], args)
+                return Publication(int(offset), True)
+            except (BrokerError, ReplyError) as error:
+                self._lost(error)
+        self.locals.deliver(room, None, data)  # this process's members still get it
+        return Publication(None, False)
+
+    def since(self, room: str, since: int) -> tuple[bool, list[Message]]:
+        try:
+            current, messages = self._read(room, since + 1, "+")
+        except (BrokerError, ReplyError):
+            return False, []  # cannot tell what is retained: the client needs fresh state
+        if current is None or since > current:
+            return False, []
+        if since == current:
+            return True, []
+        if not messages or messages[0].offset != since + 1:
+            return False, []  # trimmed, or from another epoch
+        return True, messages
+
+    def history(self, room: str, since: int | None) -> list[Message]:
+        try:
+            _, messages = self._read(room, since + 1 if since is not None else 0, "+")
+        except (BrokerError, ReplyError):
+            return []
+        return messages[-self.settings.history :] if self.settings.history else []
+
+    # -- subscriptions -----------------------------------------------------------
+
+    def _channel(self, room: str) -> bytes:
+        return keys(self.settings.prefix, room)[2].encode("utf-8")
+
+    def subscribe(self, room: str, local: LocalRoom, first: bool) -> None:
+        import gevent.event
+
+        if first:
+            local.subscribed = gevent.event.Event()
+            if self.settings.history and local.last is None:
+                try:
+                    local.last, _ = self._read(room, 0, 0)  # where this process starts following it
+                except (BrokerError, ReplyError):
+                    pass
+            sub = self._sub
+            if sub is not None and sub.connected:
+                try:
+                    sub.subscribe(self._channel(room))
+                except BrokerError:
+                    pass  # the subscriber reconnects and subscribes to every room
+        event = local.subscribed
+        if isinstance(event, gevent.event.Event) and self._healthy:
+            event.wait(self.settings.timeout)
+
+    def unsubscribe(self, room: str) -> None:
+        sub = self._sub
+        if sub is not None and sub.connected:
+            try:
+                sub.unsubscribe(self._channel(room))
+            except BrokerError:
+                pass
+
+    # -- presence ----------------------------------------------------------------
+
+    def add_presence(self, room: str, member_id: str, meta: str) -> None:
+        self._stale.discard((room, member_id))
+        if not self._healthy:
+            return  # put back with the others once connected
+        try:
+            self.commands.pipeline(self._presence_commands(room, [(member_id, meta)]))
+        except BrokerError:
+            pass
+
+    def _presence_commands(self, room: str, members: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
+        presence = keys(self.settings.prefix, room)[3]
+        fields: list[str] = []
+        for member_id, meta in members:
+            fields += (member_id, f"{self.locals.process_id} {meta}")
+        ttl = int(self.settings.presence_ttl * 2000)
+        return [("HSET", presence, *fields), ("PEXPIRE", presence, ttl), self._beat_command()]
+
+    def _beat_command(self) -> tuple[Any, ...]:
+        key = process_key(self.settings.prefix, self.locals.process_id)
+        return ("SET", key, "1", "PX", int(self.settings.presence_ttl * 1000))
+
+    def remove_presence(self, room: str, member_id: str) -> None:
+        try:
+            if not self._healthy:
+                raise BrokerError("not connected")
+            self.commands.call("HDEL", keys(self.settings.prefix, room)[3], member_id)
+        except BrokerError:
+            self._stale.add((room, member_id))
+
+    def presence(self, room: str) -> list[Member]:
+        presence_key = keys(self.settings.prefix, room)[3]
+        try:
+            raw = self.commands.call("HGETALL", presence_key)
+            entries: dict[str, tuple[str, str]] = {}
+            for field, value in zip(raw[::2], raw[1::2], strict=True):
+                process, _, meta = value.decode("utf-8").partition(" ")
+                entries[field.decode("utf-8")] = (process, meta)
+            processes = sorted({process for process, _ in entries.values()})
+            alive: dict[str, bool] = {}
+            if processes:
+                found = self.commands.call("MGET", *(process_key(self.settings.prefix, p) for p in processes))
+                alive = {p: value is not None for p, value in zip(processes, found, strict=True)}
+            dead = [member_id for member_id, (process, _) in entries.items() if not alive.get(process)]
+            if dead:  # members of processes that died without leaving: gone after presence_ttl
+                self.commands.call("HDEL", presence_key, *dead)
+        except BrokerError:
+            # Redis cannot be reached: this process's own members are all it knows.
+            return [Member(member_id, json.loads(meta)) for member_id, meta in self.locals.members_here(room)]
+        return [Member(m, json.loads(meta)) for m, (process, meta) in entries.items() if alive.get(process)]
+
+    # -- the subscriber ------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = BACKOFF[0]
+        while not self._closed:
+            try:
+                self._serve()
+            except (BrokerError, ReplyError, TimeoutError, OSError, ValueError) as error:
+                self._lost(error)
+            if self._closed:
+                break
+            self._wake.wait(delay)
+            delay = min(delay * 2, BACKOFF[1]) if not self._healthy else BACKOFF[0]
+
+    def _lost(self, error: BaseException) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
+        if self._healthy or not self._warned:
+            logger.warning("hub: Redis at %s cannot be reached (%s); reconnecting", self.address, error)
+            self._warned = True
+        self._healthy = False
+
+    def _serve(self) -> None:
+        sub = Subscription(self.address, self.settings.timeout)
+        sub.connect()
+        self._sub = sub
+        rooms = self.locals.rooms
+        waiting = {self._channel(room) for room in rooms}
+        sub.subscribe(*waiting)
+        early: list[Any] = []
+        while waiting:  # confirmed before the streams are read: nothing falls between the two
+            reply = sub.read(self.settings.timeout)
+            if isinstance(reply, list) and reply[0] == b"subscribe":
+                waiting.discard(reply[1])
+            self._handle_early(reply, early)
+        self._restore()
+        for room in tuple(rooms):
+            self._catch_up(room)
+        for reply in early:
+            self._handle(reply)
+        if not self._healthy:
+            logger.info("hub: connected to Redis at %s", self.address)
+        self._healthy = True
+        self._warned = False
+        for local in rooms.values():
+            event = local.subscribed
+            if event is not None:
+                event.set()  # type: ignore[attr-defined]
+        self._listen(sub)
+
+    def _handle_early(self, reply: Any, early: list[Any]) -> None:
+        if isinstance(reply, ReplyError):
+            raise reply
+        if isinstance(reply, list) and reply[0] == b"message":
+            early.append(reply)
+
+    def _restore(self) -> None:
+        """Put this process's members back in the presence lists (Redis may have lost them)."""
+        commands: list[tuple[Any, ...]] = [self._beat_command()]
+        for room in self.locals.rooms:
+            commands += self._presence_commands(room, self.locals.members_here(room))
+        for room, member_id in self._stale:
+            commands.append(("HDEL", keys(self.settings.prefix, room)[3], member_id))
+        self.commands.pipeline(commands)
+        self._stale.clear()
+        self._next_beat = time.monotonic() + self.settings.presence_ttl / 3
+
+    def _listen(self, sub: Subscription) -> None:
+        interval = self.settings.health_check_interval
+        pinged = False
+        while not self._closed:
+            try:
+                reply = sub.read(interval)
+            except TimeoutError:
+                if pinged:
+                    raise BrokerError(f"{self.address} did not answer a PING in {interval} s") from None
+                sub.ping()
+                pinged = True
+                continue
+            pinged = False
+            self._handle(reply)
+            if time.monotonic() >= self._next_beat:
+                self._next_beat = time.monotonic() + self.settings.presence_ttl / 3
+                import gevent
+
+                gevent.spawn(self._beat)
+
+    def _beat(self) -> None:
+        """Refresh this process's key and its rooms' presence hashes (every ``presence_ttl / 3``)."""
+        ttl = int(self.settings.presence_ttl * 2000)
+        commands = [self._beat_command()]
+        commands += [("PEXPIRE", keys(self.settings.prefix, room)[3], ttl) for room in self.locals.rooms]
+        try:
+            self.commands.pipeline(commands)
+        except BrokerError:
+            pass  # the subscriber notices, and restores presence when back
+
+    def _handle(self, reply: Any) -> None:
+        if isinstance(reply, ReplyError):
+            raise reply
+        kind = reply[0]
+        if kind == b"message":
+            channel, payload = reply[1], reply[2]
+            room = channel[self._prefix_len :].decode("utf-8")
+            space = payload.index(b" ")
+            data = _decode(payload[:1], payload[space + 1 :])
+            if space == 1:
+                self.locals.deliver(room, None, data)
+                return
+            offset = int(payload[1:space])
+            local = self.locals.rooms.get(room)
+            if local is not None and local.last is not None and offset > local.last + 1:
+                self._fill(room, local.last + 1, offset - 1)
+            self.locals.deliver(room, offset, data)
+        elif kind == b"subscribe":
+            local = self.locals.rooms.get(reply[1][self._prefix_len :].decode("utf-8"))
+            if local is not None and local.subscribed is not None:
+                local.subscribed.set()  # type: ignore[attr-defined]
+
+    def _fill(self, room: str, first: int, last: int | None) -> None:
+        """Deliver the retained messages ``first`` to ``last`` (None: the newest); report the rest as lost."""
+        current, messages = self._read(room, first, last if last is not None else "+")
+        if last is None:
+            if current is None or current < first:
+                return
+            last = current
+        expected = first
+        for message in messages:
+            if message.offset > last:
+                break
+            if message.offset > expected:
+                self._gap(room, expected, message.offset - 1)
+            self.locals.deliver(room, message.offset, message.data)
+            expected = message.offset + 1
+        if expected <= last:
+            self._gap(room, expected, last)
+
+    def _catch_up(self, room: str) -> None:
+        local = self.locals.rooms.get(room)
+        if local is None or not self.settings.history:
+            return
+        if local.last is None:
+            local.last, _ = self._read(room, 0, 0)
+        else:
+            self._fill(room, local.last + 1, None)
+
+    def close(self) -> None:
+        self._closed = True
+        self._healthy = False
+        self._wake.set()
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
+        self.commands.close()
