@@ -21,6 +21,7 @@ from __future__ import annotations
 import queue
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,16 @@ def wait_workers(server: ServerProcess, count: int) -> list[int]:
     raise RuntimeError(f"{len(pids)} of {count} workers ready within {READY_TIMEOUT:g} s")
 
 
-def measure_fanout(spec: FanoutSpec, params: dict[str, Any], log: Any) -> dict[str, Any]:
+#: ``observe(event, server, driver)``: called with each of the driver's progress lines.
+Observer = Callable[[dict[str, Any], ServerProcess, Any], None]
+
+
+def measure_fanout(
+    spec: FanoutSpec, params: dict[str, Any], log: Any, observe: Observer | None = None
+) -> dict[str, Any]:
     """One row, every rate: start Redis (if the row has it) and the server, run the driver, stop
-    both. Returns the driver's result with CPU shares per rate and the worker pids."""
+    both. Returns the driver's result with CPU shares per rate and the worker pids.
+    ``observe`` sees the driver's events as they come (bench/profile.py starts py-spy so)."""
     redis = RedisServer(log) if spec.redis else None
     try:
         if redis is not None:
@@ -83,6 +91,8 @@ def measure_fanout(spec: FanoutSpec, params: dict[str, Any], log: Any) -> dict[s
             marks: dict[tuple[float, str], dict[str, float]] = {}
 
             def on_event(event: dict[str, Any], driver: Any) -> None:
+                if observe is not None:
+                    observe(event, server, driver)
                 if event.get("event") in ("start", "end"):
                     marks[(event["rate"], event["event"])] = {
                         "time": time.monotonic(),

@@ -74,8 +74,8 @@ SCENARIOS = [
         "fan-out",
         "deliveries/s",
         True,
-        {"clients": 4000, "rates": [10, 30, 100], "openConcurrency": 64, "drain": 5.0},
-        {"clients": 1000, "rates": [10, 30, 100], "openConcurrency": 64, "drain": 3.0},
+        {"clients": 4000, "rates": [25, 50, 100], "openConcurrency": 64, "drain": 10.0},
+        {"clients": 1000, "rates": [25, 50, 100], "openConcurrency": 64, "drain": 5.0},
     ),
 ]
 SCENARIO_BY_KEY = {scenario.key: scenario for scenario in SCENARIOS}
