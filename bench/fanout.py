@@ -19,6 +19,7 @@ rounds (bench/fanout_report.py).
 from __future__ import annotations
 
 import queue
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from bench.specs import SCENARIO_BY_KEY, FanoutSpec, check_available, describe_s
 FANOUT = "fan-out"
 #: What each worker prints once it has loaded the app (bench/servers/fanout_gunicorn.py).
 WORKER_READY = "fanout-worker-ready"
+WORKER_LINE = re.compile(WORKER_READY + r" pid=(\d+)")
 OPEN_TIMEOUT = 60.0  # seconds for the driver to connect the clients, and again for the probe
 PAUSE = 0.5  # seconds between the probe and the first rate, and between rates
 #: The figures that get a median over the rounds (and the CPU shares, below).
@@ -56,7 +58,7 @@ def wait_workers(server: ServerProcess, count: int) -> list[int]:
     deadline = time.monotonic() + READY_TIMEOUT
     pids: list[int] = []
     for _ in range(100 + count):  # the workers' lines; anything else printed is skipped
-        if len(pids) == count:
+        if len(pids) >= count:
             return pids
         try:
             line = server.lines.get(max(deadline - time.monotonic(), 0.0))
@@ -64,8 +66,7 @@ def wait_workers(server: ServerProcess, count: int) -> list[int]:
             break
         if line is None:
             raise RuntimeError("gunicorn exited before its workers were ready (see the log)")
-        if line.startswith(WORKER_READY):
-            pids.append(int(line.split("pid=", 1)[1]))
+        pids += [int(pid) for pid in WORKER_LINE.findall(line)]
     raise RuntimeError(f"{len(pids)} of {count} workers ready within {READY_TIMEOUT:g} s")
 
 

@@ -190,12 +190,12 @@ def _run(
     }
     errors: dict[str, dict[str, list[str]]] = {s.key: {c.key: [] for c in scenarios} for s in servers}
     command = "make bench"
+    if argv is None and sys.argv[1:]:
+        command = "python -m bench " + " ".join(sys.argv[1:])
     if baseline is not None and not args.baseline:
         command = f"BENCH_BASELINE={baseline.rev} " + command
     if quick and not args.quick:
         command = "BENCH_QUICK=1 " + command
-    if argv is None and sys.argv[1:]:
-        command = "python -m bench " + " ".join(sys.argv[1:])
     print(
         f"bench: {len(servers)} servers x {len(scenarios)} scenarios x {rounds} round(s), "
         f"{duration:g} s each ({'quick' if quick else 'full'}); pinning: {pinning if scenarios else '-'}"

@@ -60,7 +60,8 @@ def main() -> None:
         "when_ready": lambda server: print(
             f"gunicorn ({args.worker}, {args.workers} workers) listening on 127.0.0.1:{args.port}", flush=True
         ),
-        "post_worker_init": lambda worker: print(f"{WORKER_READY} pid={os.getpid()}", flush=True),
+        # One write(2) of a few bytes to the shared pipe: workers starting together do not interleave.
+        "post_worker_init": lambda worker: os.write(1, f"{WORKER_READY} pid={os.getpid()}\n".encode()),
     }
     FanoutApplication(args.app, options).run()
 
