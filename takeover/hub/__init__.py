@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -99,6 +100,7 @@ class Hub:
             prefix,
         )
         self._process: _Process | None = None
+        self._process_lock = threading.Lock()
         self._gap_listeners: list[GapListener] = []
         self._closed_for_good = False
 
@@ -109,8 +111,12 @@ class Hub:
             raise RuntimeError("this Hub is closed")
         process = self._process
         if process is None or process.pid != os.getpid():
-            process = self._process = _Process(self, home_for(ws))
-            self._call(process, process.broker.start)
+            with self._process_lock:  # two threads' first calls make one
+                process = self._process
+                if process is None or process.pid != os.getpid():
+                    process = _Process(self, home_for(ws))
+                    self._call(process, process.broker.start)
+                    self._process = process
         return process
 
     def _call(self, process: _Process, fn: Callable[..., T], *args: Any) -> T:
@@ -149,6 +155,9 @@ class Hub:
     def _join(self, process: _Process, ws: WebSocket, room: str, meta: str, since: int | None) -> bool:
         locals_, broker = process.locals, process.broker
         member, first = locals_.add(ws, room, meta)
+        if ws.ready_state is ws.CLOSED:  # closed on the way here: its close listener may have run already
+            self._leave(process, ws, room)
+            return False
         member_id = locals_.member_id(ws)
         assert member_id is not None
         broker.add_presence(room, member_id, meta)
@@ -247,7 +256,7 @@ class Hub:
         messages (offsets ``first_lost`` to ``last_lost``, both included)
         that its members should have had and that are not retained any more,
         as after a long outage or when Redis lost its data. Its members then
-        need fresh state.
+        need fresh state. Listeners run in the hub's loop: they must not block.
         """
         if event != "gap":
             raise ValueError(f'a Hub has one event, "gap", not {event!r}')

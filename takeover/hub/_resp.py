@@ -185,7 +185,13 @@ class _Wire:
     def _wrap(self, sock: Any) -> Any:
         import gevent.ssl
 
-        context = gevent.ssl.create_default_context(cafile=self.address.ca_certs)
+        # gevent's SSLContext: its sockets are cooperative. (gevent.ssl.create_default_context
+        # is the standard library's, whose sockets would block the whole loop on each read.)
+        context = gevent.ssl.SSLContext(gevent.ssl.PROTOCOL_TLS_CLIENT)
+        if self.address.ca_certs is not None:
+            context.load_verify_locations(cafile=self.address.ca_certs)
+        else:
+            context.load_default_certs()
         if not self.address.verify:
             context.check_hostname = False
             context.verify_mode = gevent.ssl.CERT_NONE

@@ -47,9 +47,10 @@ return offset
 """
 
 #: KEYS: meta, log. ARGV: first offset, last offset (or '+').
-#: Returns {the room's last offset or false, the entries}.
+#: Returns {the room's last offset or false, the entries, its epoch's first offset or false}.
 READ = """
-return {redis.call('HGET', KEYS[1], 'o'), redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[2])}
+local meta = redis.call('HMGET', KEYS[1], 'o', 'e')
+return {meta[1], redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[2]), meta[2]}
 """
 
 

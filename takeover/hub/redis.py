@@ -76,6 +76,7 @@ class RedisBroker:
         self._warned = False
         self._closed = False
         self._wake = gevent.event.Event()
+        self._tried = gevent.event.Event()  # set once the first connection attempt has ended
         self._prefix_len = len(f"{settings.prefix}:room:")
         #: Presence entries whose removal did not reach Redis: removed after reconnecting.
         self._stale: set[tuple[str, str]] = set()
@@ -100,10 +101,15 @@ class RedisBroker:
                 raise
             return self.commands.call("EVAL", script, len(keys_), *keys_, *args)
 
-    def _read(self, room: str, first: int, last: int | str) -> tuple[int | None, list[Message]]:
+    def _read(self, room: str, first: int, last: int | str) -> tuple[int | None, list[Message], int | None]:
+        """The room's last offset, its messages ``first`` to ``last``, and its epoch's first offset."""
         meta, log, _, _ = keys(self.settings.prefix, room)
-        current, raw = self._script(READ, [meta, log], [first, last])
-        return (int(current) if current is not None else None), _entries(raw)
+        current, raw, epoch = self._script(READ, [meta, log], [first, last])
+        return (int(current) if current else None), _entries(raw), (int(epoch) if epoch else None)
+
+    def _baseline(self, room: str) -> int:
+        """The offset this process follows ``room`` from: its last one, or 0 for a room without messages."""
+        return self._read(room, 0, 0)[0] or 0
 
     # -- publishing ------------------------------------------------------------
 
@@ -125,7 +131,7 @@ class RedisBroker:
 
     def since(self, room: str, since: int) -> tuple[bool, list[Message]]:
         try:
-            current, messages = self._read(room, since + 1, "+")
+            current, messages, _ = self._read(room, since + 1, "+")
         except (BrokerError, ReplyError):
             return False, []  # cannot tell what is retained: the client needs fresh state
         if current is None or since > current:
@@ -138,7 +144,7 @@ class RedisBroker:
 
     def history(self, room: str, since: int | None) -> list[Message]:
         try:
-            _, messages = self._read(room, since + 1 if since is not None else 0, "+")
+            _, messages, _ = self._read(room, since + 1 if since is not None else 0, "+")
         except (BrokerError, ReplyError):
             return []
         return messages[-self.settings.history :] if self.settings.history else []
@@ -155,7 +161,7 @@ class RedisBroker:
             local.subscribed = gevent.event.Event()
             if self.settings.history and local.last is None:
                 try:
-                    local.last, _ = self._read(room, 0, 0)  # where this process starts following it
+                    local.last = self._baseline(room)  # where this process starts following it
                 except (BrokerError, ReplyError):
                     pass
             sub = self._sub
@@ -164,6 +170,8 @@ class RedisBroker:
                     sub.subscribe(self._channel(room))
                 except BrokerError:
                     pass  # the subscriber reconnects and subscribes to every room
+        if not self._tried.is_set():  # starting up: give the first connection its chance
+            self._tried.wait(self.settings.timeout)
         event = local.subscribed
         if isinstance(event, gevent.event.Event) and self._healthy:
             event.wait(self.settings.timeout)
@@ -237,6 +245,7 @@ class RedisBroker:
                 self._serve()
             except (BrokerError, ReplyError, TimeoutError, OSError, ValueError) as error:
                 self._lost(error)
+            self._tried.set()
             if self._closed:
                 break
             self._wake.wait(delay)
@@ -246,6 +255,8 @@ class RedisBroker:
         sub, self._sub = self._sub, None
         if sub is not None:
             sub.close()
+        if self._closed:
+            return  # closed on purpose: nothing to warn about
         if self._healthy or not self._warned:
             logger.warning("hub: Redis at %s cannot be reached (%s); reconnecting", self.address, error)
             self._warned = True
@@ -273,6 +284,7 @@ class RedisBroker:
             logger.info("hub: connected to Redis at %s", self.address)
         self._healthy = True
         self._warned = False
+        self._tried.set()
         for local in rooms.values():
             event = local.subscribed
             if event is not None:
@@ -350,12 +362,14 @@ class RedisBroker:
 
     def _fill(self, room: str, first: int, last: int | None) -> None:
         """Deliver the retained messages ``first`` to ``last`` (None: the newest); report the rest as lost."""
-        current, messages = self._read(room, first, last if last is not None else "+")
+        current, messages, epoch = self._read(room, first, last if last is not None else "+")
         if last is None:
             if current is None or current < first:
                 return
             last = current
         expected = first
+        if first == 1 and epoch is not None:
+            expected = epoch  # the room had no messages when this process began to follow it
         for message in messages:
             if message.offset > last:
                 break
@@ -371,7 +385,7 @@ class RedisBroker:
         if local is None or not self.settings.history:
             return
         if local.last is None:
-            local.last, _ = self._read(room, 0, 0)
+            local.last = self._baseline(room)
         else:
             self._fill(room, local.last + 1, None)
 

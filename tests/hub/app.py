@@ -1,7 +1,8 @@
 """The app the hub tests run in several server processes: a room per WebSocket, HTTP to drive it.
 
 The hub comes from the environment: ``TAKEOVER_HUB`` (the URL), ``HUB_HISTORY``,
-``HUB_PRESENCE_TTL`` and ``HUB_CHECK`` (the health check interval).
+``HUB_PRESENCE_TTL`` and ``HUB_CHECK`` (the health check interval);
+``MAX_BUFFERED`` is the WebSockets' ``max_buffered_amount``.
 
 * ``/ws?room=R&name=N[&since=OFFSET]``: upgrade and join R with meta
   ``{"name": N, "pid": PID}``. Room messages arrive as they were published; the
@@ -31,6 +32,7 @@ hub = Hub(
     presence_ttl=float(os.environ.get("HUB_PRESENCE_TTL", "30")),
     health_check_interval=float(os.environ.get("HUB_CHECK", "1")),
 )
+MAX_BUFFERED = int(os.environ.get("MAX_BUFFERED", 1 << 24))
 gaps: list[list[Any]] = []
 hub.on("gap", lambda room, first, last: gaps.append([room, first, last]))
 app = Flask(__name__)
@@ -42,7 +44,7 @@ def _json(value: Any) -> Response:
 
 @app.route("/ws", websocket=True)
 def ws() -> Response:
-    socket, response = upgrade_websocket(request)
+    socket, response = upgrade_websocket(request, max_buffered_amount=MAX_BUFFERED)
     since = request.args.get("since", type=int)
     meta = {"name": request.args.get("name", ""), "pid": os.getpid()}
     joined = hub.join(socket, request.args["room"], meta=meta, since=since)

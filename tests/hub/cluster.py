@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -48,8 +49,7 @@ class AppServer:
 
     def client(self, room: str, name: str, since: int | None = None) -> HubClient:
         query = f"room={room}&name={name}" + (f"&since={since}" if since is not None else "")
-        ws = connect(f"ws://{HOST}:{self.port}/ws?{query}", open_timeout=WAIT, max_size=None)
-        return HubClient(ws)
+        return HubClient(f"ws://{HOST}:{self.port}/ws?{query}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -81,16 +81,22 @@ def takeover_serve(hub_url: str, **settings: str) -> AppServer:
     return _started(command, _env(hub_url, **settings), port, "takeover serving")
 
 
-def gunicorn(hub_url: str, workers: int = 2, **settings: str) -> AppServer:
-    """gunicorn's gthread workers: the hub lives in takeover's I/O loop thread of each."""
+WORKER_CLASSES = {
+    "gthread": ["-k", "gthread", "--threads", "4"],  # the hub in takeover's I/O loop thread of each worker
+    "gevent": ["-k", "takeover.gunicorn.Worker"],  # the hub in the worker's (monkey-patched) gevent hub
+}
+
+
+def gunicorn(hub_url: str, workers: int = 2, worker_class: str = "gthread", **settings: str) -> AppServer:
+    """gunicorn with ``workers`` workers of ``worker_class`` (a key of :data:`WORKER_CLASSES`)."""
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", str(workers),
+        sys.executable, "-m", "gunicorn", *WORKER_CLASSES[worker_class], "-w", str(workers),
         "-b", f"{HOST}:{port}", "--graceful-timeout", "3", "--no-control-socket", "tests.hub.app:app",
     ]
     server = _started(command, _env(hub_url, **settings), port, "Booting worker")
     for _ in range(workers - 1):
-        if server.out.wait_for("Booting worker", WAIT, ) is None:
+        if server.out.wait_for("Booting worker", WAIT) is None:
             break
     return server
 
@@ -98,8 +104,12 @@ def gunicorn(hub_url: str, workers: int = 2, **settings: str) -> AppServer:
 class HubClient:
     """A WebSocket client of the app: what the hub replayed, its hello, then live messages."""
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
+    def __init__(self, url: str) -> None:
+        self._stack = contextlib.ExitStack()
+        # max_queue=None: the client reads all the time, whenever the test looks at what came.
+        opened = connect(url, open_timeout=WAIT, max_size=None, max_queue=None)
+        self.ws: ClientConnection = self._stack.enter_context(opened)
+        ws = self.ws
         self.replayed: list[str | bytes] = []
         while True:
             message = ws.recv(timeout=WAIT)
@@ -122,7 +132,7 @@ class HubClient:
                 return rooms
 
     def close(self) -> None:
-        self.ws.close()
+        self._stack.close()
 
 
 def _hello(message: str | bytes) -> dict[str, Any] | None:

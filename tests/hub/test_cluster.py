@@ -1,5 +1,7 @@
 """The hub across processes: a real redis-server, ``takeover serve`` and gunicorn with two gthread workers.
 
+(And once, two of gunicorn's gevent workers, ``takeover.gunicorn.Worker``, beside them.)
+
 Three server processes run tests/hub/app.py on one Redis: one under gevent
 (``takeover serve``: the hub in its gevent hub) and two gunicorn gthread workers
 (the hub in takeover's I/O loop thread, the WebSockets handed over to it).
@@ -148,6 +150,26 @@ def test_join_leave_and_rooms_from_a_listener(servers: tuple[AppServer, AppServe
         assert client.receive(1) == ["to the side"]
         assert client.command(leave="lobby") == ["side"]
         client.close()
+
+
+def test_gunicorn_gevent_workers_share_rooms_with_the_others(
+    servers: tuple[AppServer, AppServer], redis_server: RedisServer
+) -> None:
+    serve, workers = servers
+    gevent_workers = gunicorn(redis_server.url, workers=2, worker_class="gevent", **SETTINGS)
+    try:
+        clients = three_processes(servers, "mixed") + clients_on_every_worker(gevent_workers, "mixed", 2, "e")
+        assert len({c.pid for c in clients}) == 5
+        sent = [f"x{n}" for n in range(20)]
+        for n, data in enumerate(sent):
+            assert (gevent_workers, serve, workers)[n % 3].publish("mixed", data)["remote"]
+        for client in clients:
+            assert client.receive(20) == sent
+        assert len(gevent_workers.get("/presence?room=mixed")) == len(clients)
+        for client in clients:
+            client.close()
+    finally:
+        gevent_workers.stop()
 
 
 def test_a_killed_worker_loses_its_members_after_presence_ttl(servers: tuple[AppServer, AppServer]) -> None:
