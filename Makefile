@@ -69,12 +69,15 @@ demo-cluster: $(CLUSTER_STAMP)
 # BENCH_QUICK=1 make bench: one short round, for a fast check.
 # BENCH_BASELINE=REV make bench: also takeover at git revision REV (a temporary worktree),
 # in the same rounds, with a before/after table (bench/baseline.py).
+# The fan-out scenario (bench/fanout.py) also needs redis-server (Debian: apt-get install
+# redis-server); without it its Redis rows say skipped.
 $(BENCH_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,bench]' || { \
 		echo "make bench: the bench extra did not install; trying without picows and uvloop (their rows will say skipped)" >&2; \
-		$(PY) -m pip install --quiet -e '.[test]' 'gevent-websocket==0.10.1' 'flask-sock>=0.7' 'websockets>=13'; }
+		$(PY) -m pip install --quiet -e '.[test]' 'gevent-websocket==0.10.1' 'flask-sock>=0.7' 'websockets>=13' \
+			'redis>=5' 'hiredis>=2' 'flask-socketio>=5.3' 'python-socketio>=5.11'; }
 	touch $@
 
 $(BENCH_NODE_STAMP): bench/node/package.json

@@ -1,4 +1,5 @@
-"""Starting a server under test and waiting for its ready line; running bench/node/loadgen.js."""
+"""Starting a server under test and waiting for its ready line; running bench/node/loadgen.js
+(or the fan-out driver, bench/node/fanout.js)."""
 
 from __future__ import annotations
 
@@ -193,13 +194,18 @@ def run_loadgen(
     server: ServerProcess,
     cpus: set[int] | None,
     on_event: Callable[[dict[str, Any], Any], None],
+    script: str = "loadgen.js",
+    budget: float | None = None,
 ) -> dict[str, Any]:
-    """Run loadgen.js with ``params``; call ``on_event(event, process)`` for each progress line."""
-    budget = params["duration"] + params["warmup"] + params["timeout"] + params.get("hold", 0) + 30
+    """Run bench/node/``script`` with ``params``; call ``on_event(event, process)`` for each
+    progress line. It is killed after ``budget`` seconds (by default loadgen.js's own limit
+    plus 30 s)."""
+    if budget is None:
+        budget = params["duration"] + params["warmup"] + params["timeout"] + params.get("hold", 0) + 30
     command = [
         "bash",
         "-c",
-        f'ulimit -n {NOFILE}; exec node bench/node/loadgen.js "$1"',
+        f'ulimit -n {NOFILE}; exec node bench/node/{script} "$1"',
         "loadgen",
         json.dumps(params),
     ]

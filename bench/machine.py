@@ -103,4 +103,21 @@ def machine() -> dict[str, Any]:
         "simple-websocket": version("simple-websocket"),
         "picows": version("picows"),
         "uvloop": version("uvloop"),
+        "gunicorn": version("gunicorn"),
+        "redis": version("redis"),
+        "hiredis": version("hiredis"),
+        "redis-server": redis_server_version(),
+        "flask-socketio": version("flask-socketio"),
+        "python-socketio": version("python-socketio"),
+        "python-engineio": version("python-engineio"),
+        "socket.io-client": node_package("socket.io-client"),
     }
+
+
+def redis_server_version() -> str:
+    """``redis-server --version``'s v=..., or "missing"."""
+    program = shutil.which("redis-server")
+    if program is None:
+        return "missing"
+    words = subprocess.run([program, "--version"], capture_output=True, text=True).stdout.split()
+    return next((word[2:] for word in words if word.startswith("v=")), "unknown")

@@ -2,6 +2,7 @@
 
     python -m bench.profile [--server takeover] [--scenario handshake] [--seconds 8]
                             [--rate 200] [--native] [--lines] [--baseline REV] [--out DIR]
+    python -m bench.profile --scenario fan-out --server hub-redis [--publishes 100] ...
 
 Starts the server as the harness does (pinned to the first CPU, the load
 generator to the second), runs the load generator for ``--seconds`` plus
@@ -13,6 +14,11 @@ of the samples, inclusive (the function and what it called) and self. Needs
 py-spy (``.venv/bin/pip install py-spy``) and, to attach, ptrace rights (root,
 or ``kernel.yama.ptrace_scope=0``). The figure the load generator printed is
 lower than in ``make bench``: sampling costs the server some CPU.
+
+``--scenario fan-out`` profiles a fan-out row (bench/fanout.py; ``--server`` is
+one of its keys) at one rate, ``--publishes`` per second, with the scenario's
+full number of clients and nothing pinned: py-spy records gunicorn and all its
+workers (``--subprocesses``), and the summary's shares are of all their samples.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import RESULTS
+from bench.fanout import FANOUT, fanout_params, measure_fanout, print_result
 from bench.loadgen import ServerProcess, raise_nofile, run_loadgen
-from bench.specs import SCENARIO_BY_KEY, SERVERS, ServerSpec
+from bench.specs import FANOUT_SERVERS, SCENARIO_BY_KEY, SERVERS, ServerSpec
 
 
 def summarise(raw: Path, top: int = 40) -> str:
@@ -67,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "--lines", action="store_true", help="by line (the line running) instead of by function"
     )
     parser.add_argument("--baseline", metavar="REV", help="profile takeover@REV's row instead (a worktree)")
+    parser.add_argument("--publishes", type=float, default=100.0, help="fan-out: publishes per second")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--out", type=Path, default=RESULTS / "profiles")
     args = parser.parse_args(argv)
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if not os.access(py_spy, os.X_OK):
         print("python -m bench.profile needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
+    if args.scenario == FANOUT:
+        return profile_fanout(args, py_spy)
     specs = {s.key: s for s in SERVERS}
     if args.server not in specs:
         print(f"unknown server {args.server!r}", file=sys.stderr)
@@ -144,6 +154,49 @@ def main(argv: list[str] | None = None) -> int:
     if not raw.exists():
         print(f"py-spy wrote nothing: see {log_path}", file=sys.stderr)
         return 1
+    print(summarise(raw, args.top))
+    return 0
+
+
+def profile_fanout(args: argparse.Namespace, py_spy: str) -> int:
+    """py-spy on a fan-out row's gunicorn and workers during one rate's counted window."""
+    specs = {s.key: s for s in FANOUT_SERVERS}
+    if args.server not in specs:
+        print(f"--scenario fan-out: --server is one of {', '.join(specs)}", file=sys.stderr)
+        return 2
+    spec = specs[args.server]
+    raise_nofile()
+    params = dict(fanout_params(False, args.seconds + 0.5, 1.0), rates=[args.publishes])
+    args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / f"{spec.key}-{FANOUT}{'-lines' if args.lines else ''}.txt"
+    log_path = args.out / f"{spec.key}-{FANOUT}.log"
+    recorder: dict[str, Any] = {}
+    with open(log_path, "w") as log:
+        command = [
+            py_spy, "record", "--nonblocking", "--subprocesses", "-f", "raw", "-r", str(args.rate),
+            "-d", str(max(1, int(args.seconds))), "-o", str(raw),
+        ]
+        if args.native:
+            command.insert(2, "--native")
+        if not args.lines:
+            command.insert(2, "--function")
+
+        def observe(event: dict[str, Any], server: ServerProcess, driver: Any) -> None:
+            if event.get("event") == "start" and "process" not in recorder:
+                recorder["process"] = subprocess.Popen(
+                    [*command, "-p", str(server.process.pid)],
+                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                )
+
+        result = measure_fanout(spec, params, log, observe)
+        process = recorder.get("process")
+        if process is not None:
+            process.wait(args.seconds + 20)
+    print_result(f"{spec.key} under py-spy", result)
+    if not raw.exists():
+        print(f"py-spy wrote nothing: see {log_path}", file=sys.stderr)
+        return 1
+    print(f"raw stacks in {raw}")
     print(summarise(raw, args.top))
     return 0
 

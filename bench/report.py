@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from bench.config import BENCH
+from bench.fanout_report import fanout_markdown
 from bench.measure import QUIET
 from bench.specs import REFERENCE, SCENARIO_BY_KEY, SERVERS
 
@@ -211,6 +212,14 @@ def _servers(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """The tables of a run: the servers' (if it ran any of their scenarios), then fan-out's."""
+    parts = [servers_markdown(report)] if report["config"]["scenarios"] else []
+    if report.get("fanout"):
+        parts.append(fanout_markdown(report["fanout"]))
+    return "\n".join(parts)
+
+
+def servers_markdown(report: dict[str, Any]) -> str:
     summary = report["summary"]
     scenarios = [SCENARIO_BY_KEY[key] for key in report["config"]["scenarios"]]
     servers = _servers(report)
@@ -338,10 +347,22 @@ def machine_markdown(report: dict[str, Any]) -> str:
         ),
         f"- Node {info['node']}, ws {info['ws']}, bufferutil {info['bufferutil']} "
         f"(load generator: {config['client']} client; Node server)",
+        *(
+            [
+                f"- fan-out: redis-server {info['redis-server']}, redis-py {info['redis']} (hiredis "
+                f"{info['hiredis']}), gunicorn {info['gunicorn']}, Flask-SocketIO {info['flask-socketio']}, "
+                f"python-socketio {info['python-socketio']}, python-engineio {info['python-engineio']}, "
+                f"socket.io-client {info['socket.io-client']}"
+            ]
+            if report.get("fanout")
+            else []
+        ),
         f"- command: `{config['command']}`; {config['rounds']} round(s), {config['duration']:g} s per "
         f"measurement after {config['warmup']:g} s of warm-up; total {report['runtime_seconds']:.0f} s",
     ]
     lines.append("- scenarios:")
     for key in config["scenarios"]:
         lines.append(f"  - {SCENARIO_BY_KEY[key].title}: {config['scenario_descriptions'][key]}")
+    if report.get("fanout"):
+        lines.append(f"  - fan-out: {report['fanout']['description']}")
     return "\n".join(lines) + "\n"

@@ -2,13 +2,16 @@
 
     python -m bench [--quick] [--rounds N] [--duration S] [--servers A,B] [--scenarios X,Y]
                     [--baseline REV]
+    python -m bench --scenarios fan-out     (the fan-out scenario alone)
 
 Each measurement starts the server as its own process (a fresh one per measurement),
 waits for its ready line, runs the Node load generator (bench/node/loadgen.js) for one
 scenario against it, and stops it. Rounds are interleaved: round 1 runs scenario 1 on
 every server, then scenario 2 on every server, ...; then round 2 does the same, starting
 from the next server (the order rotates so no server always runs first). The figure
-reported is the median over the rounds.
+reported is the median over the rounds. The fan-out scenario has rows of its own
+(multi-process servers with Redis, bench/fanout.py); it runs after the others, in as
+many rounds, and has its own table.
 
 ``BENCH_QUICK=1`` in the environment is ``--quick``: one round of 1 s with fewer
 connections, for a fast check. ``--baseline REV`` (or ``BENCH_BASELINE=REV``) adds
@@ -22,7 +25,8 @@ and the load generator), bench/proc.py (CPU time and RSS from /proc), bench/meas
 (one measurement), bench/machine.py (the machine and versions), bench/report.py (the
 tables and targets), bench/config.py (paths and limits), bench/baseline.py (the
 baseline's worktree and rows), bench/servers/_launch.py (how a takeover server says
-which takeover it imported).
+which takeover it imported), bench/fanout.py, bench/fanout_report.py and
+bench/redisproc.py (the fan-out scenario, its report, its redis-server).
 """
 
 from __future__ import annotations
@@ -40,14 +44,17 @@ from typing import Any
 
 from bench.baseline import Baseline, interleave
 from bench.config import LOGS, RESULTS, ROOT
+from bench.fanout import FANOUT, run_fanout
 from bench.loadgen import raise_nofile
 from bench.machine import git_commit, machine, takeover_fingerprint
 from bench.measure import QUIET, RETRIES, measure, wait_for_quiet
 from bench.report import before_after, evaluate_targets, fmt, machine_markdown, markdown
 from bench.specs import (
+    FANOUT_SERVERS,
     REFERENCE,
     SCENARIOS,
     SERVERS,
+    FanoutSpec,
     Scenario,
     ServerSpec,
     check_available,
@@ -64,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
     parser.add_argument("--duration", type=float, help="seconds per measurement (default 3, quick 1)")
-    parser.add_argument("--servers", help="comma-separated keys: " + ",".join(s.key for s in SERVERS))
+    parser.add_argument(
+        "--servers",
+        help="comma-separated keys: " + ",".join(s.key for s in SERVERS)
+        + "; fan-out rows: " + ",".join(s.key for s in FANOUT_SERVERS),
+    )
     parser.add_argument("--scenarios", help="comma-separated keys: " + ",".join(s.key for s in SCENARIOS))
     parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the client to CPUs")
     parser.add_argument(
@@ -90,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     settle = 1.0 if quick else 2.0
     servers = [s for s in SERVERS if not args.servers or s.key in args.servers.split(",")]
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.key in args.scenarios.split(",")]
-    if not any(s.key == REFERENCE for s in servers):
+    fanout = [s for s in FANOUT_SERVERS if not args.servers or s.key in args.servers.split(",")]
+    if any(s.key == FANOUT for s in scenarios) and not fanout:
+        print("note: no fan-out rows among the servers, so the fan-out scenario has none", file=sys.stderr)
+    if any(s.key != FANOUT for s in scenarios) and not any(s.key == REFERENCE for s in servers):
         print(
             "note: takeover (socket mode) is not among the servers, so there are no ratios", file=sys.stderr
         )
@@ -137,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{baseline.path}; C speedups {baseline.speedups}",
                 flush=True,
             )
-        return _run(args, quick, rounds, duration, warmup, settle, servers, scenarios, pin, pinning, baseline)
+        return _run(
+            args, quick, rounds, duration, warmup, settle, servers, scenarios, fanout, pin, pinning, baseline
+        )
     finally:
         if baseline is not None:
             baseline.remove()
@@ -152,12 +168,17 @@ def _run(
     settle: float,
     servers: list[ServerSpec],
     scenarios: list[Scenario],
+    fanout_rows: list[FanoutSpec],
     pin: dict[str, set[int] | None],
     pinning: str,
     baseline: Baseline | None,
 ) -> int:
     """The rounds, then the report."""
     argv = args.argv
+    with_fanout = any(s.key == FANOUT for s in scenarios) and bool(fanout_rows)
+    scenarios = [s for s in scenarios if s.key != FANOUT]  # the server loop's scenarios
+    if not scenarios:
+        servers = []
     for server in servers:
         server.unavailable = check_available(server)
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -169,15 +190,16 @@ def _run(
     }
     errors: dict[str, dict[str, list[str]]] = {s.key: {c.key: [] for c in scenarios} for s in servers}
     command = "make bench"
+    if argv is None and sys.argv[1:]:
+        command = "python -m bench " + " ".join(sys.argv[1:])
     if baseline is not None and not args.baseline:
         command = f"BENCH_BASELINE={baseline.rev} " + command
     if quick and not args.quick:
         command = "BENCH_QUICK=1 " + command
-    if argv is None and sys.argv[1:]:
-        command = "python -m bench " + " ".join(sys.argv[1:])
     print(
         f"bench: {len(servers)} servers x {len(scenarios)} scenarios x {rounds} round(s), "
-        f"{duration:g} s each ({'quick' if quick else 'full'}); pinning: {pinning}",
+        f"{duration:g} s each ({'quick' if quick else 'full'}); pinning: {pinning if scenarios else '-'}"
+        + (f"; then fan-out: {len(fanout_rows)} rows x {rounds} round(s), not pinned" if with_fanout else ""),
         flush=True,
     )
     for server in servers:
@@ -187,7 +209,8 @@ def _run(
     logs = {server.key: open(LOGS / f"{server.key}.log", "w") for server in servers}
     try:
         for round_index in range(rounds):
-            order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
+            shift = round_index % max(len(servers), 1)
+            order = servers[shift:] + servers[:shift]
             for scenario in scenarios:
                 params = dict(
                     scenario.params(quick), duration=duration, warmup=warmup, timeout=60, client=args.client
@@ -236,6 +259,7 @@ def _run(
     finally:
         for log in logs.values():
             log.close()
+    fanout = run_fanout(fanout_rows, quick, rounds, duration, warmup, LOGS) if with_fanout else None
     runtime = time.monotonic() - started
     sources_changed = takeover_fingerprint() != sources_at_start
     if sources_changed:
@@ -286,7 +310,7 @@ def _run(
             "duration": duration,
             "warmup": warmup,
             "settle": settle,
-            "pinning": pinning,
+            "pinning": pinning if scenarios else "none (the fan-out scenario is not pinned)",
             "client": args.client,
             "servers": [s.key for s in servers],
             "scenarios": [s.key for s in scenarios],
@@ -299,6 +323,7 @@ def _run(
             "baseline_of": {s.key: s.baseline_of for s in servers if s.baseline_of},
         },
         "baseline": baseline.describe() if baseline is not None else None,
+        "fanout": fanout,
         "runtime_seconds": runtime,
         "takeover_at_start": {"commit": commit_at_start, "sources": sources_at_start},
         "takeover_sources_changed_during_run": sources_changed,

@@ -68,6 +68,15 @@ SCENARIOS = [
         {"scenario": "broadcast", "connections": 1000, "batch": 20, "openConcurrency": 64},
         {"scenario": "broadcast", "connections": 200, "batch": 20, "openConcurrency": 64},
     ),
+    # Not run by the server loop: bench/fanout.py runs it, on FANOUT_SERVERS.
+    Scenario(
+        "fan-out",
+        "fan-out",
+        "deliveries/s",
+        True,
+        {"clients": 4000, "rates": [25, 50, 100], "openConcurrency": 64, "drain": 10.0},
+        {"clients": 1000, "rates": [25, 50, 100], "openConcurrency": 64, "drain": 5.0},
+    ),
 ]
 SCENARIO_BY_KEY = {scenario.key: scenario for scenario in SCENARIOS}
 
@@ -93,6 +102,14 @@ def describe_scenario(scenario: Scenario, params: dict[str, Any], duration: floa
         return (
             f"{params['connections']} idle connections: (server RSS after - before) / "
             f"{params['connections']}, in KB (1024 bytes)"
+        )
+    if scenario.key == "fan-out":
+        rates = ", ".join(f"{rate:g}" for rate in params["rates"])
+        return (
+            f"{params['clients']:,} WebSocket clients in one room over the server's workers, one publisher "
+            f"of 100-byte text messages at {rates} publishes/s, each for {duration:g} s after warm-up "
+            f"(every publish goes to every client): deliveries/s received, publish-to-receive latency "
+            f"p50/p99, lost messages"
         )
     return (
         f"{params['connections']} clients; one of them asks for {params['batch']} broadcasts of a "
@@ -283,17 +300,126 @@ SERVERS = [
 REFERENCE = "takeover"
 
 
-def check_available(server: ServerSpec) -> str:
-    """Why ``server`` cannot run here, or "" if it can."""
+# -- the fan-out scenario's servers ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FanoutSpec:
+    """A fan-out row: an app on gunicorn with ``workers`` workers, with or without Redis."""
+
+    key: str
+    label: str
+    workers: int
+    worker: str  # bench/servers/fanout_gunicorn.py --worker
+    app: str  # module:name
+    redis: bool  # a redis-server for this row, its URL in BENCH_HUB_URL and BENCH_REDIS_URL
+    client: str  # the driver's members (bench/node/fanout.js): "ws" or "socket.io"
+    needs: list[str]
+    notes: str
+    takeover_root: Path | None
+
+    def server(self, redis_url: str | None) -> ServerSpec:
+        """The ServerSpec that starts this row's gunicorn (bench/loadgen.py's ServerProcess runs
+        a spec's ``echo`` command for any scenario but broadcast)."""
+        env = {"BENCH_HUB_URL": redis_url or "memory://"}
+        if redis_url:
+            env["BENCH_REDIS_URL"] = redis_url
+        return ServerSpec(
+            self.key,
+            self.label,
+            "ws",
+            lambda port: [
+                PY, "-m", "bench.servers.fanout_gunicorn", "--port", str(port),
+                "--workers", str(self.workers), "--worker", self.worker, "--app", self.app,
+            ],
+            None,
+            needs=self.needs,
+            notes=self.notes,
+            takeover_root=self.takeover_root,
+            env=env,
+        )
+
+    def urls(self, port: int) -> dict[str, str]:
+        """The driver's ``url`` (members) and ``pubUrl`` (the publisher)."""
+        if self.client == "socket.io":
+            return {"url": f"http://127.0.0.1:{port}", "pubUrl": f"http://127.0.0.1:{port}"}
+        return {"url": f"ws://127.0.0.1:{port}/ws", "pubUrl": f"ws://127.0.0.1:{port}/pub"}
+
+
+FANOUT_WORKERS = 4
+FANOUT_SERVERS = [
+    FanoutSpec(
+        "hub-redis",
+        f"takeover Hub on Redis, gunicorn -w {FANOUT_WORKERS}",
+        FANOUT_WORKERS,
+        "takeover",
+        "bench.servers.hub_fanout:app",
+        True,
+        "ws",
+        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
+        f"bench/servers/hub_fanout.py on gunicorn -k takeover.gunicorn.Worker -w {FANOUT_WORKERS}: "
+        "hub = Hub(redis_url, history=100); hub.join(ws, 'room') in the view; the publisher's "
+        "messages are hub.publish('room', data) in the worker it connected to",
+        ROOT,
+    ),
+    FanoutSpec(
+        "hub-memory",
+        "takeover Hub memory://, gunicorn -w 1",
+        1,
+        "takeover",
+        "bench.servers.hub_fanout:app",
+        False,
+        "ws",
+        ["flask", "gunicorn", "takeover:Hub", "node"],
+        "the same app on gunicorn -k takeover.gunicorn.Worker -w 1 with Hub('memory://'): every "
+        "client in one process",
+        ROOT,
+    ),
+    FanoutSpec(
+        "flask-socketio",
+        f"Flask-SocketIO, Redis message_queue, gunicorn -w {FANOUT_WORKERS}",
+        FANOUT_WORKERS,
+        "geventwebsocket",
+        "bench.servers.socketio_fanout:app",
+        True,
+        "socket.io",
+        [
+            "flask_socketio", "redis", "geventwebsocket", "gunicorn", "redis-server", "node",
+            "node:socket.io-client",
+        ],
+        "bench/servers/socketio_fanout.py on gunicorn -k geventwebsocket.gunicorn.workers."
+        f"GeventWebSocketWorker -w {FANOUT_WORKERS}: SocketIO(app, message_queue=redis_url, "
+        "async_mode='gevent', transports=['websocket']); join_room('room'); the publisher's "
+        "'publish' events are socketio.emit('msg', data, to='room'); socket.io-client members",
+        None,
+    ),
+]
+
+
+def check_available(server: ServerSpec | FanoutSpec) -> str:
+    """Why ``server`` cannot run here, or "" if it can. A need is a module to import, ``module:name``
+    (``from module import name``), "node" (with bench/node's ws), ``node:package`` (a package
+    in bench/node/node_modules) or "redis-server" (the program)."""
     for need in server.needs:
+        if need == "redis-server":
+            if shutil.which("redis-server") is None:
+                return "redis-server is not installed (Debian: apt-get install redis-server)"
+            continue
+        if need.startswith("node:"):
+            package = need.split(":", 1)[1]
+            if not (NODE_DIR / "node_modules" / package).is_dir():
+                return f"bench/node/node_modules/{package} is missing (npm install in bench/node)"
+            continue
         if need == "node":
             if shutil.which("node") is None:
                 return "node is not installed"
             if not (NODE_DIR / "node_modules" / "ws").is_dir():
                 return "bench/node/node_modules/ws is missing (npm install in bench/node)"
             continue
-        probe = subprocess.run([PY, "-c", f"import {need}"], capture_output=True, text=True, cwd=ROOT)
+        module, _, name = need.partition(":")
+        code = f"from {module} import {name}" if name else f"import {module}"
+        probe = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT)
         if probe.returncode != 0:
             last = (probe.stderr.strip().splitlines() or ["import failed"])[-1]
-            return f"import {need} failed: {last}"
+            return f"{code} failed: {last}"
     return ""

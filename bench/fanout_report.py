@@ -1,0 +1,132 @@
+"""The fan-out scenario's report: its table, clients per worker, and its targets (PASS/FAIL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: (label, row, peer, minimum ratio row/peer of deliveries/s, whether row's p99 must be <= peer's)
+FANOUT_TARGETS = [
+    (
+        "fan-out: takeover Hub (Redis) >= 3x Flask-SocketIO's deliveries/s at an equal or lower p99",
+        "hub-redis",
+        "flask-socketio",
+        3.0,
+        True,
+    ),
+    (
+        "fan-out: takeover Hub (Redis) >= 0.7x the single-process memory:// Hub's deliveries/s",
+        "hub-redis",
+        "hub-memory",
+        0.7,
+        False,
+    ),
+]
+
+
+def _cell(summary: dict[str, Any], key: str, rate: float) -> dict[str, Any] | None:
+    row = summary.get(key, {})
+    if row.get("status") != "ok":
+        return None
+    cell: dict[str, Any] | None = row["rates"].get(str(rate))
+    return cell
+
+
+def evaluate_fanout_targets(summary: dict[str, Any], rates: list[float]) -> list[dict[str, Any]]:
+    """Each target at each rate: the ratio of the medians, the p99s compared, PASS/FAIL."""
+    out = []
+    for label, key, peer, minimum, p99_too in FANOUT_TARGETS:
+        target: dict[str, Any] = {"target": label, "row": key, "peer": peer, "rates": {}}
+        for rate in rates:
+            mine, theirs = _cell(summary, key, rate), _cell(summary, peer, rate)
+            verdict: dict[str, Any] = {"ratio": None, "pass": None}
+            if mine and theirs and theirs["deliveries_per_second"]:
+                ratio = mine["deliveries_per_second"] / theirs["deliveries_per_second"]
+                verdict = {"ratio": ratio, "pass": ratio >= minimum}
+                if p99_too:
+                    verdict["p99"] = mine["p99_ms"]
+                    verdict["peer_p99"] = theirs["p99_ms"]
+                    no_worse = (
+                        mine["p99_ms"] is not None
+                        and theirs["p99_ms"] is not None
+                        and mine["p99_ms"] <= theirs["p99_ms"]
+                    )
+                    verdict["pass"] = verdict["pass"] and no_worse
+            target["rates"][str(rate)] = verdict
+        out.append(target)
+    return out
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _verdict(cell: dict[str, Any]) -> str:
+    if cell.get("pass") is None:
+        return "not measured"
+    text = f"{'PASS' if cell['pass'] else 'FAIL'} ({cell['ratio']:.2f}x"
+    if "p99" in cell:
+        text += f"; p99 {_ms(cell['p99'])} vs {_ms(cell['peer_p99'])} ms"
+    return text + ")"
+
+
+def fanout_markdown(fanout: dict[str, Any]) -> str:
+    """The fan-out section of ``latest.md``."""
+    params = fanout["params"]
+    summary = fanout["summary"]
+    labels = fanout["labels"]
+    rates = params["rates"]
+    out = [
+        "Fan-out: " + fanout["description"] + ". One Node process (bench/node/fanout.js) holds "
+        "every client and the publisher; nothing is pinned (the workers, redis-server and the "
+        "driver share the CPUs). deliveries/s: messages received by all clients together in the "
+        "counted window; latency: from the publisher's send to a client's receipt, both on the "
+        "driver's clock, over the counted messages; lost: counted publishes x clients - received "
+        f"by the end of the drain (at most {params['drain']:g} s). Medians over the rounds; lost "
+        "is summed over them.",
+        "",
+        "| row | publishes/s | deliveries/s (target) | p50 (ms) | p99 (ms) | lost | "
+        "CPU: server / redis / driver / other |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for key in fanout["rows"]:
+        row = summary[key]
+        if row.get("status") != "ok":
+            out.append(f"| {labels[key]} | - | {row.get('status')} | - | - | - | - |")
+            notes += [f"- {labels[key]}: {row.get('reason') or '; '.join(row.get('errors', []))}"]
+            continue
+        for rate in rates:
+            cell = row["rates"].get(str(rate))
+            if cell is None:
+                out.append(f"| {labels[key]} | {rate:g} | not measured | - | - | - | - |")
+                continue
+            cpu = "-"
+            if cell.get("server_cpu") is not None:
+                cpu = " / ".join(f"{cell[share]:.0%}" for share in ("server_cpu", "redis_cpu", "client_cpu"))
+                cpu += f" / {cell['foreign_cpu']:.0%}"
+            mark = " !" if cell["problems"] else ""
+            out.append(
+                f"| {labels[key]} | {rate:g} | {cell['deliveries_per_second']:,.0f} "
+                f"({cell['target_deliveries_per_second']:,.0f}){mark} | {_ms(cell['p50_ms'])} | "
+                f"{_ms(cell['p99_ms'])} | {cell['lost']:,} of {cell['expected']:,} | {cpu} |"
+            )
+            notes += [f"- {labels[key]}, {rate:g}/s: {problem}" for problem in cell["problems"]]
+        notes += [f"- {labels[key]}: {problem}" for problem in row.get("problems", [])]
+        notes += [f"- {labels[key]}: {error}" for error in row.get("errors", [])]
+    out += ["", "Clients per worker (each server answers the join with its pid), by round:", ""]
+    for key in fanout["rows"]:
+        row = summary[key]
+        if row.get("status") == "ok":
+            rounds = "; ".join(", ".join(f"{n:,}" for n in counts) for counts in row["per_worker"])
+            opened = ", ".join(f"{seconds:.1f}" for seconds in row["open_seconds"])
+            out.append(f"- {labels[key]}: {rounds} (all connected and joined in {opened} s)")
+    out += ["", "| target (issue) | " + " | ".join(f"{rate:g}/s" for rate in rates) + " |"]
+    out.append("|---|" + "---|" * len(rates))
+    for target in fanout["targets"]:
+        cells = " | ".join(_verdict(target["rates"][str(rate)]) for rate in rates)
+        out.append(f"| {target['target']} | {cells} |")
+    if notes:
+        out += ["", "Fan-out problems, errors and gaps:", "", *notes]
+    return "\n".join(out) + "\n"

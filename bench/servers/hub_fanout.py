@@ -1,0 +1,45 @@
+"""takeover's Hub, fan-out scenario: a Flask app whose WebSocket clients all join one room.
+
+    BENCH_HUB_URL=redis://127.0.0.1:P/0 gunicorn -k takeover.gunicorn.Worker -w 4 bench.servers.hub_fanout:app
+    BENCH_HUB_URL=memory:// gunicorn -k takeover.gunicorn.Worker -w 1 bench.servers.hub_fanout:app
+
+(the harness starts it with bench/servers/fanout_gunicorn.py). ``/ws``: each client's
+view is ``upgrade_websocket(request)``, ``hub.join(ws, ROOM)``, ``return response``;
+once open, the client gets one text message, ``joined:<this worker's pid>``. ``/pub``:
+the publisher's WebSocket; each message it sends is ``hub.publish(ROOM, message)``.
+The Hub is made at import, in each worker (gunicorn imports the app after forking).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, request
+
+from takeover import Hub, upgrade_websocket
+
+ROOM = "room"
+URL = os.environ.get("BENCH_HUB_URL", "memory://")
+hub = Hub(URL, history=100) if URL.startswith("redis") else Hub(URL)
+app = Flask(__name__)
+
+
+@app.route("/ws", websocket=True)  # Werkzeug routes WebSocket requests only to such rules
+def member():  # type: ignore[no-untyped-def]
+    ws, response = upgrade_websocket(request)
+    hub.join(ws, ROOM)
+    joined = f"joined:{os.getpid()}"
+    ws.add_event_listener("open", lambda event: ws.send(joined))
+    return response
+
+
+@app.route("/pub", websocket=True)
+def publisher():  # type: ignore[no-untyped-def]
+    ws, response = upgrade_websocket(request)
+
+    def on_message(event: Any) -> None:
+        hub.publish(ROOM, event.data)
+
+    ws.add_event_listener("message", on_message)
+    return response
