@@ -9,7 +9,7 @@ NODE_STAMP := tests/node/node_modules/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_NODE_STAMP := bench/node/node_modules/.installed
 
-.PHONY: test demo demo-cluster docs lint typecheck conformance bench fuzz soak clean
+.PHONY: test demo demo-cluster redis-server docs lint typecheck conformance bench fuzz soak clean
 
 $(STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,24 +53,28 @@ demo: $(DEMO_STAMP)
 # The same chat room across processes and servers (examples/chat/cluster.py): Redis on
 # 127.0.0.1:6390 without persistence, the chat on gunicorn with 4 workers at
 # http://127.0.0.1:8000/ and on takeover serve at http://127.0.0.1:8001/. Ctrl-C stops them all.
-demo-cluster: $(CLUSTER_STAMP)
+demo-cluster: $(CLUSTER_STAMP) redis-server
+	$(PY) -m examples.chat.cluster
+
+# Debian's redis-server, for demo-cluster and the bench's fan-out scenario: installed
+# when missing if we run as root, else a message saying what to install.
+redis-server:
 	@if ! command -v redis-server >/dev/null && [ ! -x /usr/bin/redis-server ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
 		else \
-			echo "make demo-cluster needs redis-server: install it (Debian: apt-get install redis-server) and run make demo-cluster again" >&2; \
+			echo "this target needs redis-server: install it (Debian: apt-get install redis-server) and run it again" >&2; \
 			exit 1; \
 		fi; \
 	fi
-	$(PY) -m examples.chat.cluster
 
 # The benchmark (docs/benchmarks.md): takeover against other WebSocket servers, each in
 # its own process, driven by a Node load generator. Not part of `make test`.
 # BENCH_QUICK=1 make bench: one short round, for a fast check.
 # BENCH_BASELINE=REV make bench: also takeover at git revision REV (a temporary worktree),
 # in the same rounds, with a before/after table (bench/baseline.py).
-# The fan-out scenario (bench/fanout.py) also needs redis-server (Debian: apt-get install
-# redis-server); without it its Redis rows say skipped.
+# The fan-out scenario (bench/fanout.py) also needs redis-server (the redis-server target
+# below installs it).
 $(BENCH_STAMP): pyproject.toml setup.py takeover/protocol/_speedups.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -92,7 +96,7 @@ $(BENCH_NODE_STAMP): bench/node/package.json
 	cd bench/node && npm install --silent --no-audit --no-fund --no-package-lock
 	touch $@
 
-bench: $(BENCH_STAMP) $(BENCH_NODE_STAMP)
+bench: $(BENCH_STAMP) $(BENCH_NODE_STAMP) redis-server
 	$(PY) -m bench
 
 conformance: $(STAMP)
