@@ -133,7 +133,14 @@ class UpgradeResponse(SwitchingProtocols):
 
     def __call__(self, environ: Any, start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = self.websocket
-        ws.session.claim()  # returned to the server: the takeover is under way
+        session = ws.session
+        session.claim()  # returned to the server: the takeover is under way
+        headers = self.headers.to_wsgi_list()
+        if headers != session.response_headers:
+            # The view or the framework added headers after the upgrade (Flask's session
+            # cookie, a request id): they go out with the 101, as any response's would.
+            session.response_headers = headers
+            session.handshake_response = accept_response(headers)
         return take_over(environ, start_response, ws)
 
 
@@ -354,6 +361,10 @@ def upgrade_websocket(
         registry=registry,
     )
     ws.session.response_headers = headers
+    if "flask" in sys.modules:  # listeners attached in a view run in its contexts (takeover._flask)
+        from takeover._flask import capture
+
+        ws.session.context = capture()
     if socket is not None:
         response = _switching_protocols(list(headers))
         ws.session.attach(socket, head)

@@ -51,6 +51,7 @@ from takeover.protocol.events import Event as ProtocolEvent
 from takeover.protocol.frames import OP_CLOSE, CloseCode, encode_close, encode_frame
 
 if TYPE_CHECKING:
+    from takeover._flask import FlaskContext
     from takeover._io.listeners import Mailbox
     from takeover._io.loop import IOLoop
     from takeover.websocket import WebSocket
@@ -78,8 +79,8 @@ class Session:
 
     __slots__ = (
         "_close_requested", "_done", "_lock", "_may_park", "_ping_sent_at", "_remote_address",
-        "_sending_paused", "_timer", "claimed", "close_event", "closing", "conn", "deflate", "finished",
-        "handshake_response", "inbox", "last_activity", "loop", "mailbox", "opened_at", "options",
+        "_sending_paused", "_timer", "claimed", "close_event", "closing", "conn", "context", "deflate",
+        "finished", "handshake_response", "inbox", "last_activity", "loop", "mailbox", "opened_at", "options",
         "registry", "response_headers", "runtime", "send_lock", "transport", "url", "ws",
     )
 
@@ -102,6 +103,9 @@ class Session:
         #: The 101's headers (Upgrade, Connection, Sec-WebSocket-Accept...), for a
         #: server that writes the 101 as its own response.
         self.response_headers: list[tuple[str, str]] = []
+        #: Flask's contexts from the upgrade, entered around every listener call
+        #: (see :mod:`takeover._flask`); None outside Flask.
+        self.context: FlaskContext | None = None
         self.url = url
         self.deflate = deflate
         self.registry = registry if registry is not None else DEFAULT_REGISTRY

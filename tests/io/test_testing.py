@@ -24,11 +24,17 @@ def make_app() -> Flask:
         session["user"] = request.form["user"]
         return "ok"
 
+    @app.get("/upgrades")
+    def upgrades() -> str:
+        return str(session.get("upgrades", 0))
+
     @app.route("/ws", websocket=True)
     def ws() -> Any:
         if request.args.get("private") and "user" not in session:
             abort(401)
         user = session.get("user", "")
+        if request.args.get("count"):
+            session["upgrades"] = session.get("upgrades", 0) + 1  # saved as a cookie on the 101
         socket, response = upgrade_websocket(
             request, protocol=request.args.get("protocol"), allowed_origins=["http://localhost"]
         )
@@ -103,18 +109,36 @@ def test_a_closed_websocket_raises_connection_closed() -> None:
             ws.receive(timeout=1)
 
 
-def test_under_gevent_too() -> None:
+def test_cookies_the_101_sets_are_stored_in_the_test_client() -> None:
+    app = make_app()
+    client = app.test_client()
+    with connect(app, "/ws?count=1", client=client) as ws:  # the view sets session["upgrades"]
+        assert ws.response_headers["set-cookie"].startswith("session=")
+    with connect(app, "/ws?count=1", client=client):
+        pass
+    assert client.get("/upgrades").get_data(as_text=True) == "2"  # the second handshake saw the first's cookie
+
+
+def test_the_socket_pair_is_the_runtimes() -> None:
+    from gevent import monkey
+
+    with connect(make_app(), "/ws") as ws:
+        ws.send("which")
+        assert ws.receive() == "which"
+        on_gevent = ws._sock.__class__.__module__.startswith("gevent")
+    assert on_gevent is monkey.is_module_patched("socket")
+
+
+def test_these_tests_pass_under_gevent_too() -> None:
+    """This module and the Flask contexts' one again, in a process gevent has monkey-patched."""
     code = (
         "from gevent import monkey; monkey.patch_all()\n"
-        "from tests.io.test_testing import make_app\n"
-        "from takeover.testing import connect\n"
-        "with connect(make_app(), '/ws') as ws:\n"
-        "    ws.send('under gevent')\n"
-        "    assert ws.receive() == 'under gevent'\n"
-        "    assert ws._sock.__class__.__module__.startswith('gevent')\n"
-        "print('ok')\n"
+        "import sys, pytest\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', 'ignore::DeprecationWarning',"
+        " '-k', 'not under_gevent', 'tests/io/test_testing.py', 'tests/io/test_flask_contexts.py']))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and "failed" not in result.stdout

@@ -1,0 +1,104 @@
+"""Flask's contexts in WebSocket listeners: current_app, g, session, request, current_user, teardowns.
+
+Tested through takeover.testing (in process, real frames); tests/io/test_under_gevent.py
+runs this module again under gevent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, current_app, g, request, session, url_for
+from flask_login import LoginManager, UserMixin, current_user, login_user
+
+from takeover import upgrade_websocket
+from takeover.testing import connect
+
+
+class User(UserMixin):
+    def __init__(self, user_id: str) -> None:
+        self.id = user_id
+
+
+def make_app(teardowns: list[object]) -> Flask:
+    app = Flask("contexts")
+    app.secret_key = "test"
+    login = LoginManager(app)
+    login.user_loader(User)
+
+    @app.teardown_appcontext
+    def count(error: BaseException | None) -> None:
+        teardowns.append(error)
+
+    @app.before_request
+    def before() -> None:
+        g.from_the_view = "set before the upgrade"
+
+    @app.post("/login")
+    def log_in() -> str:
+        login_user(User(request.form["user"]))
+        session["colour"] = request.form["colour"]
+        return "ok"
+
+    @app.route("/ws", websocket=True)
+    def ws() -> Any:
+        socket, response = upgrade_websocket(request)
+
+        def on_message(event: Any) -> None:
+            g.calls = g.get("calls", 0) + 1  # a fresh g each call: always 1
+            socket.send(json.dumps({
+                "app": current_app.name,
+                "g": g.from_the_view,
+                "calls": g.calls,
+                "colour": session.get("colour"),
+                "room": request.args.get("room"),
+                "url": url_for("ws", room="x"),
+                "user": current_user.get_id() if current_user.is_authenticated else None,
+                "teardowns": len(teardowns),
+                "message": event.data,
+            }))
+
+        socket.onmessage = on_message
+        return response
+
+    return app
+
+
+def test_a_listener_sees_current_app_g_session_request_and_current_user() -> None:
+    teardowns: list[object] = []
+    app = make_app(teardowns)
+    client = app.test_client()
+    assert client.post("/login", data={"user": "ada", "colour": "green"}).status_code == 200
+    with connect(app, "/ws?room=42", client=client) as ws:
+        ws.send("hi")
+        seen = json.loads(ws.receive())
+    assert seen == {
+        "app": "contexts", "g": "set before the upgrade", "calls": 1, "colour": "green", "room": "42",
+        "url": "ws://localhost/ws?room=x", "user": "ada", "teardowns": seen["teardowns"], "message": "hi",
+    }
+
+
+def test_the_app_context_is_torn_down_once_after_each_listener_call() -> None:
+    teardowns: list[object] = []
+    app = make_app(teardowns)
+    with connect(app, "/ws") as ws:
+        counts = []
+        for n in range(5):
+            ws.send(str(n))
+            answer = json.loads(ws.receive())
+            assert answer["calls"] == 1  # g does not carry from one call to the next
+            counts.append(answer["teardowns"])
+    assert counts == list(range(counts[0], counts[0] + 5))  # one teardown between two calls, no more
+
+
+def test_outside_flask_listeners_run_as_before() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        socket, response = upgrade_websocket(environ)
+        assert socket.session.context is None
+        socket.onmessage = lambda event: socket.send(event.data)
+        return response(environ, start_response)
+
+    with connect(app, "/ws") as ws:
+        ws.send("plain")
+        assert ws.receive() == "plain"
