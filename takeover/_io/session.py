@@ -103,8 +103,7 @@ class Session:
         #: The 101's headers (Upgrade, Connection, Sec-WebSocket-Accept...), for a
         #: server that writes the 101 as its own response.
         self.response_headers: list[tuple[str, str]] = []
-        #: Flask's contexts from the upgrade, entered around every listener call
-        #: (see :mod:`takeover._flask`); None outside Flask.
+        #: Flask's contexts from the upgrade, around each listener call (takeover._flask).
         self.context: FlaskContext | None = None
         self.url = url
         self.deflate = deflate

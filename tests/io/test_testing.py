@@ -116,7 +116,7 @@ def test_cookies_the_101_sets_are_stored_in_the_test_client() -> None:
         assert ws.response_headers["set-cookie"].startswith("session=")
     with connect(app, "/ws?count=1", client=client):
         pass
-    assert client.get("/upgrades").get_data(as_text=True) == "2"  # the second handshake saw the first's cookie
+    assert client.get("/upgrades").get_data(as_text=True) == "2"  # the 2nd handshake had the 1st cookie
 
 
 def test_the_socket_pair_is_the_runtimes() -> None:
