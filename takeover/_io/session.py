@@ -100,8 +100,7 @@ class Session:
         #: The 101 response the session writes before anything else ("" once written,
         #: or when the server writes it: then with :attr:`response_headers`).
         self.handshake_response = handshake_response
-        #: The 101's headers (Upgrade, Connection, Sec-WebSocket-Accept...), for a
-        #: server that writes the 101 as its own response.
+        #: The 101's headers, for a server that writes the 101 as its own response.
         self.response_headers: list[tuple[str, str]] = []
         #: Flask's contexts from the upgrade, around each listener call (takeover._flask).
         self.context: FlaskContext | None = None
