@@ -32,16 +32,62 @@ T = TypeVar("T")
 class FlaskContext:
     """The app, a copy of the request context and ``g``'s values, from one upgrade."""
 
-    __slots__ = ("_app", "_g", "_request", "_request_var")
+    __slots__ = (
+        "_app", "_app_context", "_app_var", "_busy", "_g", "_request", "_request_var", "_signals",
+        "_tearing_down",
+    )
 
-    def __init__(self, app: Any, request_context: Any, g_values: dict[str, Any], request_var: Any) -> None:
+    def __init__(self, app: Any, request_context: Any, g_values: dict[str, Any]) -> None:
+        from flask import globals as flask_globals
+        from flask import signals
+
         self._app = app
         self._request = request_context
         self._g = g_values
-        self._request_var = request_var
+        self._request_var = flask_globals._cv_request
+        self._app_var = flask_globals._cv_app
+        #: The WebSocket's application context, entered for each call with a fresh ``g``.
+        self._app_context = app.app_context()
+        self._signals = (signals.appcontext_pushed, signals.appcontext_popped)
+        self._tearing_down = signals.appcontext_tearing_down
+        self._busy = False
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` inside a new application context and the upgrade's request context."""
+        """``fn(*args)`` inside an application context of its own and the upgrade's request context.
+
+        This is what ``AppContext.push()`` then ``pop()`` do — the context made
+        current, ``teardown_appcontext`` functions run after the call — without
+        making a new context object (and its URL adapter) each time. Where
+        someone listens to ``appcontext_pushed`` or ``appcontext_popped``, or a
+        listener's call dispatches another event of the same WebSocket, a new
+        context is pushed and popped the ordinary way.
+        """
+        if self._busy or self._signals[0].receivers or self._signals[1].receivers:
+            return self._push_and_call(fn, *args)
+        app_context = self._app_context
+        g = app_context.g = self._app.app_ctx_globals_class()
+        if self._g:
+            g.__dict__.update(self._g)
+        app_token = self._app_var.set(app_context)
+        request_token = self._request_var.set(self._request)
+        self._busy = True
+        error: BaseException | None = None
+        try:
+            return fn(*args)
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            self._busy = False
+            try:
+                app = self._app
+                if app.teardown_appcontext_funcs or self._tearing_down.receivers:
+                    app.do_teardown_appcontext(error)  # teardown_appcontext, once per call
+            finally:
+                self._request_var.reset(request_token)
+                self._app_var.reset(app_token)
+
+    def _push_and_call(self, fn: Callable[..., T], *args: Any) -> T:
         app_context = self._app.app_context()
         if self._g:
             app_context.g.__dict__.update(self._g)
@@ -51,7 +97,7 @@ class FlaskContext:
             return fn(*args)
         finally:
             self._request_var.reset(token)
-            app_context.pop()  # teardown_appcontext, once per call
+            app_context.pop()
 
 
 def capture() -> FlaskContext | None:
@@ -61,11 +107,10 @@ def capture() -> FlaskContext | None:
         return None
     from flask import globals as flask_globals
 
-    request_var = getattr(flask_globals, "_cv_request", None)
-    if request_var is None:  # a Flask without it: nothing to restore
-        return None
-    request_context = request_var.get(None)
+    if not hasattr(flask_globals, "_cv_request") or not hasattr(flask_globals, "_cv_app"):
+        return None  # a Flask whose contexts are not these (3.0 and 3.1 have them)
+    request_context = flask_globals._cv_request.get(None)
     if request_context is None:
         return None
     g_values = dict(flask.g.__dict__) if flask.has_app_context() else {}
-    return FlaskContext(request_context.app, request_context.copy(), g_values, request_var)
+    return FlaskContext(request_context.app, request_context.copy(), g_values)

@@ -204,14 +204,6 @@ class WebSocket(EventTarget):
             return
         session.close(Reason.LOCAL_CLOSE, code, reason)
 
-    def dispatch_event(self, event: Any) -> None:
-        """Call the listeners of ``event.type``, inside Flask's contexts when upgraded in a Flask view."""
-        context = self.session.context
-        if context is None:
-            super().dispatch_event(event)
-        else:
-            context.call(super().dispatch_event, event)
-
     # -- the blocking API -------------------------------------------------
 
     def receive(self, timeout: float | None = None) -> str | bytes | bytearray:

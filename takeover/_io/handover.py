@@ -79,7 +79,8 @@ def hand_over(ws: WebSocket, sock: _socket.socket, head: bytes) -> None:
     loop = io_loop()
     session = ws.session
     session.loop = loop
-    session.mailbox = Mailbox(ws, listener_pool(session.options.listener_threads), loop)
+    pool = listener_pool(session.options.listener_threads)
+    session.mailbox = Mailbox(ws, pool, loop, context=session.context)
     session.registry = loop.registry
     sock.setblocking(True)  # its flags are the server's, which may have made it non-blocking
     fd = sock.detach()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from takeover.options import DEFAULT_LISTENER_THREADS
 
 if TYPE_CHECKING:
+    from takeover._flask import FlaskContext
     from takeover._io.loop import IOLoop
     from takeover.websocket import WebSocket
 
@@ -80,13 +81,16 @@ class ListenerPool:
 class Mailbox:
     """The events of one WebSocket waiting for the pool, in order (see the module's docstring)."""
 
-    __slots__ = ("_events", "_lock", "_loop", "_pool", "_room", "_scheduled", "limit", "ws")
+    __slots__ = ("_events", "_lock", "_loop", "_pool", "_room", "_scheduled", "context", "limit", "ws")
 
     def __init__(
-        self, ws: WebSocket, pool: ListenerPool, loop: IOLoop, limit: int = DEFAULT_MAILBOX_LIMIT
+        self, ws: WebSocket, pool: ListenerPool, loop: IOLoop, limit: int = DEFAULT_MAILBOX_LIMIT,
+        context: FlaskContext | None = None,
     ) -> None:
         #: The WebSocket, until its ``close`` event has been dispatched.
         self.ws: WebSocket | None = ws
+        #: Flask's contexts to run its listeners in (the session's, see takeover._flask).
+        self.context = context
         self.limit = limit
         self._pool = pool
         self._loop = loop
@@ -133,7 +137,11 @@ class Mailbox:
             ws = self.ws
             if ws is None:
                 continue  # closed: nothing follows the close event
-            ws.dispatch_event(event)  # logs and goes on past a listener that raises
+            # dispatch_event logs and goes on past a listener that raises.
+            if self.context is None:
+                ws.dispatch_event(event)
+            else:
+                self.context.call(ws.dispatch_event, event)
             if event.type == "close":
                 # No event follows close: drop the listeners (a cycle through them
                 # otherwise) and this mailbox's hold on the WebSocket.

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from takeover._io import keepalive
 from takeover._io.closing import (
     CLOSINGS,
     IDLE_TIMEOUT_REASON,
@@ -171,9 +172,15 @@ class Session:
         if self.mailbox is not None:
             self.mailbox.post(event)
             return
-        ws = self.ws
-        assert ws is not None
-        ws.dispatch_event(event)
+        self.run_listeners(event)
+
+    def run_listeners(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
+        """Call ``event``'s listeners here (inside Flask's contexts when upgraded in a view)."""
+        assert self.ws is not None
+        if self.context is None:
+            self.ws.dispatch_event(event)
+        else:
+            self.context.call(self.ws.dispatch_event, event)
 
     @property
     def path(self) -> str:
@@ -387,7 +394,7 @@ class Session:
                 if mailbox is not None:
                     mailbox.post(MessageEvent(data))  # the pool runs the listeners, in order
                 elif ws._listeners.get("message"):
-                    ws.dispatch_event(MessageEvent(data))
+                    self.run_listeners(MessageEvent(data))
                 else:
                     self._enqueue(data)
                 continue
@@ -574,26 +581,8 @@ class Session:
             self._timer = None
 
     def _on_idle_timer(self) -> None:
-        """Deno's idleTimeout: ping after idle/2 of silence, close 1001 after idle."""
         self._timer = None
-        idle = self.options.idle_timeout
-        if self.ready_state is not State.OPEN or idle is None:
-            return
-        now = time.monotonic()
-        half = idle / 2
-        if self.paused:
-            self._set_timer(half, self._on_idle_timer)
-            return
-        silence = now - self.last_activity
-        if silence >= idle:
-            self.close(Reason.IDLE_TIMEOUT)
-        elif silence >= half:
-            if self._ping_sent_at <= self.last_activity:
-                self._ping_sent_at = now
-                self.ping()
-            self._set_timer(idle - silence, self._on_idle_timer)
-        else:
-            self._set_timer(half - silence, self._on_idle_timer)
+        keepalive.check(self)
 
     def _on_close_timeout(self) -> None:
         self._timer = None

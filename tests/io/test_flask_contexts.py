@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from flask import Flask, current_app, g, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user
 
@@ -102,3 +103,68 @@ def test_outside_flask_listeners_run_as_before() -> None:
     with connect(app, "/ws") as ws:
         ws.send("plain")
         assert ws.receive() == "plain"
+
+
+def test_appcontext_signals_fire_for_each_call_when_someone_listens() -> None:
+    from flask import appcontext_popped, appcontext_pushed
+
+    teardowns: list[object] = []
+    app = make_app(teardowns)
+    pushed: list[object] = []
+    popped: list[object] = []
+    appcontext_pushed.connect(pushed.append, app, weak=False)
+    appcontext_popped.connect(popped.append, app, weak=False)
+    try:
+        with connect(app, "/ws") as ws:
+            before = len(pushed)
+            for n in range(3):
+                ws.send(str(n))
+                assert json.loads(ws.receive())["calls"] == 1
+            assert len(pushed) - before == 3  # one push per listener call
+        assert len(popped) >= len(pushed) - 1
+    finally:
+        appcontext_pushed.disconnect(pushed.append, app)
+        appcontext_popped.disconnect(popped.append, app)
+
+
+def _monkey_patched() -> bool:
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket"))
+
+
+@pytest.mark.skipif(_monkey_patched(), reason="handing over is for threaded servers, not gevent's")
+def test_contexts_in_the_listener_threads_of_a_handed_over_websocket() -> None:
+    """As on gunicorn's sync and gthread workers: the I/O loop has the socket, a pool runs the listeners."""
+    import socket as socket_module
+
+    from takeover._io.handover import hand_over
+    from tests.clients import RawClient
+    from tests.frames import client_frame
+
+    app = Flask("handed-over")
+    teardowns: list[object] = []
+    app.teardown_appcontext(teardowns.append)
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    with app.test_request_context("/ws?room=9", headers=headers):
+        g.who = "the view"
+        ws, response = upgrade_websocket(request)
+        ws.onmessage = lambda event: ws.send(
+            f"{current_app.name} {request.args['room']} {g.who} {len(teardowns)} {event.data}"
+        )
+    server_end, client_end = socket_module.socketpair()
+    hand_over(ws, server_end, b"")
+    client = RawClient.__new__(RawClient)
+    client.sock, client.buffer = client_end, b""
+    client_end.settimeout(10)
+    assert client.read_response()[0] == 101
+    answers = []
+    for n in range(2):
+        client.send(client_frame(0x1, f"m{n}".encode()))
+        answers.append(client.read_frame()[2].decode())
+    assert answers[0].startswith("handed-over 9 the view ")
+    first = int(answers[0].split()[4])
+    assert answers == [f"handed-over 9 the view {first} m0", f"handed-over 9 the view {first + 1} m1"]
+    client.close()
+    del response
