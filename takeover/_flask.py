@@ -87,6 +87,10 @@ class FlaskContext:
                 self._request_var.reset(request_token)
                 self._app_var.reset(app_token)
 
+    def call_alone(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in contexts of its own, pushed and popped: for a thread beside the listeners'."""
+        return self._push_and_call(fn, *args)
+
     def _push_and_call(self, fn: Callable[..., T], *args: Any) -> T:
         app_context = self._app.app_context()
         if self._g:

@@ -130,12 +130,13 @@ def test_the_socket_pair_is_the_runtimes() -> None:
 
 
 def test_these_tests_pass_under_gevent_too() -> None:
-    """This module and the Flask contexts' one again, in a process gevent has monkey-patched."""
+    """This module, the Flask contexts' and takeover.flask_sock's again, in a monkey-patched process."""
     code = (
         "from gevent import monkey; monkey.patch_all()\n"
         "import sys, pytest\n"
         "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-W', 'ignore::DeprecationWarning',"
-        " '-k', 'not under_gevent', 'tests/io/test_testing.py', 'tests/io/test_flask_contexts.py']))\n"
+        " '-k', 'not under_gevent', 'tests/io/test_testing.py', 'tests/io/test_flask_contexts.py',"
+        " 'tests/io/test_flask_sock.py']))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
