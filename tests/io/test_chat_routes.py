@@ -1,0 +1,248 @@
+"""examples/chat's bad-input rules, through takeover.testing: the chat's route in process, real frames.
+
+Moved from tests/servers/test_chat.py (which keeps what needs the real
+server: the page, the room's flow, reconnecting, SIGTERM): every case checks
+what the offender gets (an ``error`` message or a close code) and that the rest
+of the room still works afterwards. The room is the app's own, shared by the
+tests, so names are unique.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from examples.chat.app import app
+from takeover import ConnectionClosed
+from takeover.testing import TestWebSocket, connect
+
+Message = dict[str, Any]
+WAIT = 5.0
+_counter = itertools.count(1)
+
+
+class _Server:
+    """Stands for the server in the moved tests: connections go to the app in process."""
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_counter)}"
+
+
+def client(server: _Server) -> contextlib.AbstractContextManager[TestWebSocket]:
+    return connect(app, "/ws", timeout=WAIT)
+
+
+@pytest.fixture
+def chat() -> _Server:
+    return _Server()
+
+
+def send(ws: TestWebSocket, message: Message) -> None:
+    ws.send(json.dumps(message))
+
+
+def receive(ws: TestWebSocket, timeout: float = WAIT) -> Message:
+    data = ws.receive(timeout=timeout)
+    assert isinstance(data, str), f"the server sent a binary message: {data!r}"
+    message: Message = json.loads(data)
+    return message
+
+
+def expect(ws: TestWebSocket, match: Callable[[Message], bool], timeout: float = WAIT) -> Message:
+    """The next message ``match`` accepts, skipping others (presence, typing, ...)."""
+    deadline = time.monotonic() + timeout
+    skipped: list[Message] = []
+    while True:
+        try:
+            message = receive(ws, max(deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            raise AssertionError(f"no matching message within {timeout:g} s; got {skipped}") from None
+        if match(message):
+            return message
+        skipped.append(message)
+
+
+def expect_type(ws: TestWebSocket, kind: str, timeout: float = WAIT) -> Message:
+    return expect(ws, lambda message: message["type"] == kind, timeout)
+
+
+def join(ws: TestWebSocket, name: str) -> list[Message]:
+    send(ws, {"type": "join", "name": name})
+    history = receive(ws)
+    assert history["type"] == "history", history
+    messages: list[Message] = history["messages"]
+    return messages
+
+
+@contextlib.contextmanager
+def joined(server: _Server, name: str) -> Iterator[TestWebSocket]:
+    with client(server) as ws:
+        join(ws, name)
+        expect(ws, lambda m: m["type"] == "presence" and name in m["names"])
+        yield ws
+
+
+def say(ws: TestWebSocket, text: str) -> None:
+    send(ws, {"type": "message", "text": text})
+
+
+def said(text: str) -> Callable[[Message], bool]:
+    return lambda message: message["type"] == "message" and message["text"] == text
+
+
+def closed_with(ws: TestWebSocket, timeout: float = WAIT) -> tuple[int, str, list[Message]]:
+    """Read until the server closes; its close code and reason, and what came before."""
+    before: list[Message] = []
+    deadline = time.monotonic() + timeout
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            before.append(receive(ws, max(deadline - time.monotonic(), 0.001)))
+    return info.value.code, info.value.reason, before
+
+
+def assert_room_alive(server: _Server, bystander: TestWebSocket) -> None:
+    with joined(server, unique("newcomer")) as newcomer:
+        text = unique("still here")
+        say(newcomer, text)
+        expect(newcomer, said(text))
+        expect(bystander, said(text))
+
+
+# -- bad input: refused with an error message, the connection and the room go on ----
+
+NOT_JOINED = [
+    ("not json", "invalid JSON"),
+    ('{"type": "message", "text": "unterminated', "invalid JSON"),
+    ("[" * 6000 + "]" * 6000, "invalid JSON"),  # nested too deep for the parser: not a crash
+    ("[1, 2]", "a message must be a JSON object"),
+    ('"join"', "a message must be a JSON object"),
+    ("{}", 'missing "type"'),
+    ('{"type": 7}', '"type" must be a string'),
+    ('{"type": "dance"}', "unknown type: dance"),
+    ('{"type": "join"}', 'missing "name"'),
+    ('{"type": "join", "name": 5}', '"name" must be a string'),
+    ('{"type": "join", "name": ["a"]}', '"name" must be a string'),
+    ('{"type": "join", "name": "   "}', '"name" is empty'),
+    (json.dumps({"type": "join", "name": "x" * 33}), '"name" is too long: at most 32 characters'),
+    ('{"type": "join", "name": "a\\nb"}', '"name" must be printable characters'),
+    ('{"type": "join", "name": "\\ud800"}', '"name" is not valid Unicode'),
+    ('{"type": "message", "text": "hi"}', "join first"),
+    ('{"type": "typing"}', "join first"),
+    ('{"type": "sync"}', "join first"),
+    *[
+        (f'{{"type": "join", "name": "a", "since": {since}}}', '"since" must be an offset: an integer >= 0')
+        for since in ("-1", "1.5", '"12"', "true", str(2**53))
+    ],
+]
+
+JOINED = [
+    ('{"type": "message"}', 'missing "text"'),
+    ('{"type": "message", "text": null}', 'missing "text"'),
+    ('{"type": "message", "text": 42}', '"text" must be a string'),
+    ('{"type": "message", "text": " \\n "}', '"text" is empty'),
+    (json.dumps({"type": "message", "text": "x" * 2001}), '"text" is too long: at most 2000 characters'),
+    ('{"type": "message", "text": "a\\ud83d"}', '"text" is not valid Unicode'),
+    ('{"type": "join", "name": "again"}', "already joined as "),
+]
+
+
+@pytest.mark.parametrize(("payload", "error"), NOT_JOINED, ids=[e for _, e in NOT_JOINED])
+def test_bad_input_before_join_is_an_error_message(chat: _Server, payload: str, error: str) -> None:
+    with joined(chat, unique("bystander")) as bystander, client(chat) as offender:
+        offender.send(payload)
+        assert receive(offender) == {"type": "error", "error": error}
+        join(offender, unique("reformed"))  # the connection is still usable
+        assert_room_alive(chat, bystander)
+
+
+@pytest.mark.parametrize(("payload", "error"), JOINED, ids=[e for _, e in JOINED])
+def test_bad_input_after_join_is_an_error_message(chat: _Server, payload: str, error: str) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
+        offender.send(payload)
+        message = expect(offender, lambda m: m["type"] == "error")
+        assert message["error"].startswith(error), message
+        text = unique("reformed")
+        say(offender, text)  # the connection is still usable
+        expect(bystander, said(text))
+        assert_room_alive(chat, bystander)
+
+
+def test_no_bad_text_reaches_the_history(chat: _Server) -> None:
+    with joined(chat, unique("offender")) as offender:
+        offender.send('{"type": "message", "text": "\\udfff"}')
+        assert expect_type(offender, "error")["error"] == '"text" is not valid Unicode'
+    with client(chat) as ws:
+        history = join(ws, unique("reader"))  # would fail if a lone surrogate were in the history
+    assert all("\udfff" not in message["text"] for message in history)
+
+
+def test_five_invalid_messages_in_a_row_close_with_1008(chat: _Server) -> None:
+    with joined(chat, unique("bystander")) as bystander, client(chat) as offender:
+        for _ in range(5):
+            offender.send("{nope")
+        code, reason, before = closed_with(offender)
+        assert (code, reason) == (1008, "too many invalid messages")
+        assert before == [{"type": "error", "error": "invalid JSON"}] * 5
+        assert_room_alive(chat, bystander)
+
+
+def test_a_valid_message_resets_the_invalid_count(chat: _Server) -> None:
+    with client(chat) as ws:
+        for _ in range(4):
+            ws.send("{nope")
+        assert [receive(ws)["type"] for _ in range(4)] == ["error"] * 4
+        join(ws, unique("mixed"))  # the 5th message is valid: the count starts over
+        for _ in range(4):
+            ws.send("{nope")
+        text = unique("still open")
+        say(ws, text)
+        received = [receive(ws)]
+        while not said(text)(received[-1]):
+            received.append(receive(ws))
+        assert [message["type"] for message in received if message["type"] != "presence"] == [
+            *["error"] * 4,
+            "message",
+        ]
+
+
+def test_a_binary_message_closes_with_1003(chat: _Server) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
+        offender.send(b'{"type": "message", "text": "binary"}')
+        code, reason, _ = closed_with(offender)
+        assert (code, reason) == (1003, "binary messages are not supported")
+        assert_room_alive(chat, bystander)
+
+
+def test_a_message_over_16_kib_closes_with_1009(chat: _Server) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
+        say(offender, "x" * 16 * 1024)  # with the JSON around it: over 16384 bytes
+        code, _, before = closed_with(offender)
+        assert code == 1009
+        assert all(message["type"] == "presence" for message in before)
+        assert_room_alive(chat, bystander)
+
+
+def test_a_flood_gets_one_error_then_a_1008_close(chat: _Server) -> None:
+    with joined(chat, unique("bystander")) as bystander, joined(chat, unique("flooder")) as flooder:
+        # The join took one token of 20: 19 are let through, the 20th message is
+        # the first dropped, the 30th the 11th dropped: the close. Sent as fast as
+        # possible, so few tokens come back meanwhile; 60 leaves a wide margin.
+        for _ in range(60):
+            try:
+                send(flooder, {"type": "typing"})
+            except ConnectionClosed:
+                break
+        code, reason, before = closed_with(flooder, timeout=10)
+        assert (code, reason) == (1008, "too many messages")
+        errors = [message for message in before if message["type"] == "error"]
+        assert errors == [{"type": "error", "error": "too many messages: at most 20 every 5 seconds"}]
+        assert_room_alive(chat, bystander)
+
+
