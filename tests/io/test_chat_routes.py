@@ -246,3 +246,18 @@ def test_a_flood_gets_one_error_then_a_1008_close(chat: _Server) -> None:
         assert_room_alive(chat, bystander)
 
 
+
+
+def test_the_testing_guides_example() -> None:
+    """docs/guides/testing.rst's "Testing the chat demo", as it is written there."""
+    with connect(app, "/ws") as ada, connect(app, "/ws") as bob:
+        for ws, name in ((ada, unique("ada")), (bob, unique("bob"))):
+            ws.send(json.dumps({"type": "join", "name": name}))
+            assert json.loads(ws.receive())["type"] == "history"
+        ada.send(json.dumps({"type": "message", "text": "hi"}))
+        said = next(m for m in (json.loads(bob.receive()) for _ in range(5)) if m["type"] == "message")
+        assert said["text"] == "hi"  # after the presence lists
+        bob.send(b"binary")
+        with pytest.raises(ConnectionClosed):
+            bob.receive()
+        assert bob.close_code == 1003
