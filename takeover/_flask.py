@@ -38,16 +38,16 @@ class FlaskContext:
     )
 
     def __init__(self, app: Any, request_context: Any, g_values: dict[str, Any]) -> None:
-        from flask import globals as flask_globals
-        from flask import signals
-
+        flask_globals, signals = _flask_modules()
         self._app = app
+        #: The upgrade's request context; copied on the first call (a handshake that
+        #: no listener follows costs nothing more).
         self._request = request_context
         self._g = g_values
         self._request_var = flask_globals._cv_request
         self._app_var = flask_globals._cv_app
         #: The WebSocket's application context, entered for each call with a fresh ``g``.
-        self._app_context = app.app_context()
+        self._app_context: Any = None
         self._signals = (signals.appcontext_pushed, signals.appcontext_popped)
         self._tearing_down = signals.appcontext_tearing_down
         self._busy = False
@@ -62,6 +62,8 @@ class FlaskContext:
         listener's call dispatches another event of the same WebSocket, a new
         context is pushed and popped the ordinary way.
         """
+        if self._app_context is None:
+            self._prepare()
         if self._busy or self._signals[0].receivers or self._signals[1].receivers:
             return self._push_and_call(fn, *args)
         app_context = self._app_context
@@ -91,7 +93,14 @@ class FlaskContext:
         """``fn(*args)`` in contexts of its own, pushed and popped: for a thread beside the listeners'."""
         return self._push_and_call(fn, *args)
 
+    def _prepare(self) -> None:
+        """On the first call: the copy of the request context, and the WebSocket's app context."""
+        self._request = self._request.copy()
+        self._app_context = self._app.app_context()
+
     def _push_and_call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._app_context is None:
+            self._prepare()
         app_context = self._app.app_context()
         if self._g:
             app_context.g.__dict__.update(self._g)
@@ -104,17 +113,31 @@ class FlaskContext:
             app_context.pop()
 
 
+_modules: tuple[Any, Any] | None = None
+
+
+def _flask_modules() -> tuple[Any, Any]:
+    """``flask.globals`` and ``flask.signals`` (imported once)."""
+    global _modules
+    if _modules is None:
+        from flask import globals as flask_globals
+        from flask import signals
+
+        _modules = (flask_globals, signals)
+    return _modules
+
+
 def capture() -> FlaskContext | None:
     """The current Flask request's contexts, or None outside one (or without Flask)."""
     flask = sys.modules.get("flask")
     if flask is None:
         return None
-    from flask import globals as flask_globals
-
+    flask_globals, _ = _flask_modules()
     if not hasattr(flask_globals, "_cv_request") or not hasattr(flask_globals, "_cv_app"):
         return None  # a Flask whose contexts are not these (3.0 and 3.1 have them)
     request_context = flask_globals._cv_request.get(None)
     if request_context is None:
         return None
-    g_values = dict(flask.g.__dict__) if flask.has_app_context() else {}
-    return FlaskContext(request_context.app, request_context.copy(), g_values)
+    app_context = flask_globals._cv_app.get(None)
+    g_values = dict(app_context.g.__dict__) if app_context is not None else {}
+    return FlaskContext(request_context.app, request_context, g_values)

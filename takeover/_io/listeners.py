@@ -138,7 +138,7 @@ class Mailbox:
             if ws is None:
                 continue  # closed: nothing follows the close event
             # dispatch_event logs and goes on past a listener that raises.
-            if self.context is None:
+            if self.context is None or not ws._listeners.get(event.type):
                 ws.dispatch_event(event)
             else:
                 self.context.call(ws.dispatch_event, event)

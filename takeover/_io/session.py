@@ -177,7 +177,7 @@ class Session:
     def run_listeners(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
         """Call ``event``'s listeners here (inside Flask's contexts when upgraded in a view)."""
         assert self.ws is not None
-        if self.context is None:
+        if self.context is None or not self.ws._listeners.get(event.type):
             self.ws.dispatch_event(event)
         else:
             self.context.call(self.ws.dispatch_event, event)
