@@ -15,7 +15,6 @@ stopped at exit after its WebSockets are closed with 1001.
 from __future__ import annotations
 
 import atexit
-import collections
 import concurrent.futures
 import logging
 import os
@@ -23,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from takeover._io.calls import CallQueue, wait_for_call
 from takeover._io.registry import Registry
 
 __all__ = ["IOLoop", "io_loop"]
@@ -41,11 +41,10 @@ class IOLoop:
         self.name = name
         #: The WebSockets handed over to this loop, until they close.
         self.registry = Registry()
-        self._calls: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = collections.deque()
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._async: Any = None
+        self._calls: CallQueue | None = None
         self._stop: Any = None  # a gevent Event of the loop's hub
         self._pid = 0
         #: The loop thread's identifier, once started.
@@ -61,7 +60,7 @@ class IOLoop:
         with self._lock:
             if self._thread is None or self._pid != os.getpid():
                 self._ready.clear()
-                self._calls.clear()
+                self._calls = None
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
@@ -72,46 +71,27 @@ class IOLoop:
         import gevent
         import gevent.event
 
-        hub = gevent.get_hub()
+        calls = self._calls = CallQueue(gevent.get_hub())
         self.ident = threading.get_ident()
-        self._async = hub.loop.async_()
-        self._async.start(self._drain)
         self._stop = gevent.event.Event()
         self._ready.set()
         try:
             self._stop.wait()
         finally:
-            self._async.stop()
+            calls.stop()
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` in a greenlet of the loop, from any thread."""
         if not self._ready.is_set() or self._pid != os.getpid():
             self.start()
-        self._calls.append((fn, args))
-        self._async.send()  # libev's ev_async_send: safe from any thread
+        assert self._calls is not None
+        self._calls.post(fn, *args)
 
     def run_sync(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         """Run ``fn(*args)`` in the loop and wait for its result (from a thread that is not the loop's)."""
         if self.in_loop:
             return fn(*args)
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                future.set_result(fn(*args))
-            except BaseException as error:
-                future.set_exception(error)
-
-        self.call_soon_threadsafe(call)
-        return future.result(timeout)
-
-    def _drain(self) -> None:  # in the hub: only hand over to greenlets
-        import gevent
-
-        calls = self._calls
-        for _ in range(len(calls)):
-            fn, args = calls.popleft()
-            gevent.spawn_raw(_guarded, fn, args)
+        return wait_for_call(self.call_soon_threadsafe, fn, *args, timeout=timeout)
 
     def stop(self, timeout: float = EXIT_TIMEOUT) -> None:
         """Close the loop's WebSockets with 1001 (waiting up to ``timeout``), then end the thread."""
@@ -129,13 +109,6 @@ class IOLoop:
         self.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=1.0)
         self._thread = None
-
-
-def _guarded(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        logger.exception("Exception in takeover's I/O loop")
 
 
 _loop = IOLoop()

@@ -15,8 +15,6 @@ A call from any other thread is run in the home and waited for, as
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -55,12 +53,11 @@ class GeventHome:
     def __init__(self) -> None:
         import gevent
 
+        from takeover._io.calls import CallQueue
+
         self._get_ident = _real_thread_ident()
         self.ident = self._get_ident()
-        self.hub = gevent.get_hub()
-        self._calls: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = collections.deque()
-        self._async = self.hub.loop.async_()
-        self._async.start(self._drain)
+        self._calls = CallQueue(gevent.get_hub())
 
     @property
     def in_loop(self) -> bool:
@@ -68,37 +65,15 @@ class GeventHome:
 
     def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` in a greenlet of the home, from any thread."""
-        self._calls.append((fn, args))
-        self._async.send()  # libev's ev_async_send: safe from any thread
+        self._calls.post(fn, *args)
 
     def run_sync(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
         """Run ``fn(*args)`` in the home and return its result."""
         if self.in_loop:
             return fn(*args)
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        from takeover._io.calls import wait_for_call
 
-        def call() -> None:
-            try:
-                future.set_result(fn(*args))
-            except BaseException as error:
-                future.set_exception(error)
-
-        self.call_soon_threadsafe(call)
-        return future.result(timeout)
-
-    def _drain(self) -> None:  # in the hub itself: only start greenlets
-        import gevent
-
-        for _ in range(len(self._calls)):
-            fn, args = self._calls.popleft()
-            gevent.spawn_raw(_guarded, fn, args)
-
-
-def _guarded(fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-    try:
-        fn(*args)
-    except Exception:
-        logger.exception("Exception in a takeover hub call")
+        return wait_for_call(self.call_soon_threadsafe, fn, *args, timeout=timeout)
 
 
 def _inside_gevent() -> bool:
