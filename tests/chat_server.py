@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+from websockets.sync.client import ClientConnection, connect
+
 from tests.paths import ROOT
 
 APP = "examples.chat.app:app"
@@ -68,6 +70,10 @@ class ChatServer:
     @property
     def ws_url(self) -> str:
         return f"ws://{HOST}:{self.port}/ws"
+
+    def client(self) -> ClientConnection:
+        """A new connection to the chat's WebSocket (tests/chat_protocol.py's rooms have this)."""
+        return connect(self.ws_url, open_timeout=WAIT, close_timeout=WAIT)
 
     @property
     def http_url(self) -> str:

@@ -32,14 +32,19 @@ class ServerProcess:
         return f"ws://{self.host}:{self.port}/"
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds; its exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
 
 
 def start_server(script: str | Path, *args: str, timeout: float = 20) -> ServerProcess:

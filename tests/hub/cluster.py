@@ -16,7 +16,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from tests.paths import ROOT
-from tests.processes import OutputLines
+from tests.processes import OutputLines, stop_process
 from tests.redis_server import HOST, free_port
 
 WAIT = 10.0  # seconds any one expected thing may take
@@ -52,13 +52,7 @@ class AppServer:
         return HubClient(f"ws://{HOST}:{self.port}/ws?{query}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process, 15)
 
 
 def _env(hub_url: str, **settings: str) -> dict[str, str]:

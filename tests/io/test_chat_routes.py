@@ -10,109 +10,40 @@ tests, so names are unique.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
-import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from examples.chat.app import app
 from takeover import ConnectionClosed
 from takeover.testing import TestWebSocket, connect
+from tests.chat_protocol import (
+    WAIT,
+    assert_room_alive,
+    client,
+    closed_with,
+    expect,
+    expect_type,
+    join,
+    joined,
+    receive,
+    said,
+    say,
+    send,
+    unique,
+)
 
-Message = dict[str, Any]
-WAIT = 5.0
-_counter = itertools.count(1)
 
+class _InProcess:
+    """The chat's app in this process: each client is a takeover.testing connection."""
 
-class _Server:
-    """Stands for the server in the moved tests: connections go to the app in process."""
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{next(_counter)}"
-
-
-def client(server: _Server) -> contextlib.AbstractContextManager[TestWebSocket]:
-    return connect(app, "/ws", timeout=WAIT)
+    def client(self) -> contextlib.AbstractContextManager[TestWebSocket]:
+        return connect(app, "/ws", timeout=WAIT)
 
 
 @pytest.fixture
-def chat() -> _Server:
-    return _Server()
-
-
-def send(ws: TestWebSocket, message: Message) -> None:
-    ws.send(json.dumps(message))
-
-
-def receive(ws: TestWebSocket, timeout: float = WAIT) -> Message:
-    data = ws.receive(timeout=timeout)
-    assert isinstance(data, str), f"the server sent a binary message: {data!r}"
-    message: Message = json.loads(data)
-    return message
-
-
-def expect(ws: TestWebSocket, match: Callable[[Message], bool], timeout: float = WAIT) -> Message:
-    """The next message ``match`` accepts, skipping others (presence, typing, ...)."""
-    deadline = time.monotonic() + timeout
-    skipped: list[Message] = []
-    while True:
-        try:
-            message = receive(ws, max(deadline - time.monotonic(), 0.001))
-        except TimeoutError:
-            raise AssertionError(f"no matching message within {timeout:g} s; got {skipped}") from None
-        if match(message):
-            return message
-        skipped.append(message)
-
-
-def expect_type(ws: TestWebSocket, kind: str, timeout: float = WAIT) -> Message:
-    return expect(ws, lambda message: message["type"] == kind, timeout)
-
-
-def join(ws: TestWebSocket, name: str) -> list[Message]:
-    send(ws, {"type": "join", "name": name})
-    history = receive(ws)
-    assert history["type"] == "history", history
-    messages: list[Message] = history["messages"]
-    return messages
-
-
-@contextlib.contextmanager
-def joined(server: _Server, name: str) -> Iterator[TestWebSocket]:
-    with client(server) as ws:
-        join(ws, name)
-        expect(ws, lambda m: m["type"] == "presence" and name in m["names"])
-        yield ws
-
-
-def say(ws: TestWebSocket, text: str) -> None:
-    send(ws, {"type": "message", "text": text})
-
-
-def said(text: str) -> Callable[[Message], bool]:
-    return lambda message: message["type"] == "message" and message["text"] == text
-
-
-def closed_with(ws: TestWebSocket, timeout: float = WAIT) -> tuple[int, str, list[Message]]:
-    """Read until the server closes; its close code and reason, and what came before."""
-    before: list[Message] = []
-    deadline = time.monotonic() + timeout
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            before.append(receive(ws, max(deadline - time.monotonic(), 0.001)))
-    return info.value.code, info.value.reason, before
-
-
-def assert_room_alive(server: _Server, bystander: TestWebSocket) -> None:
-    with joined(server, unique("newcomer")) as newcomer:
-        text = unique("still here")
-        say(newcomer, text)
-        expect(newcomer, said(text))
-        expect(bystander, said(text))
+def chat() -> _InProcess:
+    return _InProcess()
 
 
 # -- bad input: refused with an error message, the connection and the room go on ----
@@ -154,7 +85,7 @@ JOINED = [
 
 
 @pytest.mark.parametrize(("payload", "error"), NOT_JOINED, ids=[e for _, e in NOT_JOINED])
-def test_bad_input_before_join_is_an_error_message(chat: _Server, payload: str, error: str) -> None:
+def test_bad_input_before_join_is_an_error_message(chat: _InProcess, payload: str, error: str) -> None:
     with joined(chat, unique("bystander")) as bystander, client(chat) as offender:
         offender.send(payload)
         assert receive(offender) == {"type": "error", "error": error}
@@ -163,7 +94,7 @@ def test_bad_input_before_join_is_an_error_message(chat: _Server, payload: str, 
 
 
 @pytest.mark.parametrize(("payload", "error"), JOINED, ids=[e for _, e in JOINED])
-def test_bad_input_after_join_is_an_error_message(chat: _Server, payload: str, error: str) -> None:
+def test_bad_input_after_join_is_an_error_message(chat: _InProcess, payload: str, error: str) -> None:
     with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
         offender.send(payload)
         message = expect(offender, lambda m: m["type"] == "error")
@@ -174,7 +105,7 @@ def test_bad_input_after_join_is_an_error_message(chat: _Server, payload: str, e
         assert_room_alive(chat, bystander)
 
 
-def test_no_bad_text_reaches_the_history(chat: _Server) -> None:
+def test_no_bad_text_reaches_the_history(chat: _InProcess) -> None:
     with joined(chat, unique("offender")) as offender:
         offender.send('{"type": "message", "text": "\\udfff"}')
         assert expect_type(offender, "error")["error"] == '"text" is not valid Unicode'
@@ -183,7 +114,7 @@ def test_no_bad_text_reaches_the_history(chat: _Server) -> None:
     assert all("\udfff" not in message["text"] for message in history)
 
 
-def test_five_invalid_messages_in_a_row_close_with_1008(chat: _Server) -> None:
+def test_five_invalid_messages_in_a_row_close_with_1008(chat: _InProcess) -> None:
     with joined(chat, unique("bystander")) as bystander, client(chat) as offender:
         for _ in range(5):
             offender.send("{nope")
@@ -193,7 +124,7 @@ def test_five_invalid_messages_in_a_row_close_with_1008(chat: _Server) -> None:
         assert_room_alive(chat, bystander)
 
 
-def test_a_valid_message_resets_the_invalid_count(chat: _Server) -> None:
+def test_a_valid_message_resets_the_invalid_count(chat: _InProcess) -> None:
     with client(chat) as ws:
         for _ in range(4):
             ws.send("{nope")
@@ -212,7 +143,7 @@ def test_a_valid_message_resets_the_invalid_count(chat: _Server) -> None:
         ]
 
 
-def test_a_binary_message_closes_with_1003(chat: _Server) -> None:
+def test_a_binary_message_closes_with_1003(chat: _InProcess) -> None:
     with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
         offender.send(b'{"type": "message", "text": "binary"}')
         code, reason, _ = closed_with(offender)
@@ -220,7 +151,7 @@ def test_a_binary_message_closes_with_1003(chat: _Server) -> None:
         assert_room_alive(chat, bystander)
 
 
-def test_a_message_over_16_kib_closes_with_1009(chat: _Server) -> None:
+def test_a_message_over_16_kib_closes_with_1009(chat: _InProcess) -> None:
     with joined(chat, unique("bystander")) as bystander, joined(chat, unique("offender")) as offender:
         say(offender, "x" * 16 * 1024)  # with the JSON around it: over 16384 bytes
         code, _, before = closed_with(offender)
@@ -229,7 +160,7 @@ def test_a_message_over_16_kib_closes_with_1009(chat: _Server) -> None:
         assert_room_alive(chat, bystander)
 
 
-def test_a_flood_gets_one_error_then_a_1008_close(chat: _Server) -> None:
+def test_a_flood_gets_one_error_then_a_1008_close(chat: _InProcess) -> None:
     with joined(chat, unique("bystander")) as bystander, joined(chat, unique("flooder")) as flooder:
         # The join took one token of 20: 19 are let through, the 20th message is
         # the first dropped, the 30th the 11th dropped: the close. Sent as fast as

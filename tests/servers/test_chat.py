@@ -9,9 +9,7 @@ seconds of waiting over the wire.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import itertools
 import json
 import queue
 import re
@@ -25,13 +23,25 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
-from tests.chat_server import WAIT, ChatServer
+from tests.chat_protocol import (
+    WAIT,
+    Message,
+    client,
+    closed_with,
+    expect,
+    expect_type,
+    join,
+    joined,
+    receive,
+    said,
+    say,
+    send,
+    unique,
+)
+from tests.chat_server import ChatServer
 from tests.paths import ROOT
-
-Message = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -41,95 +51,7 @@ def chat() -> Iterator[ChatServer]:
     server.stop()
 
 
-# -- clients ---------------------------------------------------------------------
-
-_counter = itertools.count(1)
-
-
-def unique(prefix: str) -> str:
-    """A name or text no other test uses (the module's server is shared)."""
-    return f"{prefix}-{next(_counter)}"
-
-
-def client(server: ChatServer) -> ClientConnection:
-    return connect(server.ws_url, open_timeout=WAIT, close_timeout=WAIT)
-
-
-def send(ws: ClientConnection, message: Message) -> None:
-    ws.send(json.dumps(message))
-
-
-def receive(ws: ClientConnection, timeout: float = WAIT) -> Message:
-    data = ws.recv(timeout=timeout)
-    assert isinstance(data, str), f"the server sent a binary message: {data!r}"
-    message: Message = json.loads(data)
-    return message
-
-
-def expect(ws: ClientConnection, match: Callable[[Message], bool], timeout: float = WAIT) -> Message:
-    """The next message ``match`` accepts, skipping others (presence, typing, ...)."""
-    deadline = time.monotonic() + timeout
-    skipped: list[Message] = []
-    while True:
-        remaining = deadline - time.monotonic()
-        try:
-            message = receive(ws, max(remaining, 0.001))
-        except TimeoutError:
-            raise AssertionError(f"no matching message within {timeout:g} s; got {skipped}") from None
-        if match(message):
-            return message
-        skipped.append(message)
-
-
-def expect_type(ws: ClientConnection, kind: str, timeout: float = WAIT) -> Message:
-    return expect(ws, lambda message: message["type"] == kind, timeout)
-
-
-def join(ws: ClientConnection, name: str) -> list[Message]:
-    """Join as ``name``; return the history, which must be the first answer."""
-    send(ws, {"type": "join", "name": name})
-    history = receive(ws)
-    assert history["type"] == "history", history
-    messages: list[Message] = history["messages"]
-    return messages
-
-
-@contextlib.contextmanager
-def joined(server: ChatServer, name: str) -> Iterator[ClientConnection]:
-    """A connection that has joined as ``name`` and seen itself in the presence."""
-    with client(server) as ws:
-        join(ws, name)
-        expect(ws, lambda m: m["type"] == "presence" and name in m["names"])
-        yield ws
-
-
-def say(ws: ClientConnection, text: str) -> None:
-    send(ws, {"type": "message", "text": text})
-
-
-def said(text: str) -> Callable[[Message], bool]:
-    return lambda message: message["type"] == "message" and message["text"] == text
-
-
-def closed_with(ws: ClientConnection, timeout: float = WAIT) -> tuple[int, str, list[Message]]:
-    """Read until the server closes; its close code and reason, and what came before."""
-    before: list[Message] = []
-    deadline = time.monotonic() + timeout
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            before.append(receive(ws, max(deadline - time.monotonic(), 0.001)))
-    received = info.value.rcvd
-    assert received is not None, f"no close frame from the server ({info.value})"
-    return received.code, received.reason, before
-
-
-def assert_room_alive(server: ChatServer, bystander: ClientConnection) -> None:
-    """A newcomer can join and talk, and ``bystander`` (joined earlier) hears it."""
-    with joined(server, unique("newcomer")) as newcomer:
-        text = unique("still here")
-        say(newcomer, text)
-        expect(newcomer, said(text))
-        expect(bystander, said(text))
+# -- clients: tests/chat_protocol.py, with the server's ``client()`` ----------------
 
 
 # -- the page ----------------------------------------------------------------------
