@@ -20,6 +20,7 @@ Outside Flask nothing is captured and listeners run as they always did.
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,16 +34,19 @@ class FlaskContext:
     """The app, a copy of the request context and ``g``'s values, from one upgrade."""
 
     __slots__ = (
-        "_app", "_app_context", "_app_var", "_busy", "_g", "_request", "_request_var", "_signals",
-        "_tearing_down",
+        "_app", "_app_context", "_app_var", "_busy", "_environ", "_g", "_request", "_request_var",
+        "_signals", "_tearing_down",
     )
 
     def __init__(self, app: Any, request_context: Any, g_values: dict[str, Any]) -> None:
         flask_globals, signals = _flask_modules()
         self._app = app
         #: The upgrade's request context; copied on the first call (a handshake that
-        #: no listener follows costs nothing more).
+        #: no listener follows costs nothing more), over ...
         self._request = request_context
+        #: ... a copy of its environ made now: servers reuse or clear theirs once the
+        #: request is over (uWSGI does), and ``request.args`` is read from it.
+        self._environ = dict(request_context.request.environ)
         self._g = g_values
         self._request_var = flask_globals._cv_request
         self._app_var = flask_globals._cv_app
@@ -94,8 +98,17 @@ class FlaskContext:
         return self._push_and_call(fn, *args)
 
     def _prepare(self) -> None:
-        """On the first call: the copy of the request context, and the WebSocket's app context."""
-        self._request = self._request.copy()
+        """On the first call: the copy of the request context, and the WebSocket's app context.
+
+        The request is a shallow copy of the view's (what it had parsed or was
+        given stays) reading the environ as it was at the upgrade; the session
+        is the view's own object, as ``RequestContext.copy()`` keeps it.
+        """
+        original = self._request
+        request = copy.copy(original.request)
+        request.environ = self._environ
+        session = original._session  # as RequestContext.copy() passes it (None: opened on first use)
+        self._request = type(original)(self._app, environ=self._environ, request=request, session=session)
         self._app_context = self._app.app_context()
 
     def _push_and_call(self, fn: Callable[..., T], *args: Any) -> T:

@@ -168,3 +168,25 @@ def test_contexts_in_the_listener_threads_of_a_handed_over_websocket() -> None:
     assert answers == [f"handed-over 9 the view {first} m0", f"handed-over 9 the view {first + 1} m1"]
     client.close()
     del response
+
+
+def test_the_request_outlives_a_server_that_clears_its_environ() -> None:
+    """uWSGI reuses (clears) a request's environ once it is over; a listener runs later."""
+    from takeover._flask import capture
+
+    app = Flask("cleared")
+    app.secret_key = "test"
+    app.add_url_rule("/ws/<room>", "ws", lambda room: "")
+    with app.test_request_context("/ws/5?mode=fast"):
+        session["who"] = "ada"
+        g.seen = "in the view"
+        context = capture()
+        environ = request.environ
+    assert context is not None
+    environ.clear()
+
+    def listener() -> tuple[Any, ...]:
+        return request.args["mode"], request.view_args, url_for("ws", room="6"), session["who"], g.seen
+
+    assert context.call(listener) == ("fast", {"room": "5"}, "/ws/6", "ada", "in the view")
+    assert context.call(listener)[0] == "fast"  # and again
