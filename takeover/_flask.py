@@ -5,10 +5,12 @@ another greenlet or thread, where Flask's context variables are empty. When
 :func:`takeover.upgrade_websocket` is called inside a Flask request,
 :func:`capture` keeps what the listeners need:
 
-* a copy of the request context (the same ``request`` object and session, as
-  :func:`flask.copy_current_request_context` makes), made current for each
-  call without pushing it again, so ``request.args``, ``session`` and
-  ``url_for`` work and the request's own teardown does not run again;
+* a copy of the request context, as :func:`flask.copy_current_request_context`
+  makes one (the same session; a shallow copy of the request, over a copy of
+  the environ taken at the upgrade, since servers clear or reuse theirs), made
+  current for each call without pushing it again, so ``request.args``,
+  ``session`` and ``url_for`` work and the request's own teardown does not
+  run again;
 * the app, whose application context is pushed for each call and popped after
   it, so ``teardown_appcontext`` runs after every call: a Flask-SQLAlchemy
   session goes back to the pool per message, not per connection;
