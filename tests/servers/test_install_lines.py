@@ -16,6 +16,10 @@ module. For each row:
   one-line body, the log has one WARNING and no traceback, and GET / still works;
 * SIGTERM stops the server.
 
+The hub's line (``pip install 'takeover[redis]'`` under its README heading) gets a
+venv of its own too, where a ``Hub`` and ``takeover.publish`` talk to a real
+redis-server.
+
 Slow: pip builds takeover (and uWSGI, which needs gcc and the Python headers) once
 per distinct install line; pip's cache makes reruns faster.
 """
@@ -497,6 +501,43 @@ def test_install_line_runs_the_readme_example(
             pytest.fail(f"{row.server}: {error}", pytrace=False)
     elif "Traceback" in output:
         pytest.fail(f"{row.server}: a traceback in the server's output:\n{output}", pytrace=False)
+
+
+HUB_HEADING = "## Rooms across processes: `takeover.Hub`"
+HUB_CHECK = """
+import sys
+import redis  # the extra's redis-py, which takeover.publish uses
+from takeover import Hub, publish
+
+url = sys.argv[1]
+hub = Hub(url)
+assert hub.publish("room", "from a hub").remote
+assert publish(url, "room", b"from a plain process").remote
+assert [m.data for m in hub.history("room")] == ["from a hub", b"from a plain process"]
+hub.close()
+print("the hub works")
+"""
+
+
+def test_the_hubs_install_line_gives_the_hub_and_publish(
+    venv_for: Callable[[str], Venv], tmp_path: Path
+) -> None:
+    """The README's `pip install 'takeover[redis]'` (under the hub's heading), against a real redis-server."""
+    from tests.redis_server import RedisServer
+
+    lines = re.findall(r"`(pip install [^`]+)`", section(README.read_text(encoding="utf-8"), HUB_HEADING))
+    assert len(lines) == 1, f"README's hub section should name one pip line, not {lines}"
+    venv = venv_for(lines[0])
+    redis_server = RedisServer(tmp_path)
+    redis_server.start()
+    try:
+        result = subprocess.run(
+            [str(venv.bin / "python"), "-c", HUB_CHECK, redis_server.url], cwd=tmp_path, env=venv.env(),
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        redis_server.kill()
+    assert result.stdout.strip() == "the hub works", result.stdout + result.stderr
 
 
 def test_the_table_reader_fails_loudly() -> None:
