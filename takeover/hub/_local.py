@@ -52,10 +52,12 @@ class Member:
 class LocalRoom:
     """A room's members in this process and the last offset delivered to them."""
 
-    __slots__ = ("_snapshot", "last", "members", "subscribed")
+    __slots__ = ("_snapshot", "last", "members", "subscribed", "waiting")
 
     def __init__(self) -> None:
         self.members: dict[WebSocket, Member] = {}
+        #: The members not live yet (their queue gets each delivery): usually none.
+        self.waiting: dict[WebSocket, Member] = {}
         self.last: int | None = None
         self.subscribed: object = None  # the broker's: an event set once the subscription is confirmed
         self._snapshot: tuple[WebSocket, ...] | None = None
@@ -122,7 +124,7 @@ class Locals:
         first = local is None
         if local is None:
             local = self.rooms[room] = LocalRoom()
-        member = local.members[ws] = Member(ws, local)
+        member = local.members[ws] = local.waiting[ws] = Member(ws, local)
         return member, first
 
     def remove(self, ws: WebSocket, room: str) -> tuple[str | None, bool]:
@@ -136,6 +138,7 @@ class Locals:
             ws.remove_event_listener("close", state.closed)
         local = self.rooms[room]
         del local.members[ws]
+        local.waiting.pop(ws, None)
         local.changed()
         if local.members:
             return state.id, False
@@ -168,9 +171,8 @@ class Locals:
             if local.last is not None and offset <= local.last:
                 return  # delivered already (a replay overlapping the live stream)
             local.last = offset
-        for member in local.members.values():
-            if not member.live:
-                self._enqueue(member, offset, data)
+        for member in local.waiting.values():
+            self._enqueue(member, offset, data)
         broadcast(local.live(), data)
 
     def caught_up(self, member: Member, replay: list[Delivery], floor: int | None) -> None:
@@ -207,6 +209,7 @@ class Locals:
         member.queue = []
         member.queued = 0
         member.live = True
+        del member.local.waiting[ws]
         member.local.changed()
 
     def open_members(self, ws: WebSocket) -> None:
