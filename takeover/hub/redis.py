@@ -207,6 +207,8 @@ class RedisBroker:
         for member_id, meta in members:
             fields += (member_id, f"{self.locals.process_id} {meta}")
         ttl = int(self.settings.presence_ttl * 2000)
+        # The process key too: a member must never be listed under a process that looks dead
+        # (after a FLUSHALL, say, until the next heartbeat).
         return [("HSET", presence, *fields), ("PEXPIRE", presence, ttl), self._beat_command()]
 
     def _beat_command(self) -> tuple[Any, ...]:
