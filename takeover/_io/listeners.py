@@ -137,11 +137,7 @@ class Mailbox:
             ws = self.ws
             if ws is None:
                 continue  # closed: nothing follows the close event
-            # dispatch_event logs and goes on past a listener that raises.
-            if self.context is None or not ws._listeners.get(event.type):
-                ws.dispatch_event(event)
-            else:
-                self.context.call(ws.dispatch_event, event)
+            run_listeners(ws, event, self.context)
             if event.type == "close":
                 # No event follows close: drop the listeners (a cycle through them
                 # otherwise) and this mailbox's hold on the WebSocket.
@@ -157,3 +153,14 @@ class Mailbox:
                 self._scheduled = more
             if more:
                 self._pool.schedule(self)  # others go first: fairness between WebSockets
+
+
+def run_listeners(ws: WebSocket, event: Any, context: FlaskContext | None) -> None:
+    """Call ``ws``'s listeners of ``event`` (in Flask's contexts of its upgrade, if any and if listened to).
+
+    ``dispatch_event`` logs and goes on past a listener that raises.
+    """
+    if context is None or not ws._listeners.get(event.type):
+        ws.dispatch_event(event)
+    else:
+        context.call(ws.dispatch_event, event)

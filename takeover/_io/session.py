@@ -40,6 +40,7 @@ from takeover._io.closing import (
     Reason,
 )
 from takeover._io.inbox import Inbox
+from takeover._io.listeners import run_listeners
 from takeover._io.registry import DEFAULT_REGISTRY, Registry
 from takeover._io.runtime import Runtime, TimerHandle, Transport, Waitable, runtime_for
 from takeover._io.transport import no_delay, peer_address, peer_name
@@ -177,10 +178,7 @@ class Session:
     def run_listeners(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
         """Call ``event``'s listeners here (inside Flask's contexts when upgraded in a view)."""
         assert self.ws is not None
-        if self.context is None or not self.ws._listeners.get(event.type):
-            self.ws.dispatch_event(event)
-        else:
-            self.context.call(self.ws.dispatch_event, event)
+        run_listeners(self.ws, event, self.context)
 
     @property
     def path(self) -> str:
