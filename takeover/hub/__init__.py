@@ -187,26 +187,25 @@ class Hub:
 
     def _opened(self, ws: WebSocket) -> None:  # ws's "open" listener, in whatever thread runs its listeners
         process = self._process
-        if process is None:
-            return
-        if process.home.in_loop:
-            process.locals.open_members(ws)
-        else:
-            process.home.call_soon_threadsafe(process.locals.open_members, ws)
+        if process is not None:
+            self._soon(process, process.locals.open_members, ws)
 
     def _closed(self, ws: WebSocket) -> None:  # ws's "close" listener
         process = self._process
-        if process is None:
-            return
+        if process is not None:
+            self._soon(process, self._leave_all, process, ws)
 
-        def leave_all() -> None:
-            for room in process.locals.rooms_of(ws):
-                self._leave(process, ws, room)
+    def _leave_all(self, process: _Process, ws: WebSocket) -> None:
+        for room in process.locals.rooms_of(ws):
+            self._leave(process, ws, room)
 
+    @staticmethod
+    def _soon(process: _Process, fn: Callable[..., object], *args: Any) -> None:
+        """``fn(*args)`` in the home: now if called there, else as soon as it can (not waited for)."""
         if process.home.in_loop:
-            leave_all()
+            fn(*args)
         else:
-            process.home.call_soon_threadsafe(leave_all)
+            process.home.call_soon_threadsafe(fn, *args)
 
     def rooms(self, ws: WebSocket) -> frozenset[str]:
         """The rooms ``ws`` is a member of."""
@@ -290,10 +289,8 @@ class Hub:
             return
 
         def close() -> None:
-            locals_ = process.locals
-            for ws in tuple(locals_.sockets):
-                for room in locals_.rooms_of(ws):
-                    self._leave(process, ws, room)
+            for ws in tuple(process.locals.sockets):
+                self._leave_all(process, ws)
             process.broker.close()
 
         self._call(process, close)
