@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +46,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> int:
             process.kill()
             process.wait(10)
     return process.returncode
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the kernel's pick)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 def start_server(script: str | Path, *args: str, timeout: float = 20) -> ServerProcess:

@@ -9,13 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.processes import free_port
+
 HOST = "127.0.0.1"
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def redis_server_path() -> str:

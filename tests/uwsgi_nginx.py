@@ -8,7 +8,6 @@ what is missing. Tests skip, saying which, only when one cannot be found.
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -64,11 +63,6 @@ http {{
 }}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def uwsgi_binary() -> str:

@@ -16,8 +16,8 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from tests.paths import ROOT
-from tests.processes import OutputLines, stop_process
-from tests.redis_server import HOST, free_port
+from tests.processes import OutputLines, free_port, stop_process
+from tests.redis_server import HOST
 
 WAIT = 10.0  # seconds any one expected thing may take
 

@@ -17,7 +17,8 @@ import pytest
 from takeover import Hub, publish
 from tests.hub.cluster import AppServer, clients_on_every_worker, eventually, gunicorn, takeover_serve
 from tests.hub.proxy import FreezingProxy
-from tests.redis_server import RedisServer, free_port
+from tests.processes import free_port
+from tests.redis_server import RedisServer
 
 CHECK = 0.5  # the servers' health check interval, seconds
 SETTINGS = {"HUB_HISTORY": "50", "HUB_PRESENCE_TTL": "5", "HUB_CHECK": str(CHECK)}

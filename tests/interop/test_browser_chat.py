@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from tests.chat_server import HOST, ChatServer
 from tests.interop.browser import WAIT_MS
 from tests.paths import ROOT
+from tests.processes import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -31,11 +31,6 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 RECONNECT_MS = 30_000  # back to "open" after the restart: backoff 0.25-0.5 s, doubling, at most 10 s
 PNG = b"\x89PNG\r\n\x1a\n"
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import pytest
 from takeover.cli import CLIError, parse_app_spec, parse_bind
 from tests.clients import RawClient, handshake_request
 from tests.frames import client_frame
+from tests.processes import stop_process
 
 SERVING = re.compile(r"^takeover serving (\S+) on (wss?)://[^:]+:(\d+)/ \((https?)://[^:]+:(\d+)/\)$")
 SCRIPT = Path(sys.executable).parent / "takeover"
@@ -102,13 +103,7 @@ class Served:
             return match
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process)
         assert self.process.stdout is not None
         self.process.stdout.close()
 

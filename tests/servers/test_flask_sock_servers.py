@@ -20,8 +20,8 @@ from websockets.sync.client import connect
 from tests.clients import RawClient, handshake_request
 from tests.frames import client_frame
 from tests.paths import ROOT
-from tests.processes import OutputLines
-from tests.redis_server import HOST, free_port
+from tests.processes import OutputLines, free_port
+from tests.redis_server import HOST
 
 APP = "examples.flask_sock.app:app"
 SERVERS = {

@@ -46,7 +46,7 @@ from websockets.sync.client import connect
 
 from tests.not_implemented import check_one_warning, check_upgrade_is_refused
 from tests.paths import ROOT
-from tests.processes import OutputLines
+from tests.processes import OutputLines, free_port
 
 README = ROOT / "README.md"
 SERVERS_HEADING = "## Servers"
@@ -320,11 +320,6 @@ def venv_for(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 
 # -- the server ---------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

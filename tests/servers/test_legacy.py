@@ -33,7 +33,7 @@ from websockets.sync.client import connect
 from tests.clients import RawClient, handshake_request
 from tests.frames import client_frame
 from tests.paths import APPS, ROOT
-from tests.processes import ServerProcess, start_server
+from tests.processes import ServerProcess, free_port, start_server
 
 LEGACY = APPS / "legacy"
 HANDLERS = ["geventwebsocket", "takeover"]
@@ -369,11 +369,6 @@ def test_chat_resource_routes_plain_http(chat: ServerProcess) -> None:
 
 # -- gunicorn: takeover.gunicorn.LegacyWorker, as GeventWebSocketWorker ----------
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_gunicorn_legacy_worker() -> None:

@@ -39,7 +39,7 @@ from websockets.sync.client import connect
 from tests.clients import KEY, RawClient, handshake_request
 from tests.frames import client_frame
 from tests.paths import ROOT
-from tests.processes import OutputLines
+from tests.processes import OutputLines, free_port
 from tests.uwsgi_nginx import nginx_command, uwsgi_command, write_nginx_conf
 
 HOST = "127.0.0.1"
@@ -136,11 +136,6 @@ def _spawn(name: str, command: list[str], **options: Any) -> Served:
     return Served(name, process, **options)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
 
 def _need_cli() -> None:
     if not CLI.exists():
@@ -208,7 +203,7 @@ def _gunicorn_quiet_options() -> list[str]:
 
 def _gunicorn(worker: str, *extra: str) -> Callable[[Path], Served]:
     def start(tmp: Path) -> Served:
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "gunicorn", "-k", worker, "-w", "2", "-b", f"{HOST}:{port}"]
         command += ["--graceful-timeout", "5", *extra, *_gunicorn_quiet_options(), APP]
         served = _spawn(f"gunicorn -k {worker}", command, port=port)
@@ -222,7 +217,7 @@ def start_uwsgi(
     *options: str, socket_option: str = "--http-socket", module: str = APP, address_suffix: str = ""
 ) -> Served:
     """uWSGI serving ``module`` on ``socket_option HOST:<a free port><address_suffix>`` with ``options``."""
-    port = _free_port()
+    port = free_port()
     command = uwsgi_command(socket_option, port, *options, module=module, address_suffix=address_suffix)
     # --http-socket has no keep-alive and does not say so; --http11-socket keeps connections.
     keep_alive = socket_option == "--http11-socket"
@@ -240,7 +235,7 @@ def start_uwsgi_nginx(tmp: Path, *options: str, module: str = APP) -> Served:
     nginx runs with a configuration of its own in ``tmp`` (see tests/uwsgi_nginx.py)
     and is stopped before uWSGI.
     """
-    upstream, port = _free_port(), _free_port()
+    upstream, port = free_port(), free_port()
     nginx = nginx_command(write_nginx_conf(tmp, port, upstream))
     command = uwsgi_command("--socket", upstream, *options, module=module)
     served = _spawn(f"uwsgi --socket {' '.join(options)} behind nginx", command, port=port, keep_alive=True)

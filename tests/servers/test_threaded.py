@@ -24,7 +24,7 @@ import pytest
 from tests.clients import RawClient, handshake_request
 from tests.frames import client_frame
 from tests.paths import ROOT
-from tests.processes import OutputLines
+from tests.processes import OutputLines, free_port, stop_process
 
 HOST = "127.0.0.1"
 APPS = ROOT / "tests" / "servers" / "apps"
@@ -34,11 +34,6 @@ WORKERS = {
     "gthread": ["-k", "gthread", "--threads", "4"],
 }
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -62,13 +57,7 @@ class Gunicorn:
         return match.string
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop_process(self.process, 15)
 
 
 def start_gunicorn(worker: str, *extra: str) -> Gunicorn:
