@@ -13,32 +13,16 @@ pid=PID`` line per worker once it has loaded the app.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from bench.servers._gunicorn import EmbeddedGunicorn
 
 WORKERS = {
     "takeover": "takeover.gunicorn.Worker",
     "geventwebsocket": "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
 }
 WORKER_READY = "fanout-worker-ready"
-
-
-class FanoutApplication(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app: str, options: dict[str, Any]) -> None:
-        self.app = app
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        module, _, name = self.app.partition(":")
-        return getattr(importlib.import_module(module), name)
 
 
 def main() -> None:
@@ -63,7 +47,7 @@ def main() -> None:
         # One write(2) of a few bytes to the shared pipe: workers starting together do not interleave.
         "post_worker_init": lambda worker: os.write(1, f"{WORKER_READY} pid={os.getpid()}\n".encode()),
     }
-    FanoutApplication(args.app, options).run()
+    EmbeddedGunicorn(args.app, options).run()
 
 
 if __name__ == "__main__":

@@ -12,24 +12,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from bench.servers._gunicorn import EmbeddedGunicorn
 
 WORKERS = {"gthread": "gthread", "takeover": "takeover.gunicorn.Worker"}
-
-
-class EchoApplication(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from examples.flask_echo import app
-
-        return app
 
 
 def main() -> None:
@@ -47,7 +32,7 @@ def main() -> None:
         "loglevel": "warning",
         "when_ready": lambda server: print(f"gunicorn ({args.worker}) listening", flush=True),
     }
-    EchoApplication(options).run()
+    EmbeddedGunicorn("examples.flask_echo:app", options).run()
 
 
 if __name__ == "__main__":
