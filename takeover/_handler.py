@@ -20,6 +20,7 @@ import gevent
 from gevent.pywsgi import Input, OldMessage, WSGIHandler, _InvalidClientRequest, unquote_latin1
 from werkzeug.wrappers import Request
 
+from takeover._io import handover
 from takeover._io.registry import REGISTRY_KEY
 from takeover.adapters import TAKE_OVER_KEY, abort_handshake, read_buffered
 from takeover.errors import ClientError, HandshakeError
@@ -387,5 +388,5 @@ class TakeoverHandler(WSGIHandler):  # type: ignore[misc]
         if ws is not None:
             # Deno: a handler that called upgradeWebSocket must return its
             # response; otherwise the upgrade is abandoned and the connection closed.
-            ws.session.abandon()
+            handover.abandon(ws)
             self.close_connection = True

@@ -18,24 +18,23 @@ to an upgrade (see docs/guides/servers.rst for the command lines):
   packet) may already be in uWSGI's request buffer: :func:`read_head` takes
   them from there through uWSGI's C API (see its docstring), and takes
   nothing, with a debug log, wherever that fails.
-* **Where the session runs.** Under ``--gevent N``, in a new greenlet of
-  uWSGI's own hub, event-style or not: ``receive()`` works from any greenlet
-  of that hub, and the request returns, so the WebSocket holds none of the N
-  cores (uWSGI's bound on requests in progress) and does not count as a
-  running request when uWSGI reloads gracefully. Under threads or processes,
-  event-style WebSockets (a ``message`` listener attached) are handed over to
-  takeover's I/O loop thread (:func:`~takeover._io.handover.hand_over`) and
-  the request's thread returns; blocking style runs in place and holds the
-  request's thread (or the whole worker, without ``--threads``) until it closes.
+* **Where the session runs** was decided at the upgrade
+  (:func:`~takeover._io.loop.loop_for_caller`). Under ``--gevent N``, in a
+  greenlet of uWSGI's own hub: the request returns, so the WebSocket holds
+  none of the N cores (uWSGI's bound on requests in progress) and does not
+  count as a running request when uWSGI reloads gracefully. Under threads or
+  processes, in takeover's I/O loop thread, whatever its style (listeners, or
+  ``receive()`` from any thread): the request's thread returns at once. That
+  loop needs Python threads: without ``--enable-threads`` (or ``--threads``)
+  the upgrade is refused with :class:`~takeover.errors.UnsupportedServerError`.
 * **Shutdown.** uWSGI runs ``uwsgi.atexit`` in each worker that stops or
   reloads (in the gevent loop it does not run Python's ``atexit``): the hook
   installed here (chaining the application's, if it set one first) closes the
   worker's WebSockets with 1001 and waits up to :data:`EXIT_TIMEOUT` seconds
   for their close handshakes. uWSGI's Python plugin skips that hook in a
   threads or processes worker that has a request in progress when it exits
-  (SIGINT, or SIGTERM with ``--die-on-term``), and an in-place WebSocket is
-  one: that worker's WebSockets then end without a close frame. Its gevent
-  loop calls the hook when its hub is done, busy or not.
+  (SIGINT, or SIGTERM with ``--die-on-term``); a WebSocket no longer is one.
+  Its gevent loop calls the hook when its hub is done, busy or not.
 
 uWSGI's TLS sockets (``--https-socket``, ``--ssl-socket``) keep the TLS state
 in uWSGI's C code: a takeover there is refused with
@@ -50,24 +49,18 @@ import logging
 import os
 import socket as _socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from takeover._io.handover import hand_over, swap_out
-from takeover._io.loop import EXIT_TIMEOUT, io_loop
-from takeover._io.registry import DEFAULT_REGISTRY, Registry
-from takeover._log import warn_once
+from takeover._io.handover import ServerConnection, swap_out
+from takeover._io.loop import EXIT_TIMEOUT, stop_io_loop
+from takeover._io.registry import Registry
 from takeover.errors import UnsupportedServerError
 from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 
-if TYPE_CHECKING:
-    from takeover.websocket import WebSocket
-
-__all__ = ["EXIT_TIMEOUT", "close_websockets", "is_uwsgi", "read_head", "registry", "take_over"]
+__all__ = ["EXIT_TIMEOUT", "close_websockets", "connection_for", "is_uwsgi", "read_head", "registry"]
 
 logger = logging.getLogger("takeover")
 
-SWITCHING = "101 Switching Protocols"
 #: uWSGI's options that bind a socket whose TLS uWSGI itself terminates.
 TLS_SOCKET_OPTIONS = ("https-socket", "ssl-socket", "suwsgi-socket")
 #: The most bytes :func:`read_head` takes from uWSGI's request buffer.
@@ -84,14 +77,8 @@ def is_uwsgi(environ: dict[str, Any]) -> bool:
     return "uwsgi.version" in environ
 
 
-def take_over(
-    environ: dict[str, Any], start_response: Callable[..., Any], ws: WebSocket, *, event_style: bool
-) -> Iterable[bytes]:
-    """The body of the 101 response that gives the request's connection to ``ws``.
-
-    ``event_style``: ``ws`` may leave the request's thread (a ``message``
-    listener is attached; see ``_can_hand_over`` in :mod:`takeover.adapters`).
-    """
+def connection_for(environ: dict[str, Any]) -> ServerConnection:
+    """How uWSGI gives up this request's connection: it writes the 101, then the connection is swapped out."""
     import uwsgi
 
     fd = uwsgi.connection_fd()
@@ -101,50 +88,27 @@ def take_over(
             " connection cannot be taken over: terminate TLS in nginx (uwsgi_pass to --socket)"
             " or serve plain HTTP (--http-socket)"
         )
+    gevent_loop = _loop_engine(uwsgi) == "gevent"
+    if not gevent_loop and not getattr(uwsgi, "has_threads", True):
+        raise UnsupportedServerError(
+            "Python threads are disabled in this uWSGI (no --enable-threads), and takeover's I/O loop"
+            " runs in a thread of its own: run uWSGI with --enable-threads (or --threads N), or"
+            " with --gevent N"
+        )
     _install_exit_hook(uwsgi)
-    start_response(SWITCHING, ws.session.response_headers)
-    ws.session.handshake_response = b""  # uWSGI's response is the 101
-    if ws.session.registry is DEFAULT_REGISTRY:  # no server chose one: this worker's, closed at exit
-        ws.session.registry = registry
-    threads = bool(getattr(uwsgi, "has_threads", True))  # Python threads run beside uWSGI's loop
-    if _loop_engine(uwsgi) == "gevent":
-        mode = "greenlet"
-    elif event_style and threads:
-        mode = "hand over"
-    else:
-        mode = "inline"
-        if not environ.get("wsgi.multithread"):
-            _warn_blocking_on_single_thread(threads)
-    return _Body(ws, fd, mode)
 
-
-class _Body:
-    """Yields ``b""`` (uWSGI writes the 101), then takes the connection and runs the session."""
-
-    def __init__(self, ws: WebSocket, fd: int, mode: str) -> None:
-        self.ws = ws
-        self.fd = fd
-        self.mode = mode
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield b""  # uWSGI writes and flushes the 101 here
-        sock = swap_out(self.fd)
+    def take() -> tuple[Any, bytes]:
+        sock = swap_out(fd)
         # After the swap the descriptor reads as end of stream: what is read
         # below comes from uWSGI's buffer alone, and the kernel's stays queued
         # on the moved connection, in order after it.
-        head = read_head(self.fd)
-        session = self.ws.session
-        if self.mode == "hand over":
-            _note_handed_over()
-            hand_over(self.ws, sock, head)
-            return
-        if self.mode == "greenlet":  # a gevent socket of uWSGI's hub (this thread's)
-            import gevent.socket
+        return sock, read_head(fd)
 
-            session.attach(gevent.socket.socket(fileno=sock.detach()), head)
-            return
-        sock.setblocking(True)  # uWSGI's sockets are non-blocking; this thread blocks on it
-        session.attach(sock, head, inline=True)
+    if not gevent_loop:
+        _note_handed_over()
+    # Under --gevent the session lives in uWSGI's own hub: this worker's registry,
+    # closed by the exit hook. Else in takeover's I/O loop, whose registry that hook closes too.
+    return ServerConnection(take, server_writes_101=True, registry=registry if gevent_loop else None)
 
 
 # -- the bytes uWSGI read past the request headers ---------------------------------
@@ -321,19 +285,4 @@ def close_websockets(timeout: float = EXIT_TIMEOUT) -> None:
     except Exception:
         logger.exception("Closing uWSGI's WebSockets at exit")
     if _handed_over_pid == os.getpid():
-        io_loop().stop(timeout)
-
-
-def _warn_blocking_on_single_thread(has_threads: bool) -> None:
-    why = (
-        "A WebSocket without a message listener (receive() or 'for message in ws')"
-        if has_threads
-        else "Python threads are disabled in this uWSGI (no --enable-threads), so every WebSocket"
-    )
-    warn_once(
-        "blocking on a single-threaded uWSGI worker",
-        "%s holds this single-threaded uWSGI worker for as long as it is open. Attach listeners"
-        " (ws.onmessage = ...), or run uWSGI with --threads N or --gevent N. This is logged once"
-        " per process.",
-        why,
-    )
+        stop_io_loop(timeout)

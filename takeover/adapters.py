@@ -1,22 +1,33 @@
-"""In-app takeover: find the connection behind a WSGI request, on each server we support.
+"""In-app takeover: how each server we support gives up a request's connection.
 
 When a view returns the response of ``upgrade_websocket(request)``, the server
-calls it as a WSGI application; :func:`take_over` then finds the socket and
-the bytes the server had buffered past the request headers, hands them to the
-WebSocket, and makes sure the server writes nothing more on that connection:
+calls it as a WSGI application; :func:`connection_for` then says, from facts
+about the server in the environ, how to take the socket and the bytes the
+server had buffered past the request headers (a
+:class:`~takeover._io.handover.ServerConnection`), and
+:func:`~takeover._io.handover.take_over` performs it, the same way for all:
 
 * **takeover's server** puts a hook in the environ that detaches the socket.
 * **gunicorn's gevent workers** (ours and stock ``-k gevent``): the socket is
   duplicated, its buffered bytes taken from gunicorn's parser, and the
   application returns gunicorn's ``ALREADY_HANDLED`` so it writes nothing.
-* **gevent.pywsgi** and **Werkzeug's development server** write a response
-  after the application returns. The session runs inside the response
-  iterable, in the request's greenlet or thread, on a duplicate of the socket;
-  when it ends the connection is shut down, so what the server writes then
-  fails with EPIPE, which both treat as a client that went away.
+* **gunicorn's sync and gthread workers** write the view's 101 themselves;
+  then the connection is swapped out of their hands.
+* **Werkzeug's development server**: the connection is swapped out before it
+  writes anything (its own 101 adds ``Connection: close``).
+* **uWSGI**: :mod:`takeover._uwsgi`.
+* **gevent.pywsgi** writes a response after the application returns: the
+  session runs inside the response body, in the request's greenlet, on a
+  duplicate of the socket; when it ends the connection is shut down, so what
+  the server writes then fails with EPIPE, which it treats as a client gone.
 
-TLS sockets cannot be duplicated (the TLS state lives in the socket object):
-on other servers than ours they are driven in place, inside the response.
+TLS sockets cannot be moved (the TLS state lives in the socket object): on
+other servers than ours they are driven in place, while the request's thread
+or greenlet waits.
+
+Where the session runs was decided when it was made: in the request's own
+gevent hub, or in takeover's I/O loop on threaded servers
+(:func:`~takeover._io.loop.loop_for_caller`).
 """
 
 from __future__ import annotations
@@ -24,10 +35,12 @@ from __future__ import annotations
 import logging
 import socket as _socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from takeover._io.handover import HandoverBody, swap_out
+from takeover._io import handover
+from takeover._io.adopt import is_gevent_socket
+from takeover._io.handover import ServerConnection, Start, swap_out
 from takeover._log import warn_once
 from takeover.errors import HandshakeError
 from takeover.protocol.handshake import rejection_for
@@ -37,11 +50,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("takeover")
 
-__all__ = ["SUPPORTED_SERVERS", "TAKE_OVER_KEY", "abort_handshake", "take_over"]
+__all__ = ["SUPPORTED_SERVERS", "TAKE_OVER_KEY", "abort_handshake", "connection_for", "take_over"]
 
 TAKE_OVER_KEY = "takeover.take_over"
 HEAD_READ_SIZE = 1 << 20
-SWITCHING = "101 Switching Protocols"
 
 
 def abort_handshake(sock: Any, error: HandshakeError, linger: float = 1.0) -> None:
@@ -83,27 +95,43 @@ def _is_tls(sock: Any) -> bool:
 
 def take_over(environ: dict[str, Any], start_response: Callable[..., Any], ws: WebSocket) -> Iterable[bytes]:
     """Give the request's connection to ``ws``; return what the WSGI app must return."""
+    found = connection_for(environ, start_response)
+    if found is None:
+        return _not_implemented(environ, start_response, ws)
+    return handover.take_over(ws, start_response, found)
+
+
+def connection_for(environ: dict[str, Any], start_response: Callable[..., Any]) -> ServerConnection | None:
+    """How this request's server gives up its connection, from facts in the environ (None: it cannot)."""
     hook = environ.get(TAKE_OVER_KEY)
     if hook is not None:
-        sock, head = hook()
-        ws.session.attach(sock, head)
-        return []
+        return ServerConnection(hook, start=Start.NOTHING, returns=[])
     if "gunicorn.socket" in environ:
-        return _gunicorn(environ, start_response, ws)
+        return _gunicorn(environ, start_response)
     if "werkzeug.socket" in environ:
         sock = environ["werkzeug.socket"]
-        if _can_hand_over(ws, sock, environ):
-            return _werkzeug_handover(start_response, ws, sock, environ["wsgi.input"])
-        return _in_place(start_response, ws, sock, read_buffered(sock, environ["wsgi.input"]))
+        rfile = environ["wsgi.input"]
+        if _is_tls(sock):
+            return _in_place(sock, read_buffered(sock, rfile))
+
+        def take() -> tuple[Any, bytes]:
+            head = read_buffered(sock, rfile)
+            return swap_out(sock.fileno()), head
+
+        # Werkzeug's own 101 adds "Connection: close", which strict clients refuse: the
+        # connection is taken before it writes anything, and the session writes the 101.
+        # start_response still runs, so the access log says 101; what Werkzeug writes
+        # then goes to the dead socket (EPIPE, which it takes for a client gone).
+        return ServerConnection(take)
     if "uwsgi.version" in environ:
         from takeover import _uwsgi
 
-        return _uwsgi.take_over(environ, start_response, ws, event_style=_can_hand_over(ws, None, environ))
+        return _uwsgi.connection_for(environ)
     rfile = _gevent_rfile(environ)
     if rfile is not None:
         sock = rfile.raw._sock
-        return _in_place(start_response, ws, sock, read_buffered(sock, rfile))
-    return _not_implemented(environ, start_response, ws)
+        return _in_place(sock, read_buffered(sock, rfile))
+    return None
 
 
 #: The servers on which takeover can take a connection over (in 501 answers and warnings).
@@ -135,7 +163,7 @@ def _not_implemented(
         f" run the app on {SUPPORTED_SERVERS}"
     )
     warn_once(f"501 {server}", "WebSocket upgrades are answered 501 Not Implemented: %s", message)
-    ws.session.refuse(message)
+    handover.refuse(ws, message)
     body = f"501 Not Implemented: {message}\n".encode()
     # No Connection header: waitress refuses hop-by-hop headers from applications.
     start_response(
@@ -154,7 +182,7 @@ def _gevent_rfile(environ: dict[str, Any]) -> Any:
     return reader if raw is not None and hasattr(raw, "_sock") else None
 
 
-def _gunicorn(environ: dict[str, Any], start_response: Callable[..., Any], ws: WebSocket) -> Iterable[bytes]:
+def _gunicorn(environ: dict[str, Any], start_response: Callable[..., Any]) -> ServerConnection:
     sock = environ["gunicorn.socket"]
     unreader = environ["wsgi.input"].reader.unreader
     if hasattr(unreader, "take_buffered"):
@@ -163,84 +191,25 @@ def _gunicorn(environ: dict[str, Any], start_response: Callable[..., Any], ws: W
         head = unreader.buf.getvalue()
         unreader.buf.seek(0)
         unreader.buf.truncate()
-    from takeover._io.runtime import is_gevent_socket
-
     # gunicorn's keep-alive loop would parse the next request from this
     # connection: mark the request as the last one (its Response knows it).
     request = getattr(getattr(start_response, "__self__", None), "req", None)
     if request is not None:
         request.must_close = True
-    if is_gevent_socket(sock) and not _is_tls(sock):
+    if _is_tls(sock):
+        return _in_place(sock, head)
+    if is_gevent_socket(sock):
         from gunicorn.workers.base_async import ALREADY_HANDLED
 
-        ws.session.attach(sock.dup(), head)
-        result: Iterable[bytes] = ALREADY_HANDLED
-        return result
-    if _can_hand_over(ws, sock, environ):
-        # sync and gthread: gunicorn writes the 101 (it keeps Upgrade and
-        # Connection: upgrade for a 101, adds no body), then the connection leaves.
-        start_response(SWITCHING, ws.session.response_headers)
-        return HandoverBody(ws, lambda: (swap_out(sock.fileno()), head), server_writes_101=True)
-    if not environ.get("wsgi.multithread") and not _is_tls(sock):
-        _warn_blocking_on_sync_worker()
-    return _in_place(start_response, ws, sock, head)
+        return ServerConnection(lambda: (sock.dup(), head), start=Start.NOTHING, returns=ALREADY_HANDLED)
+    # sync and gthread: gunicorn writes the 101 (it keeps Upgrade and Connection:
+    # upgrade for a 101, adds no body), then the connection leaves.
+    return ServerConnection(lambda: (swap_out(sock.fileno()), head), server_writes_101=True)
 
 
-def _can_hand_over(ws: WebSocket, sock: Any, environ: dict[str, Any]) -> bool:
-    """Whether the session can leave the request thread for takeover's I/O loop.
-
-    Event-style only (a ``message`` listener is attached: ``receive()`` keeps
-    its thread), over plain TCP (TLS state cannot move to another socket), on
-    HTTP/1.1 (an HTTP/2 stream shares its connection with others).
-    """
-    return (
-        ws.has_listeners("message")
-        and not _is_tls(sock)
-        and environ.get("SERVER_PROTOCOL", "HTTP/1.1") in ("HTTP/1.1", "HTTP/1.0")
-    )
-
-
-def _werkzeug_handover(
-    start_response: Callable[..., Any], ws: WebSocket, sock: Any, rfile: Any
-) -> Iterable[bytes]:
-    # Werkzeug's own 101 adds "Connection: close", which strict clients refuse: the
-    # connection is taken before it writes anything, and the session writes the 101.
-    # start_response still runs, so the access log says 101; what Werkzeug writes
-    # then goes to the dead socket (EPIPE, which it takes for a client gone).
-    start_response(SWITCHING, ws.session.response_headers)
-
-    def take() -> tuple[Any, bytes]:
-        head = read_buffered(sock, rfile)
-        return swap_out(sock.fileno()), head
-
-    return HandoverBody(ws, take, server_writes_101=False)
-
-
-def _warn_blocking_on_sync_worker() -> None:
-    warn_once(
-        "blocking on a sync worker",
-        "A WebSocket without a message listener (receive() or 'for message in ws') holds this"
-        " gunicorn sync worker for as long as it is open, and the arbiter kills the worker at"
-        " --timeout. Attach listeners instead (ws.onmessage = ...), or run -k gthread or"
-        " -k takeover.gunicorn.Worker. This is logged once per process."
-    )
-
-
-def _in_place(start_response: Callable[..., Any], ws: WebSocket, sock: Any, head: bytes) -> Iterable[bytes]:
+def _in_place(sock: Any, head: bytes) -> ServerConnection:
+    """The session runs while the server's thread or greenlet waits in the body (module docstring)."""
     tls = _is_tls(sock)
-    start_response(SWITCHING, [])
-    return _Session(ws, sock if tls else sock.dup(), head, owns_socket=not tls)
-
-
-class _Session:
-    """A response body that is the WebSocket session itself: iterating runs it."""
-
-    def __init__(self, ws: WebSocket, sock: Any, head: bytes, *, owns_socket: bool) -> None:
-        self.ws = ws
-        self.sock = sock
-        self.head = head
-        self.owns_socket = owns_socket
-
-    def __iter__(self) -> Iterator[bytes]:
-        self.ws.session.attach(self.sock, self.head, inline=True, owns_socket=self.owns_socket)
-        return iter(())
+    return ServerConnection(
+        lambda: (sock if tls else sock.dup(), head), start=Start.BARE, inline=True, owns_socket=not tls
+    )

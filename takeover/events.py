@@ -94,6 +94,11 @@ class EventTarget:
         """Whether any listener (or ``on<type>`` handler) is registered for ``type``."""
         return bool(self._listeners.get(type))
 
+    def clear_listeners(self) -> None:
+        """Drop every listener and handler (after ``close``, no event follows)."""
+        self._listeners = {}
+        self._handlers = {}
+
     def dispatch_event(self, event: AnyEvent) -> None:
         """Call the listeners of ``event.type``; log, and go on past, any that raises."""
         entries = self._listeners.get(event.type)

@@ -18,7 +18,12 @@ Flask-Sock, inside the request's contexts, until it returns (then the
 WebSocket closes with 1000) or the client goes (then :class:`ConnectionClosed`,
 with the close's ``reason`` code and ``message``, ends it). It runs in a
 greenlet of its own under gevent and a thread of its own elsewhere, on every
-server takeover supports; ``flask-sock`` need not be installed.
+server takeover supports, and the server's request thread returns as soon as
+the connection is handed over (``upgrade_websocket(handler=)``): a route holds
+no gunicorn gthread or sync worker thread, and is not killed at ``--timeout``.
+Each route on a threaded server is a thread: ``SOCK_SERVER_OPTIONS =
+{"handler_threads": N}`` caps them per process (1000 by default); an upgrade
+beyond it is answered 503. ``flask-sock`` need not be installed.
 
 What changes for the app is behaviour only: the bytes a client sends with its
 handshake are read, not lost; a silent connection is pinged and closed after
@@ -115,8 +120,8 @@ def _upgrade_options(options: dict[str, Any], offered: str | None) -> dict[str, 
         if name == "ping_interval":
             if value:  # simple-websocket pings every ping_interval s; takeover after idle/2 of silence
                 upgrade["idle_timeout"] = 2 * float(value)
-        elif name == "max_message_size":
-            upgrade["max_message_size"] = value
+        elif name in ("max_message_size", "handler_threads"):  # handler_threads: takeover's own
+            upgrade[name] = value
         elif name == "subprotocols":
             wanted = [value] if isinstance(value, str) else list(value or ())
             client = [p.strip() for p in (offered or "").split(",") if p.strip()]
@@ -136,7 +141,7 @@ def _run_route(handler: Callable[..., object], ws: SockWebSocket, args: tuple[An
     except ConnectionClosed:
         pass
     except Exception:
-        logger.exception("Exception in the WebSocket route %s", websocket.session.path)
+        logger.exception("Exception in the WebSocket route %s", ws.environ.get("PATH_INFO") or "/")
         if websocket.ready_state is State.OPEN:
             websocket.close(INTERNAL_ERROR)
         return
@@ -173,19 +178,14 @@ class Sock:
 
                 configured = current_app.config.get("SOCK_SERVER_OPTIONS", {})
                 options = _upgrade_options(configured, request.headers.get("Sec-WebSocket-Protocol"))
-                websocket, response = upgrade_websocket(request, **options)
+                ws: SockWebSocket | None = None
+
+                def handler(websocket: WebSocket) -> None:  # once open: off the request's thread
+                    assert ws is not None
+                    _run_route(f, ws, args, values)
+
+                websocket, response = upgrade_websocket(request, handler=handler, **options)
                 ws = SockWebSocket(websocket, request.environ)
-                context = websocket.session.context
-
-                def start(event: Any) -> None:  # the socket is open: the route's function runs now
-                    runtime = websocket.session.runtime
-                    assert runtime is not None
-                    if context is None:
-                        runtime.spawn(_run_route, f, ws, args, values)
-                    else:
-                        runtime.spawn(context.call_alone, _run_route, f, ws, args, values)
-
-                websocket.add_event_listener("open", start, once=True)
                 return response
 
             kwargs["websocket"] = True

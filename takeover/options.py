@@ -21,6 +21,7 @@ from takeover.protocol.deflate import DeflateOptions
 from takeover.protocol.origin import OriginPolicy, origin_policy
 
 __all__ = [
+    "DEFAULT_HANDLER_THREADS",
     "DEFAULT_HIGH_WATER_MARK",
     "DEFAULT_LISTENER_THREADS",
     "DEFAULT_MAX_BUFFERED_AMOUNT",
@@ -40,6 +41,8 @@ DEFAULT_HIGH_WATER_MARK = 1024 * 1024
 DEFAULT_MAX_BUFFERED_AMOUNT = 16 * 1024 * 1024
 #: Threads that run the listeners of handed-over WebSockets.
 DEFAULT_LISTENER_THREADS = 16
+#: Blocking handlers (``handler=``, Flask-Sock routes) that may run at once in threads of a process.
+DEFAULT_HANDLER_THREADS = 1000
 
 #: What ``compression`` accepts: None (off), ``"deflate"`` or :class:`DeflateOptions`.
 Compression = str | DeflateOptions | None
@@ -125,6 +128,10 @@ class WebSocketOptions:
     #: (threaded servers: gunicorn sync/gthread, uWSGI, Werkzeug). The process has one
     #: pool, sized by the first such WebSocket.
     listener_threads: int = DEFAULT_LISTENER_THREADS
+    #: Blocking handlers (``upgrade_websocket(handler=)``, ``takeover.flask_sock`` routes) that
+    #: may run at once, each in a thread of its own, on threaded servers; an upgrade beyond
+    #: it is answered 503. The process has one cap, set by the first such WebSocket.
+    handler_threads: int = DEFAULT_HANDLER_THREADS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise in place, once
@@ -142,9 +149,10 @@ class WebSocketOptions:
         _size("high_water_mark", self.high_water_mark)
         _seconds("send_timeout", self.send_timeout)
         _size("max_buffered_amount", self.max_buffered_amount)
-        threads = self.listener_threads
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"listener_threads must be a number of threads >= 1, not {threads!r}")
+        for name in ("listener_threads", "handler_threads"):
+            threads = getattr(self, name)
+            if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+                raise ValueError(f"{name} must be a number of threads >= 1, not {threads!r}")
 
     def replace(self, **changes: Any) -> WebSocketOptions:
         """A copy with ``changes`` applied; arguments that are :data:`UNSET`, or equal to ours, are left out.

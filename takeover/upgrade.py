@@ -24,8 +24,9 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
+from takeover._io import handover
+from takeover._io.ending import access_logger
 from takeover._io.registry import DEFAULT_REGISTRY, REGISTRY_KEY, Registry
-from takeover._io.session import access_logger
 from takeover.adapters import take_over
 from takeover.errors import HandshakeError, InvalidStateError
 from takeover.options import (
@@ -133,14 +134,9 @@ class UpgradeResponse(SwitchingProtocols):
 
     def __call__(self, environ: Any, start_response: Callable[..., Any]) -> Iterable[bytes]:
         ws = self.websocket
-        session = ws.session
-        session.claim()  # returned to the server: the takeover is under way
-        headers = self.headers.to_wsgi_list()
-        if headers != session.response_headers:
-            # The view or the framework added headers after the upgrade (Flask's session
-            # cookie, a request id): they go out with the 101, as any response's would.
-            session.response_headers = headers
-            session.handshake_response = accept_response(headers)
+        # Returned to the server: the takeover is under way, with the headers the view
+        # or the framework added after the upgrade (Flask's session cookie, a request id).
+        handover.claim(ws, self.headers.to_wsgi_list())
         return take_over(environ, start_response, ws)
 
 
@@ -162,7 +158,7 @@ def _response_class() -> type[UpgradeResponse]:
 
 def _check_returned(ws: WebSocket) -> None:
     # The response was dropped without being called: the view returned another one.
-    ws.session.abandon()
+    handover.abandon(ws)
 
 
 _HANDSHAKE_KEYS = (
@@ -253,6 +249,8 @@ def upgrade_websocket(
     send_timeout: float | None = UNSET,
     max_buffered_amount: int | None = UNSET,
     listener_threads: int = UNSET,
+    handler_threads: int = UNSET,
+    handler: Callable[[WebSocket], object] | None = None,
     options: WebSocketOptions | None = None,
 ) -> WebSocketUpgrade:
     """Upgrade ``request`` (a werkzeug ``Request`` or a WSGI environ) to a WebSocket.
@@ -293,6 +291,15 @@ def upgrade_websocket(
       I/O thread and its listeners run in a pool of this many threads, one
       WebSocket's in order (see docs/guides/servers.rst). The process has one
       pool, sized by the first WebSocket handed over.
+    * ``handler``: a blocking function ``handler(ws)`` (a loop of
+      ``ws.receive()`` and ``ws.send()``) to run once the WebSocket is open:
+      in a greenlet under gevent, in a thread of its own on threaded servers,
+      so the server's request thread returns at once either way. When it
+      returns the WebSocket is closed with 1000; when it raises, the
+      exception is logged and the WebSocket closed with 1011.
+      ``handler_threads`` (1000) caps how many such threads run at once in the
+      process (the first WebSocket with a handler sets it); an upgrade beyond
+      it is answered 503 Service Unavailable.
 
     Raises :class:`HandshakeError` (with ``.status`` and ``.headers`` to
     answer) before anything is written, and :class:`InvalidStateError` for a
@@ -318,6 +325,7 @@ def upgrade_websocket(
         send_timeout=send_timeout,
         max_buffered_amount=max_buffered_amount,
         listener_threads=listener_threads,
+        handler_threads=handler_threads,
     )
     try:
         handshake = validate_collected(
@@ -359,15 +367,21 @@ def upgrade_websocket(
         deflate=deflate,
         options=settings,
         registry=registry,
+        socket=socket,
     )
-    ws.session.response_headers = headers
+    context = None
     if "flask" in sys.modules:  # listeners attached in a view run in its contexts (takeover._flask)
         from takeover._flask import capture
 
-        ws.session.context = capture()
+        context = capture()
+    try:
+        handover.prepare(ws, headers, context, handler)
+    except HandshakeError as error:  # handler_threads reached: 503
+        _log_refusal(environ, error)
+        raise HTTPHandshakeError(error) from None
     if socket is not None:
         response = _switching_protocols(list(headers))
-        ws.session.attach(socket, head)
+        handover.attach(ws, socket, head)
     else:
         response = cast(UpgradeResponse, _switching_protocols(list(headers), _response_class()))
         response.websocket = ws
@@ -379,7 +393,7 @@ def upgrade_websocket(
 def pending_upgrade(environ: Environ) -> WebSocket | None:
     """The WebSocket a view prepared in response mode, if any (for server adapters)."""
     ws = environ.get(ENVIRON_KEY)
-    return ws if isinstance(ws, WebSocket) and not ws.session.claimed else None
+    return ws if isinstance(ws, WebSocket) and not handover.is_claimed(ws) else None
 
 
 def complete_upgrade(environ: Environ, sock: Any, head: bytes = b"") -> WebSocket:
@@ -392,5 +406,5 @@ def complete_upgrade(environ: Environ, sock: Any, head: bytes = b"") -> WebSocke
     ws = pending_upgrade(environ)
     if ws is None:
         raise InvalidStateError("No pending WebSocket upgrade in this request")
-    ws.session.attach(sock, head)
+    handover.attach(ws, sock, head)
     return ws

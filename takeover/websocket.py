@@ -23,16 +23,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from takeover._io.closing import IDLE_TIMEOUT_REASON, OVERFLOW_REASON, Reason
-from takeover._io.handover import send_from_thread
+from takeover._io.closing import IDLE_TIMEOUT_REASON, OVERFLOW_REASON
+from takeover._io.loop import Loop, loop_for_caller
 from takeover._io.registry import Registry
 from takeover._io.session import Session
-from takeover.errors import ConnectionClosed, InvalidStateError
+from takeover.errors import ConnectionClosed
 from takeover.events import CloseEvent, ErrorEvent, Event, EventTarget, MessageEvent, handler_attribute
 from takeover.options import DEFAULT_OPTIONS, WebSocketOptions
 from takeover.protocol.connection import State, check_close_arguments
 from takeover.protocol.deflate import PerMessageDeflate
-from takeover.protocol.frames import OP_BINARY, OP_TEXT, RSV1, encode_frame
+from takeover.protocol.frames import OP_BINARY, OP_PONG, OP_TEXT, RSV1, encode_frame
 
 __all__ = ["IDLE_TIMEOUT_REASON", "OVERFLOW_REASON", "WebSocket", "broadcast"]
 
@@ -68,6 +68,8 @@ class WebSocket(EventTarget):
         deflate: PerMessageDeflate | None = None,
         options: WebSocketOptions = DEFAULT_OPTIONS,
         registry: Registry | None = None,
+        loop: Loop | None = None,
+        socket: Any = None,
     ) -> None:
         super().__init__()
         self.url = url
@@ -79,10 +81,11 @@ class WebSocket(EventTarget):
         self.extensions = extensions or (deflate.response if deflate is not None else "")
         #: ``"bytes"`` (the default) or ``"bytearray"``: the type of binary ``MessageEvent.data``.
         self.binary_type = "bytes"
-        #: The connection: what server adapters attach a socket to (see :class:`Session`).
+        #: The connection, in the loop it lives in (``loop``; by default where the caller's
+        #: upgrades live, see takeover._io.loop): what server adapters attach a socket to.
         self.session = Session(
-            self, options=options, handshake_response=handshake_response, url=url, deflate=deflate,
-            registry=registry,
+            self, loop=loop if loop is not None else loop_for_caller(socket), options=options,
+            handshake_response=handshake_response, url=url, deflate=deflate, registry=registry,
         )
 
     # -- state ------------------------------------------------------------
@@ -135,8 +138,7 @@ class WebSocket(EventTarget):
     @property
     def buffered_amount(self) -> int:
         """Bytes of sent frames not yet handed to the operating system (exact)."""
-        transport = self.session.transport
-        return transport.buffered_amount if transport is not None else 0
+        return self.session.buffered_amount
 
     # -- sending ----------------------------------------------------------
 
@@ -148,47 +150,24 @@ class WebSocket(EventTarget):
         encoded as UTF-8 (lone surrogates, as ``json.loads`` can produce)
         raises :class:`UnicodeEncodeError`, a :class:`ValueError`.
 
-        Backpressure: while more than ``high_water_mark`` bytes are queued for
-        the peer, the calling greenlet waits for the queue to drain down to
-        it. After ``send_timeout`` seconds it raises :class:`TimeoutError` and
-        the message is not sent (the connection stays open). Under threads the
-        write itself blocks; see :attr:`send_timeout`.
+        Safe from any thread. Backpressure: while more than
+        ``high_water_mark`` bytes are queued for the peer, the caller (a
+        greenlet or a thread) waits for the queue to drain down to it. After
+        ``send_timeout`` seconds it raises :class:`TimeoutError` and the message
+        is not sent (the connection stays open). More than
+        ``max_buffered_amount`` queued closes the connection with 1008.
         """
-        session = self.session
-        if session.loop is not None and not session.loop.in_loop:
-            send_from_thread(session, self.send, data)  # a listener thread of a handed-over WebSocket
-            return
-        conn = session.conn
-        if conn is None or session.closing is not None:
-            if session.ready_state is State.CONNECTING:
-                raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
-            return
-        transport = session.transport
-        assert transport is not None
-        if transport.buffered_amount > transport.high_water and not session.wait_for_room():
-            return
-        if isinstance(data, str):
-            if session.send_lock is None:
-                transport.write(conn.send_text(data))
-                return
-            with session.send_lock:
-                transport.write(conn.send_text(data))
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            if session.send_lock is None:
-                transport.write(conn.send_binary(data))
-                return
-            with session.send_lock:
-                transport.write(conn.send_binary(data))
-        else:
-            raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+        self.session.send(data)
 
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (at most 125 bytes); the pong arrives as activity, not as an event."""
-        session = self.session
-        if session.loop is not None and not session.loop.in_loop:
-            session.loop.call_soon_threadsafe(session.ping, bytes(payload))
-            return
-        session.ping(payload)
+        self.session.ping(payload)
+
+    def pong(self, payload: bytes = b"") -> None:
+        """Send an unsolicited pong (at most 125 bytes): a one-way heartbeat (RFC 6455 §5.5.3)."""
+        if len(payload) > 125:
+            raise ValueError("A pong payload is at most 125 bytes (RFC 6455 §5.5)")
+        self.session.write(OP_PONG, bytes(payload))
 
     def close(self, code: int | None = None, reason: str = "") -> None:
         """Start the close handshake (RFC 6455 §7.1.2).
@@ -198,30 +177,18 @@ class WebSocket(EventTarget):
         connection is closed when the peer answers, or after ``close_timeout``.
         """
         check_close_arguments(code, reason)
-        session = self.session
-        if session.loop is not None and not session.loop.in_loop:
-            session.loop.call_soon_threadsafe(session.close, Reason.LOCAL_CLOSE, code, reason)
-            return
-        session.close(Reason.LOCAL_CLOSE, code, reason)
+        self.session.request_close(code, reason)
 
     # -- the blocking API -------------------------------------------------
 
     def receive(self, timeout: float | None = None) -> str | bytes | bytearray:
         """Wait for the next message (queued when no ``message`` listener is set).
 
-        Raises :class:`ConnectionClosed` once the connection is closed and the
-        queue is empty, and :class:`TimeoutError` after ``timeout`` seconds.
+        From any greenlet or thread. Raises :class:`ConnectionClosed` once the
+        connection is closed and the queue is empty, and :class:`TimeoutError`
+        after ``timeout`` seconds.
         """
-        session = self.session
-        if session.loop is not None:
-            raise InvalidStateError(
-                "receive() is not available on a WebSocket handed over to takeover's I/O loop"
-                " (its listeners run in takeover's listener threads): use a message listener"
-            )
-        inbox = session.ensure_inbox()
-        if inbox is None:
-            raise InvalidStateError("receive() needs a connected WebSocket")
-        return inbox.get(timeout)
+        return self.session.receive(timeout)
 
     def __iter__(self) -> Iterator[str | bytes | bytearray]:
         """Messages until the connection closes, then the iteration ends."""
@@ -233,12 +200,7 @@ class WebSocket(EventTarget):
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until the WebSocket is CLOSED; False if ``timeout`` passed first."""
-        session = self.session
-        if session.loop is not None and not session.loop.in_loop:
-            if session.finished:
-                return True
-            return session.loop.run_sync(session.wait_closed, timeout, timeout=None)
-        return session.wait_closed(timeout)
+        return self.session.wait_closed(timeout)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url or '?'} {self.ready_state.name}>"
@@ -249,6 +211,9 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes | bytearray | m
 
     The message is framed once and the same bytes are written to each socket
     (servers' frames are unmasked, RFC 6455 §5.1), instead of once per client.
+    It never waits for room: a connection with more than
+    ``max_buffered_amount`` bytes queued is closed with 1008. Safe from any
+    thread: each socket is written through its session's one send path.
 
     With permessage-deflate, a connection gets the uncompressed frame when it
     did not negotiate compression or the message is under its threshold. One
@@ -265,30 +230,20 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes | bytearray | m
     plain: bytes | None = None
     shared: dict[tuple[int, int, int], bytes] = {}
     sent = 0
-    elsewhere: dict[Any, list[WebSocket]] = {}  # handed-over WebSockets, by the loop they live in
     for ws in websockets:
         session = ws.session
-        if session.loop is not None and not session.loop.in_loop:
-            elsewhere.setdefault(session.loop, []).append(ws)
-            continue
         deflate = session.deflate
         if deflate is None or len(payload) < deflate.threshold:
             if plain is None:
                 plain = encode_frame(opcode, payload)
-            sent += session.send_frame(plain)
+            sent += session.write(opcode, payload, plain)
             continue
         key = deflate.shared_key
         if key is None:
-            sent += session.send_payload(opcode, payload)
-            continue
-        if session.ready_state is not State.OPEN:
+            sent += session.write(opcode, payload)
             continue
         frame = shared.get(key)
         if frame is None:
             frame = shared[key] = encode_frame(opcode, deflate.compress(payload), rsv=RSV1)
-        sent += session.send_frame(frame)
-    for loop, those in elsewhere.items():
-        # Written by their loop's thread; counted as the ones OPEN now.
-        loop.call_soon_threadsafe(broadcast, those, data if isinstance(data, (str, bytes)) else bytes(data))
-        sent += sum(ws.ready_state is State.OPEN for ws in those)
+        sent += session.write(opcode, payload, frame)
     return sent

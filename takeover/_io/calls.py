@@ -3,8 +3,8 @@
 A gevent hub belongs to one thread; another thread may not touch it, its
 sockets or its greenlets. What it may do is append to a deque and call the
 watcher's ``send()`` (libev's ``ev_async_send``, safe from any thread): the
-hub then wakes and starts a greenlet per call. :class:`~takeover._io.loop.IOLoop`
-and the hub's home (:mod:`takeover.hub._home`) both hand calls over this way.
+hub then wakes and starts a greenlet per call. Every
+:class:`~takeover._io.loop.Loop` takes calls from other threads this way.
 """
 
 from __future__ import annotations

@@ -1,44 +1,120 @@
-"""Handing a connection over from a request thread to the I/O loop (threaded and process servers).
+"""The takeover itself: one body object, for every server, that gives a connection to its session.
 
-On gunicorn's sync and gthread workers, uWSGI and Werkzeug's server, an
-event-style WebSocket (its listeners attached, its response returned) must not
-keep the request's thread. The view's response writes the 101 as the server's
-own response; the body iterable then, after yielding ``b""`` (which makes the
-server write and flush the headers), hands the connection over and ends, and
-the server's thread is free.
+A server adapter (:mod:`takeover.adapters`) says only how its server gives up
+a connection — a :class:`ServerConnection`: how to take the socket and the
+bytes already read past the request (``take``), and how the 101 reaches the
+client. Where the session lives was decided when it was made
+(:func:`~takeover._io.loop.loop_for_caller`). :func:`take_over` and
+:class:`TakeoverBody` do the rest the same way everywhere:
 
-Two things make that work on every one of those servers (each found by
-experiment; see docs/guides/servers.rst):
-
-* **Swap, not dup.** The servers shut the connection down when the request
-  ends (gunicorn's ``close_graceful`` and Werkzeug's ``shutdown_request`` send
-  FIN and drain what arrives; uWSGI closes its fd, or keeps it for the next
-  request with ``--http11-socket``). :func:`swap_out` moves the connection to
-  a new descriptor and leaves a dead socket on the server's: whatever the
-  server does with it then touches nothing the client sees.
+* **The server writes the 101** (``server_writes_101``): gunicorn's sync and
+  gthread workers and uWSGI write the view's 101 as their own response. The
+  body yields ``b""``, which makes the server write and flush it, and only then
+  takes the connection. (Werkzeug adds ``Connection: close`` to its own: there
+  the connection is taken before it writes anything, and the session writes
+  the 101.)
 * **During iteration, not in close().** Werkzeug drains the socket before it
   calls ``close()``, and uWSGI writes the headers of an empty body only
-  after it: the handover happens right after the first ``b""``.
+  after it.
+* **Swap, not dup** (:func:`swap_out`). The servers shut the connection down
+  when the request ends (gunicorn's ``close_graceful`` and Werkzeug's
+  ``shutdown_request`` send FIN and drain what arrives; uWSGI closes its fd,
+  or keeps it for the next request with ``--http11-socket``). The connection
+  moves to a new descriptor, and the server is left with a dead socket:
+  whatever it does with it then touches nothing the client sees.
+* **Right away** (``returns``): takeover's own server and gunicorn's gevent
+  workers let the application keep the socket outright; the takeover happens
+  during the call and the application returns what the server expects.
+* **In place** (``inline``): TLS state lives in the server's socket object and
+  cannot move to another descriptor, and gevent.pywsgi writes after the body
+  ends: the server's thread or greenlet waits in the body until the session
+  ends.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import socket as _socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from takeover._io.listeners import ListenerPool, Mailbox
-from takeover._io.loop import io_loop
-from takeover.errors import InvalidStateError
-from takeover.protocol.connection import State
-
 if TYPE_CHECKING:
+    from takeover._io.registry import Registry
     from takeover._io.session import Session
     from takeover.websocket import WebSocket
 
-__all__ = ["HandoverBody", "hand_over", "listener_pool", "send_from_thread", "swap_out"]
+__all__ = ["SWITCHING", "ServerConnection", "Start", "TakeoverBody", "swap_out", "take_over"]
+
+#: The status line of a 101 response, as WSGI's ``start_response`` takes it.
+SWITCHING = "101 Switching Protocols"
+
+
+class Start(enum.Enum):
+    """What goes to the server's ``start_response`` (its access log, and the 101 if it writes it)."""
+
+    NOTHING = "nothing"  # the server is told nothing: it will write nothing on this connection
+    BARE = "bare"  # 101 without headers, for the log: the session writes the real one
+    HEADERS = "headers"  # 101 with the handshake's headers
+
+
+@dataclass(frozen=True)
+class ServerConnection:
+    """How one server gives up one request's connection (see the module's docstring)."""
+
+    #: The socket and the bytes the server read past the request's headers.
+    take: Callable[[], tuple[Any, bytes]]
+    start: Start = Start.HEADERS
+    #: The server writes the 101 (the body yields ``b""`` first); else the session does.
+    server_writes_101: bool = False
+    #: The server's thread or greenlet waits in the body until the session ends.
+    inline: bool = False
+    #: Whether the session closes the socket at the end (else only shuts it down).
+    owns_socket: bool = True
+    #: The takeover happens during the application call, which then returns this.
+    returns: Iterable[bytes] | None = None
+    #: A registry of the server's, closed when it stops (else the session's own).
+    registry: Registry | None = None
+
+
+def take_over(ws: WebSocket, start_response: Callable[..., Any], found: ServerConnection) -> Iterable[bytes]:
+    """Give the connection ``found`` describes to ``ws``; return what the WSGI app must return."""
+    session = ws.session
+    if found.server_writes_101:
+        session.handshake_response = b""  # the server's response is the 101
+    if found.start is Start.HEADERS:
+        start_response(SWITCHING, session.response_headers)
+    elif found.start is Start.BARE:
+        start_response(SWITCHING, [])
+    body = TakeoverBody(session, found)
+    if found.returns is not None:
+        body.take()
+        return found.returns
+    return body
+
+
+class TakeoverBody:
+    """The body of the 101 response: iterating it performs the takeover (see the module's docstring)."""
+
+    def __init__(self, session: Session, found: ServerConnection) -> None:
+        self.session = session
+        self.found = found
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.found.server_writes_101:
+            yield b""  # the server writes and flushes the 101 here
+        self.take()
+
+    def take(self) -> None:
+        found = self.found
+        sock, head = found.take()
+        self.session.attach(
+            sock, head, inline=found.inline, owns_socket=found.owns_socket, registry=found.registry
+        )
+
+
+_dead: _socket.socket | None = None
 
 
 def swap_out(fd: int) -> _socket.socket:
@@ -46,95 +122,76 @@ def swap_out(fd: int) -> _socket.socket:
 
     ``dup2`` replaces the descriptor atomically, so the server's later
     ``recv`` sees end of stream, ``send`` fails with EPIPE, and ``shutdown``
-    or ``close`` act on the dead pair alone.
+    or ``close`` act on the dead socket alone. One dead socket (a pair whose
+    other end is closed) serves every swap of the process.
     """
+    global _dead
     moved = os.dup(fd)
-    dead, other = _socket.socketpair()
-    try:
-        os.dup2(dead.fileno(), fd, inheritable=False)
-    finally:
-        dead.close()
+    dead = _dead
+    if dead is None or dead.fileno() < 0:
+        dead, other = _socket.socketpair()
         other.close()
+        _dead = dead
+    os.dup2(dead.fileno(), fd, inheritable=False)
     return _socket.socket(fileno=moved)
 
 
-_pool: ListenerPool | None = None
-_pool_lock = threading.Lock()
+# -- the rest of the adapter seam: what servers and the upgrade say of a WebSocket --------
 
 
-def listener_pool(max_threads: int) -> ListenerPool:
-    """The process's pool of listener threads (``max_threads`` applies when it is first made)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ListenerPool(max_threads)
-        return _pool
-
-
-def hand_over(ws: WebSocket, sock: _socket.socket, head: bytes) -> None:
-    """Give ``sock`` (a plain socket that is ``ws``'s alone now) to the I/O loop, with its head bytes.
-
-    The listeners of ``ws`` then run in the listener pool; the call returns at once.
-    """
-    loop = io_loop()
+def claim(ws: WebSocket, headers: list[tuple[str, str]] | None = None) -> None:
+    """A server has been handed ``ws``'s 101 response (with ``headers``, if the view changed them)."""
     session = ws.session
-    session.loop = loop
-    pool = listener_pool(session.options.listener_threads)
-    session.mailbox = Mailbox(ws, pool, loop, context=session.context)
-    session.registry = loop.registry
-    sock.setblocking(True)  # its flags are the server's, which may have made it non-blocking
-    fd = sock.detach()
+    session.claim()
+    if headers is not None and headers != session.response_headers:
+        # The view or the framework added headers after the upgrade (Flask's session
+        # cookie, a request id): they go out with the 101, as any response's would.
+        from takeover.protocol.handshake import accept_response
 
-    def attach() -> None:  # in the loop's thread: the gevent socket belongs to its hub
-        import gevent.socket
-
-        session.attach(gevent.socket.socket(fileno=fd), head)
-
-    loop.call_soon_threadsafe(attach)
+        session.response_headers = headers
+        session.handshake_response = accept_response(headers)
 
 
-class HandoverBody:
-    """The body of a 101 response that hands the connection over once the server has written it.
+def is_claimed(ws: WebSocket) -> bool:
+    """Whether a server has taken ``ws``'s response or socket."""
+    return ws.session.claimed
 
-    ``take`` is called after the first ``b""`` has gone out (the server has
-    written and flushed the 101); it returns the connection's socket, swapped
-    out of the server's hands, and the bytes already read past the request.
-    Where the server's own 101 is not usable (Werkzeug adds ``Connection:
-    close``), ``server_writes_101`` is False: the connection is taken at once
-    and the session writes takeover's 101; the server's goes to the dead socket.
+
+def attach(ws: WebSocket, sock: Any, head: bytes = b"", *, owns_socket: bool = True) -> None:
+    """Give ``sock`` and its ``head`` bytes to ``ws`` now (socket mode, and servers that detach)."""
+    ws.session.attach(sock, head, owns_socket=owns_socket)
+
+
+def abandon(ws: WebSocket) -> None:
+    """``ws``'s 101 response was never returned: logged, and closed (as Deno does)."""
+    ws.session.abandon()
+
+
+def refuse(ws: WebSocket, message: str) -> None:
+    """The server cannot give the connection up (answered 501): ``ws`` closes with 1006 and ``message``."""
+    ws.session.refuse(message)
+
+
+def handshake_response(ws: WebSocket) -> bytes:
+    """The 101 ``ws`` will write itself (empty once written, or when the server writes it)."""
+    return ws.session.handshake_response
+
+
+def prepare(
+    ws: WebSocket, headers: list[tuple[str, str]], context: Any, handler: Callable[[WebSocket], object] | None
+) -> None:
+    """What the upgrade knows of ``ws``: its 101's headers, Flask's contexts, and its blocking handler.
+
+    A handler raises a 503 :class:`~takeover.errors.HandshakeError` when the
+    process runs ``handler_threads`` of them already (takeover._io.handlers).
     """
-
-    def __init__(
-        self, ws: WebSocket, take: Callable[[], tuple[_socket.socket, bytes]], *, server_writes_101: bool
-    ) -> None:
-        self.ws = ws
-        self.take = take
-        self.server_writes_101 = server_writes_101
-        if server_writes_101:
-            ws.session.handshake_response = b""  # the server's response is the 101
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self.server_writes_101:
-            yield b""  # the server writes and flushes the 101 here
-        sock, head = self.take()
-        hand_over(self.ws, sock, head)
+    session = ws.session
+    session.response_headers = headers
+    session.context = context
+    if handler is not None:
+        session.set_handler(handler)
 
 
-def send_from_thread(session: Session, send: Callable[[Any], object], data: Any) -> None:
-    """``send(data)`` called by another thread than the loop's: checked here, written there.
-
-    The caller waits (up to ``send_timeout``) while more than the high-water
-    mark is queued, as ``send()`` does in the loop; then the write goes to
-    the loop, which alone touches the socket.
-    """
-    loop = session.loop
-    assert loop is not None
-    if not isinstance(data, (str, bytes, bytearray, memoryview)):
-        raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
-    if session.ready_state is State.CONNECTING:
-        raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
-    transport = session.transport
-    if transport is not None and transport.buffered_amount > transport.high_water:
-        if not loop.run_sync(session.wait_for_room):
-            return
-    loop.call_soon_threadsafe(send, data if isinstance(data, (str, bytes)) else bytes(data))
+def path_of(ws: WebSocket) -> str:
+    """The path ``ws`` was upgraded at, for logs."""
+    return ws.session.path

@@ -1,6 +1,6 @@
 """``ListenerPool``: the listeners of handed-over WebSockets, in a bounded pool of threads.
 
-A handed-over connection is read in the :class:`~takeover._io.loop.IOLoop`'s
+A connection of the I/O loop (:func:`~takeover._io.loop.io_loop`) is read in its
 thread, which must never block; its listeners are application code that may
 (a database query, ``time.sleep(1)``). Each WebSocket gets a :class:`Mailbox`:
 the loop posts its events there, and the pool's threads run them, one
@@ -21,11 +21,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from takeover._io.waiting import Waiters, real_lock
 from takeover.options import DEFAULT_LISTENER_THREADS
 
 if TYPE_CHECKING:
     from takeover._flask import FlaskContext
-    from takeover._io.loop import IOLoop
+    from takeover._io.loop import Loop
+    from takeover._io.session import Session
     from takeover.websocket import WebSocket
 
 __all__ = ["DEFAULT_LISTENER_THREADS", "ListenerPool", "Mailbox"]
@@ -50,22 +52,58 @@ class ListenerPool:
         # One lock for the queue and the idle count: a thread takes a mailbox and stops
         # being idle in the same step, so schedule() never counts on a thread that is busy.
         self._ready_or_idle = threading.Condition(threading.Lock())
+        self._batch: list[Mailbox] = []  # mailboxes made ready in this turn of the loop
+        self._sized = False
 
-    def schedule(self, mailbox: Mailbox) -> None:
-        """Queue ``mailbox``; wake an idle thread, or start one when all are busy and there is room."""
+    def size_once(self, max_threads: int) -> None:
+        """Allow up to ``max_threads`` threads: the first WebSocket's ``listener_threads`` sizes the pool."""
+        if not self._sized:
+            self._sized = True
+            if max_threads < 1:
+                raise ValueError(f"listener_threads must be 1 or more, not {max_threads!r}")
+            self.max_threads = max_threads
+
+    @property
+    def queued(self) -> int:
+        """Mailboxes waiting for a thread."""
+        return len(self._ready)
+
+    def schedule_from_loop(self, mailbox: Mailbox, loop: Loop) -> None:
+        """Queue ``mailbox`` at the end of this turn of ``loop``, with the others made ready in it.
+
+        One turn of the loop reads many sockets: their mailboxes go to the
+        threads together, under one lock and one wake-up, not one each.
+        """
+        batch = self._batch
+        batch.append(mailbox)
+        if len(batch) == 1:
+            loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        self.schedule(*batch)
+
+    def schedule(self, *mailboxes: Mailbox) -> None:
+        """Queue ``mailboxes``; wake idle threads, or start threads while all are busy and there is room."""
         with self._ready_or_idle:
-            self._ready.append(mailbox)
-            if len(self._ready) > self._idle and len(self._threads) < self.max_threads:
+            ready = self._ready
+            ready.extend(mailboxes)
+            wake = min(len(mailboxes), self._idle)
+            if wake:
+                self._ready_or_idle.notify(wake)
+            # Each idle thread takes one: start more while the ready outnumber them.
+            while len(ready) > self._idle and len(self._threads) < self.max_threads:
                 thread = threading.Thread(
                     target=self._work, name=f"takeover-listener-{len(self._threads) + 1}", daemon=True
                 )
                 self._threads.append(thread)
+                self._idle += 1  # counted idle until it looks for its first mailbox
                 thread.start()
-            else:
-                self._ready_or_idle.notify()
 
     def _work(self) -> None:
         ready, condition = self._ready, self._ready_or_idle
+        with condition:
+            self._idle -= 1  # started as idle by schedule(): it is about to look for work
         while True:
             with condition:
                 while not ready:
@@ -81,76 +119,79 @@ class ListenerPool:
 class Mailbox:
     """The events of one WebSocket waiting for the pool, in order (see the module's docstring)."""
 
-    __slots__ = ("_events", "_lock", "_loop", "_pool", "_room", "_scheduled", "context", "limit", "ws")
+    __slots__ = ("_events", "_lock", "_loop", "_pool", "_room", "_scheduled", "limit", "session", "ws")
 
     def __init__(
-        self, ws: WebSocket, pool: ListenerPool, loop: IOLoop, limit: int = DEFAULT_MAILBOX_LIMIT,
-        context: FlaskContext | None = None,
+        self, ws: WebSocket, pool: ListenerPool, loop: Loop, limit: int = DEFAULT_MAILBOX_LIMIT,
+        session: Session | None = None,
     ) -> None:
         #: The WebSocket, until its ``close`` event has been dispatched.
         self.ws: WebSocket | None = ws
-        #: Flask's contexts to run its listeners in (the session's, see takeover._flask).
-        self.context = context
+        #: The session whose Flask contexts the listeners run in (see takeover._flask).
+        self.session = session
         self.limit = limit
         self._pool = pool
         self._loop = loop
         self._events: collections.deque[Any] = collections.deque()
-        self._lock = threading.Lock()
+        self._lock = real_lock()
         self._scheduled = False
-        self._room: Any = None  # a gevent Event the reader waits on while the mailbox is full
+        self._room = Waiters(loop, self._lock)  # the reader, while the mailbox is full or catching up
 
     @property
     def paused(self) -> bool:
         """Whether the reader waits for the listeners to catch up."""
-        return self._room is not None
+        return bool(self._room)
 
     def post(self, event: Any) -> None:
         """Queue ``event`` (in the loop's thread); waits while ``limit`` events are waiting."""
         with self._lock:
-            self._events.append(event)
-            waiting = len(self._events)
+            events = self._events
+            events.append(event)
+            waiting = len(events)
             schedule = not self._scheduled
             self._scheduled = True
         if schedule:
-            self._pool.schedule(self)
+            self._pool.schedule_from_loop(self, self._loop)
         if waiting >= self.limit and event.type == "message":
-            import gevent.event
+            half = self.limit // 2
+            self._room.wait_for(lambda: len(self._events) <= half, None)
 
-            room = self._room = gevent.event.Event()
-            try:
-                with self._lock:
-                    behind = len(self._events) > self.limit // 2
-                if behind:  # else the pool caught up before it could see the room
-                    room.wait()
-            finally:
-                self._room = None
+    def wait_until_caught_up(self, timeout: float | None = 10.0) -> None:
+        """Wait (in the loop's reader) until every event posted so far has been run."""
+        self._room.wait_for(lambda: not self._scheduled, timeout)
 
     def run(self) -> None:
         """Dispatch waiting events (in a pool thread), a batch at a time."""
+        events, lock, room = self._events, self._lock, self._room
+        session = self.session
         for _ in range(_BATCH):
-            with self._lock:
-                if not self._events:
+            with lock:
+                if not events:
                     self._scheduled = False
+                    if room:
+                        room.notify()
                     break
-                event = self._events.popleft()
-                waiting = len(self._events)
+                event = events.popleft()
+                if room and len(events) <= self.limit // 2:
+                    room.notify()
             ws = self.ws
             if ws is None:
                 continue  # closed: nothing follows the close event
-            run_listeners(ws, event, self.context)
+            run_listeners(ws, event, session.context if session is not None else None)
             if event.type == "close":
                 # No event follows close: drop the listeners (a cycle through them
                 # otherwise) and this mailbox's hold on the WebSocket.
-                ws._listeners = {}
-                ws._handlers = {}
+                ws.clear_listeners()
                 self.ws = None
-            room = self._room
-            if room is not None and waiting <= self.limit // 2:
-                self._loop.call_soon_threadsafe(room.set)
+                if session is not None:
+                    session.close_dispatched()
+                self.session = None
         else:
-            with self._lock:
-                more = bool(self._events)
+            with lock:
+                more = bool(events)
                 self._scheduled = more
+                if not more and room:
+                    room.notify()
             if more:
                 self._pool.schedule(self)  # others go first: fairness between WebSockets
 

@@ -8,7 +8,7 @@ greenlet when data arrives (:meth:`GeventTransport.resume_when_readable`).
 
 Registering a wait is a dict insert, far cheaper than arming a timer per
 message. Each gevent hub (one per thread) has its own :class:`Parker`, made by
-its :class:`~takeover._io.runtime.GeventRuntime`: a timer belongs to one loop,
+its :class:`~takeover._io.loop.Loop`: a timer belongs to one loop,
 and a greenlet can only be thrown into from its own thread.
 """
 

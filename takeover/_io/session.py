@@ -1,13 +1,26 @@
 """The life of one WebSocket connection: attach, run, the read loop, keepalive, and closing.
 
-A :class:`Session` is made with its :class:`~takeover.WebSocket` and waits for
-a socket. :meth:`Session.attach` (the entry point of every server adapter)
-registers the socket, wraps it in a transport and starts :meth:`Session.run`
-in a task of its own (a greenlet, or a thread under a threaded server), or
-runs it in the caller with ``inline=True``. ``run`` writes the 101, feeds the
-``head`` bytes and then everything read to the sans-I/O
+A :class:`Session` is made with its :class:`~takeover.WebSocket` and the
+:class:`~takeover._io.loop.Loop` it lives in, and waits for a socket.
+:meth:`Session.attach` (the entry point of every server adapter, from any
+thread) registers the socket, moves it into the loop and starts
+:meth:`Session.run` in a greenlet there (or in the calling greenlet with
+``inline=True``). ``run`` writes the 101, feeds the ``head`` bytes and then
+everything read to the sans-I/O
 :class:`~takeover.protocol.connection.Connection`, and dispatches what comes
-out as DOM events on the WebSocket.
+out as DOM events on the WebSocket: in the loop, or through a
+:class:`~takeover._io.listeners.Mailbox` to the loop's listener threads.
+
+Everything that reads or changes the session runs in its loop; what
+application threads call (:meth:`Session.send`, :meth:`Session.receive`,
+``close``, ``ping``, :meth:`Session.wait_closed`) is safe from any thread:
+each either hops to the loop (``loop.call``) or waits through
+:class:`~takeover._io.waiting.Waiters`.
+
+**One send path.** Every frame a session writes — messages from ``send()``,
+:func:`~takeover.broadcast` and the hub, legacy sends, pings and pongs, the
+core's own answers — goes through :meth:`Session.write`, under the
+transport's lock, with one definition of "open" (:meth:`Session.is_open`).
 
 Every way a connection ends goes through :meth:`Session.close`, driven by the
 table :data:`~takeover._io.closing.CLOSINGS`: one row per reason says whether a close frame is sent,
@@ -19,10 +32,8 @@ from that routine alone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,66 +41,66 @@ from urllib.parse import urlsplit
 
 from takeover._io import keepalive
 from takeover._io.closing import (
-    CLOSINGS,
     IDLE_TIMEOUT_REASON,
     NOT_RETURNED,
     OVERFLOW_REASON,
-    Closing,
-    Flush,
-    Frame,
     Reason,
 )
+from takeover._io.ending import Ending, access_logger
 from takeover._io.inbox import Inbox
-from takeover._io.listeners import run_listeners
+from takeover._io.listeners import Mailbox, run_listeners
 from takeover._io.registry import DEFAULT_REGISTRY, Registry
-from takeover._io.runtime import Runtime, TimerHandle, Transport, Waitable, runtime_for
-from takeover._io.transport import no_delay, peer_address, peer_name
+from takeover._io.transport import GeventTransport, no_delay, peer_address, peer_name
+from takeover._io.waiting import Waiters, real_lock
 from takeover.errors import InvalidStateError
 from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
 from takeover.options import WebSocketOptions
 from takeover.protocol.connection import Close, Connection, ConnectionLost, Failure, Message, State
 from takeover.protocol.deflate import PerMessageDeflate
 from takeover.protocol.events import Event as ProtocolEvent
-from takeover.protocol.frames import OP_CLOSE, CloseCode, encode_close, encode_frame
+from takeover.protocol.frames import (
+    OP_BINARY,
+    OP_PING,
+    OP_TEXT,
+    CloseCode,
+    encode_frame,
+)
 
 if TYPE_CHECKING:
     from takeover._flask import FlaskContext
-    from takeover._io.listeners import Mailbox
-    from takeover._io.loop import IOLoop
+    from takeover._io.loop import Loop, TimerHandle
     from takeover.websocket import WebSocket
 
 __all__ = ["IDLE_TIMEOUT_REASON", "OVERFLOW_REASON", "Session"]
 
 logger = logging.getLogger("takeover")
-#: One line per upgrade and per close: path, peer, close code, duration.
-access_logger = logging.getLogger("takeover.access")
 
-_NO_LOCK = contextlib.nullcontext()
 _UNKNOWN = object()
-# A closing that leaves the session running: an ending may follow it.
-_STILL_RUNNING = (None, Reason.LOCAL_CLOSE, Reason.SHUTDOWN)
 
 
-class Session:
+class Session(Ending):
     """One connection of a :class:`~takeover.WebSocket` (see the module's docstring).
 
     The adapter interface: :meth:`claim` when a server has been handed the
     101 response, :meth:`attach` with the socket and its ``head`` bytes,
-    :meth:`abandon` when the response was never returned, and
-    :attr:`handshake_response` for a server that writes the 101 itself.
+    :meth:`abandon` when the response was never returned, :meth:`refuse`
+    when the server cannot hand the connection over, and
+    :attr:`handshake_response` / :attr:`response_headers` for a server that
+    writes the 101 itself.
     """
 
     __slots__ = (
-        "_close_requested", "_done", "_lock", "_may_park", "_ping_sent_at", "_remote_address",
-        "_sending_paused", "_timer", "claimed", "close_event", "closing", "conn", "context", "deflate",
-        "finished", "handshake_response", "inbox", "last_activity", "loop", "mailbox", "opened_at", "options",
-        "registry", "response_headers", "runtime", "send_lock", "transport", "url", "ws",
+        "_done", "_may_park", "_ping_sent_at", "_remote_address", "_sending_paused",
+        "_state_lock", "_timer", "claimed", "conn", "context", "deflate", "handshake_response", "inbox",
+        "last_activity", "loop", "mailbox", "opened_at", "options", "registry", "response_headers",
+        "transport", "url",
     )
 
     def __init__(
         self,
         ws: WebSocket,
         *,
+        loop: Loop,
         options: WebSocketOptions,
         handshake_response: bytes,
         url: str,
@@ -98,6 +109,8 @@ class Session:
     ) -> None:
         #: The WebSocket, until it is CLOSED (it holds this session: the cycle ends then).
         self.ws: WebSocket | None = ws
+        #: The loop this session lives in, for its whole life (takeover._io.loop).
+        self.loop = loop
         self.options = options
         #: The 101 response the session writes before anything else ("" once written,
         #: or when the server writes it: then with :attr:`response_headers`).
@@ -106,40 +119,44 @@ class Session:
         self.response_headers: list[tuple[str, str]] = []
         #: Flask's contexts from the upgrade, around each listener call (takeover._flask).
         self.context: FlaskContext | None = None
+        #: A blocking function run once open, in a thread or greenlet of its own (takeover._io.handlers).
+        self.handler: Callable[[WebSocket], object] | None = None
         self.url = url
         self.deflate = deflate
-        self.registry = registry if registry is not None else DEFAULT_REGISTRY
+        if registry is None or (registry is DEFAULT_REGISTRY and loop.registry is not None):
+            registry = loop.registry or DEFAULT_REGISTRY  # the I/O loop's WebSockets are closed at exit
+        self.registry = registry
         self.conn: Connection | None = None
-        self.transport: Transport | None = None
-        self.runtime: Runtime | None = None
+        self.transport: GeventTransport | None = None
+        #: The messages for ``receive()`` (made on first use: a WebSocket driven by listeners needs none).
         self.inbox: Inbox | None = None
-        #: Set when the connection was handed over to takeover's I/O loop thread
-        #: (threaded servers): its listeners then run in the pool, through the mailbox.
-        self.loop: IOLoop | None = None
+        #: Where the listeners run when the loop has a listener pool (the I/O loop's threads).
         self.mailbox: Mailbox | None = None
+        if loop.listener_pool is not None:
+            loop.listener_pool.size_once(options.listener_threads)
+            self.mailbox = Mailbox(ws, loop.listener_pool, loop, session=self)
         #: Set once a server has been handed the 101 response (or the socket).
         self.claimed = False
         #: The reason of the closing under way (a row of CLOSINGS), once one has begun:
         #: what ``ready_state`` is derived from, with ``conn`` and ``finished``.
         self.closing: Reason | None = None
         self.finished = False
+        #: Set once the ``close`` event has been dispatched (by the loop or the listener threads).
+        self.dispatched_close = False
         self.close_event: CloseEvent | None = None
         self._remote_address: Any = None
-        # Held from compressing to writing, under threads: frames must leave in
-        # the order the compressor saw them (RFC 7692 §7.2.1, context takeover).
-        self.send_lock: threading.Lock | None = None
         self.last_activity = 0.0
         self.opened_at = 0.0
         self._ping_sent_at = 0.0
-        self._sending_paused = False  # send() waits for room: the reader may be this task
+        self._sending_paused = False  # send() waits for room: the reader may be this greenlet
         self._close_requested: tuple[Reason, int | None, str] | None = None
         self._timer: TimerHandle | None = None
-        self._done: Waitable | None = None
+        self._state_lock = real_lock()  # guards ``finished`` for the waiters of wait_closed()
+        self._done: Waiters | None = None
         self._may_park = False
-        # A lock under threads only; greenlets switch only where they wait.
-        self._lock: contextlib.AbstractContextManager[Any] = _NO_LOCK
+        self._registered: Any = None
 
-    # -- what the facade asks -----------------------------------------------
+    # -- what the facade asks (from any thread) ---------------------------------
 
     @property
     def ready_state(self) -> State:
@@ -159,6 +176,18 @@ class Session:
             return State.CONNECTING if self._close_requested is None else State.CLOSING
         return State.OPEN
 
+    def is_open(self) -> bool:
+        """Whether a message may be written now: the one definition every write uses.
+
+        OPEN (a connection, no closing begun: CLOSED implies one) and a
+        transport that still accepts writes (not overflowed, not broken).
+        Read under the transport's lock by :meth:`write`.
+        """
+        transport = self.transport
+        return (
+            self.closing is None and self.conn is not None and transport is not None and transport.accepting
+        )
+
     @property
     def paused(self) -> bool:
         """Whether reading is paused by us (receive() queue full, listeners behind, send() waiting)."""
@@ -167,6 +196,11 @@ class Session:
             or (self.inbox is not None and self.inbox.paused)
             or (self.mailbox is not None and self.mailbox.paused)
         )
+
+    @property
+    def buffered_amount(self) -> int:
+        transport = self.transport
+        return transport.buffered_amount if transport is not None else 0
 
     def dispatch(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
         """Give ``event`` to the listeners: here, or through the mailbox to the listener pool."""
@@ -196,26 +230,90 @@ class Session:
         """The peer's address as ``host:port``, for logs."""
         return peer_name(self.remote_address)
 
-    def ensure_inbox(self) -> Inbox | None:
-        # Made on first use: a WebSocket driven by listeners never needs one.
-        if self.inbox is None and self.runtime is not None:
-            self.inbox = Inbox(self.runtime, self.options.max_queue)
-        return self.inbox
+    def ensure_inbox(self) -> Inbox:
+        """The queue ``receive()`` reads (made on first use, by the reader or a first ``receive()``)."""
+        inbox = self.inbox
+        if inbox is None:
+            with self._state_lock:  # the reader and an application thread may both get here first
+                inbox = self.inbox
+                if inbox is None:
+                    inbox = self.inbox = Inbox(self.loop, self.options.max_queue)
+        return inbox
+
+    def receive(self, timeout: float | None) -> str | bytes | bytearray:
+        """The next message for the blocking API, from the loop's greenlets or any thread.
+
+        Called before the connection opens, it waits for it (a reader thread may start first).
+        """
+        return self.ensure_inbox().get(timeout)
+
+    def send(self, data: str | bytes | bytearray | memoryview) -> None:
+        """``WebSocket.send``: check, wait for room above the high-water mark, then :meth:`write`."""
+        if isinstance(data, str):
+            opcode, payload = OP_TEXT, data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            opcode, payload = OP_BINARY, bytes(data)
+        else:
+            raise TypeError(f"send() takes str or a bytes-like object, not {type(data).__name__}")
+        transport = self.transport
+        if transport is None or self.conn is None or self.closing is not None:
+            if self.ready_state is State.CONNECTING:
+                raise InvalidStateError("Failed to send: the WebSocket is still CONNECTING")
+            return  # closing or closed: discarded, as the DOM does
+        if transport.buffered_amount > transport.high_water and not self.wait_for_room():
+            return
+        self.write(opcode, payload)
+
+    def write(self, opcode: int, payload: bytes, frame: bytes | None = None) -> bool:
+        """The one write of a frame, from any thread; False unless the session :meth:`is_open`.
+
+        ``payload`` (encoded: UTF-8 for text) is framed here (messages compressed
+        when negotiated; control frames never, RFC 7692 §6.1), under the transport's
+        lock, so that frames leave in the order the compressor saw them (RFC
+        7692 §7.2.1, context takeover); ``frame`` is one already framed for
+        this connection (:func:`~takeover.broadcast`'s shared frame). Returns
+        whether the session is still open after it (an overflow closes it).
+        """
+        transport = self.transport
+        if transport is None:
+            return False
+        conn = self.conn
+        with transport.lock:
+            if self.closing is not None or conn is None or not transport.accepting:
+                return False
+            try:
+                if frame is None:
+                    if opcode <= OP_BINARY:
+                        frame = conn.send_message(opcode, payload)
+                    elif opcode == OP_PING:
+                        frame = conn.send_ping(payload)
+                    else:  # a pong (legacy's send_frame, gevent-websocket's API)
+                        frame = encode_frame(opcode, payload)
+            except InvalidStateError:  # our close frame was framed meanwhile
+                return False
+            transport.write_locked(frame)
+            return transport.accepting
+
+    def write_control(self, frame: bytes) -> None:
+        """Write the core's own answer (a pong, the close echo) in its turn, under the same lock."""
+        transport = self.transport
+        assert transport is not None
+        transport.write(frame)
 
     def wait_for_room(self) -> bool:
         """Wait for the send queue to drain to the high-water mark; False if the close began meanwhile."""
         transport = self.transport
         assert transport is not None
         timeout = self.options.send_timeout
-        # While this task waits it may be the reader: the idle timer must not
-        # count that silence as the peer's (as when receive()'s queue is full).
+        # While a greenlet of the loop waits it may be the reader: the idle timer must
+        # not count that silence as the peer's (as when receive()'s queue is full).
         self._sending_paused = True
         try:
-            room = transport.wait_for_room(timeout)
+            room = transport.wait_for_room(timeout, lambda: self.closing is not None)
         finally:
             self._sending_paused = False
             self.last_activity = time.monotonic()
-        if self.ready_state is not State.OPEN:
+        if not self.is_open():
             return False  # the close started meanwhile: discarded, as the DOM does
         if not room:
             raise TimeoutError(
@@ -225,39 +323,38 @@ class Session:
             )
         return True
 
-    def send_frame(self, frame: bytes) -> bool:
-        """Write an already framed message (see :func:`takeover.broadcast`); False unless OPEN."""
-        # OPEN, cheaply: a connection, and no closing begun (CLOSED implies one).
-        if self.closing is not None or self.transport is None or self.conn is None:
-            return False
-        self.transport.write(frame)
-        return self.closing is None  # not if this write overflowed the limit
-
-    def send_payload(self, opcode: int, payload: bytes) -> bool:
-        """Frame (and compress) an encoded message for this connection alone; False unless OPEN."""
-        if self.ready_state is not State.OPEN:
-            return False
-        conn, transport = self.conn, self.transport
-        assert conn is not None and transport is not None
-        with self.send_lock or _NO_LOCK:
-            transport.write(conn.send_message(opcode, payload))
-        return self.ready_state is State.OPEN
-
     def ping(self, payload: bytes = b"") -> None:
         """Send a ping (at most 125 bytes) if OPEN."""
-        if self.ready_state is State.OPEN:
-            assert self.conn is not None and self.transport is not None
-            self.transport.write(self.conn.send_ping(payload))
+        self.write(OP_PING, bytes(payload))
+
+    def request_close(self, code: int | None, reason: str) -> None:
+        """``WebSocket.close``: start the close handshake, in the loop."""
+        self.loop.call(self.close, Reason.LOCAL_CLOSE, code, reason)
 
     def wait_closed(self, timeout: float | None) -> bool:
-        """Block until CLOSED; False if ``timeout`` passed first."""
-        if self.finished or self.runtime is None:
-            return self.finished
-        if self._done is None:
-            self._done = self.runtime.event()
-        return bool(self._done.wait(timeout))
+        """Block until CLOSED and the ``close`` event dispatched (from the loop's greenlets or any
+        thread); False if ``timeout`` passed first."""
+        if self.dispatched_close:
+            return True
+        with self._state_lock:
+            if self._done is None:
+                self._done = Waiters(self.loop, self._state_lock)
+            done = self._done
+        return done.wait_for(lambda: self.dispatched_close, timeout)
 
-    # -- the adapter interface ----------------------------------------------
+    def set_handler(self, handler: Callable[[WebSocket], object]) -> None:
+        """Run ``handler(ws)`` once open, off the loop where the loop has listener threads.
+
+        Raises a 503 :class:`~takeover.errors.HandshakeError` when the
+        process's ``handler_threads`` are all taken (see takeover._io.handlers).
+        """
+        if self.loop.listener_pool is not None:
+            from takeover._io.handlers import HANDLER_THREADS
+
+            HANDLER_THREADS.reserve(self.options.handler_threads)
+        self.handler = handler
+
+    # -- the adapter interface (from any thread) -----------------------------------
 
     def claim(self) -> None:
         """A server has been handed the 101 response: the takeover is under way."""
@@ -270,55 +367,81 @@ class Session:
         if self.finished or self.claimed or self.transport is not None:
             return
         logger.error(NOT_RETURNED)
-        self.close(Reason.ABANDONED)
+        self.loop.call(self.close, Reason.ABANDONED)
 
     def refuse(self, message: str) -> None:
         """The server cannot hand the connection over (it was answered 501): 1006, with ``message``."""
         if not self.finished and self.transport is None:
-            self.close(Reason.UNSUPPORTED_SERVER, text=message)
+            self.loop.call(self.close, Reason.UNSUPPORTED_SERVER, None, message)
 
-    def attach(self, sock: Any, head: bytes = b"", *, inline: bool = False, owns_socket: bool = True) -> None:
+    def attach(
+        self, sock: Any, head: bytes = b"", *, inline: bool = False, owns_socket: bool = True,
+        registry: Registry | None = None,
+    ) -> None:
         """Take over ``sock``, whose ``head`` bytes were already read past the request.
 
-        Starts :meth:`run` in a task of its own and returns at once, so that
-        listeners attached right after :func:`~takeover.upgrade_websocket`
-        returns see ``open``; with ``inline`` it runs in the calling greenlet or
-        thread instead and returns when the connection ends. Without
-        ``owns_socket`` the socket is shut down at the end but left for its
-        server to close.
+        From the loop, ``sock`` is one of its gevent sockets: :meth:`run` starts
+        in a greenlet of its own and this returns at once, so that listeners
+        attached right after :func:`~takeover.upgrade_websocket` returns see
+        ``open``; with ``inline`` it runs in the calling greenlet instead and
+        returns when the connection ends. From another thread, ``sock`` is a
+        plain socket that is the session's alone: it moves into the loop (its
+        descriptor detached) and this returns at once, or with ``inline`` when
+        the connection ends. Without ``owns_socket`` the socket is shut down at
+        the end but left for its server to close. ``registry`` replaces the
+        one the session was made with (a server that closes its own at exit).
         """
         if self.transport is not None:
             raise InvalidStateError("This WebSocket already has a connection")
         assert self.ws is not None
+        if registry is not None:
+            self.registry = registry
         self.registry.add(sock, self.ws)
+        # The registry's key, held until the end: a plain socket that moves into the loop
+        # is detached and would be collected, and the registry's keys are weak.
+        self._registered = sock
         self.claimed = True
+        head = bytes(head)
+        from takeover._io.adopt import adopt, detach_for_loop
+
+        if self.loop.in_loop:
+            self._attach(adopt(detach_for_loop(sock, in_loop=True)), head, inline, owns_socket)
+            return
+        moved = detach_for_loop(sock, in_loop=False)
+        self.loop.call_soon_threadsafe(self._attach_moved, moved, head, owns_socket)
+        if inline:
+            self.wait_closed(None)
+
+    def _attach_moved(self, moved: Any, head: bytes, owns_socket: bool) -> None:
+        from takeover._io.adopt import adopt
+
+        try:
+            sock = adopt(moved)
+        except Exception as error:  # the descriptor is unusable: the session ends at once
+            self._internal_error(error)
+            return
+        self._attach(sock, head, False, owns_socket)
+
+    def _attach(self, sock: Any, head: bytes, inline: bool, owns_socket: bool) -> None:
         no_delay(sock)
         self._remote_address = _UNKNOWN  # looked up when first asked for (a syscall)
-        runtime = self.runtime = runtime_for(sock)
         options = self.options
-        transport = self.transport = runtime.transport(sock)
+        transport = self.transport = self.loop.transport(sock)
         transport.owns_socket = owns_socket
         threshold = options.send_wait_threshold
         transport.high_water = sys.maxsize if threshold is None else threshold
         transport.limit = options.max_buffered_amount
-        transport.send_timeout = options.send_timeout
         transport.on_overflow = self._on_overflow
         # An inline session must not return before it ends, so it never parks.
         self._may_park = not inline
-        if runtime.preemptive:
-            self._lock = threading.Lock()
-            if self.deflate is not None:
-                self.send_lock = threading.Lock()
-            # Threads would race to make it on first use; greenlets never do.
-            self.ensure_inbox()
         if self.registry.closing:
             # Upgraded by a request that was in progress when the server began
             # to stop: it gets the 1001 too, right after its 101.
             self.close(Reason.SHUTDOWN, text=self.registry.shutdown_reason)
         if inline:
-            self.run(bytes(head))
+            self.run(head)
         else:
-            runtime.spawn(self.run, bytes(head))
+            self.loop.spawn(self.run, head)
 
     # -- running (in the session's own task) -----------------------------------
 
@@ -336,6 +459,15 @@ class Session:
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info("WebSocket open %s peer=%s", self.path, self.peer)
             self.dispatch(Event("open"))
+            mailbox, ws = self.mailbox, self.ws
+            if mailbox is not None and ws is not None and ws.has_listeners("open"):
+                # An open listener in a pool thread may add the message listener: read
+                # once it has run, so the first message finds it (as it would in the loop).
+                mailbox.wait_until_caught_up()
+            if self.handler is not None:
+                from takeover._io.handlers import start_handler
+
+                start_handler(self)
             requested = self._close_requested
             if requested is not None:
                 self._close_requested = None
@@ -378,7 +510,7 @@ class Session:
             if events:
                 handle(events)
             elif conn.has_data_to_send:
-                transport.write(conn.data_to_send())
+                self.write_control(conn.data_to_send())
 
     def _handle(self, events: list[ProtocolEvent]) -> None:
         conn, transport, ws = self.conn, self.transport, self.ws
@@ -389,16 +521,16 @@ class Session:
                 data: str | bytes | bytearray = event.data
                 if ws.binary_type == "bytearray" and not isinstance(data, str):
                     data = bytearray(data)
-                if mailbox is not None:
+                if not ws._listeners.get("message"):
+                    self._enqueue(data)  # for receive(), from this loop or any thread
+                elif mailbox is not None:
                     mailbox.post(MessageEvent(data))  # the pool runs the listeners, in order
-                elif ws._listeners.get("message"):
-                    self.run_listeners(MessageEvent(data))
                 else:
-                    self._enqueue(data)
+                    self.run_listeners(MessageEvent(data))
                 continue
             # The core queued the pong or close frame: send it in its turn.
             if conn.has_data_to_send:
-                transport.write(conn.data_to_send())
+                self.write_control(conn.data_to_send())
             if type(event) is Close:
                 self.close(Reason.PEER_CLOSE, event.code, event.reason)
             elif type(event) is Failure:
@@ -411,9 +543,7 @@ class Session:
 
     def _enqueue(self, data: str | bytes | bytearray) -> None:
         """Queue a message for the blocking API (no ``message`` listener is set)."""
-        inbox = self.ensure_inbox()
-        assert inbox is not None
-        if inbox.put(data):  # it waited: reading paused until receive() made room
+        if self.ensure_inbox().put(data):  # it waited: reading paused until receive() made room
             self.last_activity = time.monotonic()  # the silence was ours, not the peer's
 
     def _on_eof(self, conn: Connection) -> None:
@@ -430,134 +560,15 @@ class Session:
         logger.exception("WebSocket session failed", exc_info=error)
         self.close(Reason.INTERNAL_ERROR, cause=error)
 
-    # -- closing: one routine, driven by CLOSINGS ------------------------------
-
-    def close(
-        self, reason: Reason, code: int | None = None, text: str = "", cause: BaseException | None = None
-    ) -> None:
-        """Close for ``reason`` as its row of :data:`CLOSINGS` says (see the module's docstring)."""
-        row = CLOSINGS[reason]
-        if not row.ends:
-            self._start_closing(reason, row.code if row.code is not None else code, text)
-            return
-        with self._lock:  # threads: the reader, a timer and a writer may get here together
-            if self.finished or self.closing not in _STILL_RUNNING:
-                return  # another ending is under way: it alone finishes the session
-            self.closing = reason
-        if row.own_task and self.runtime is not None:
-            self.runtime.spawn(self._end, row, code, text, cause)
-        else:
-            self._end(row, code, text, cause)
-
-    def _start_closing(self, reason: Reason, code: int | None, text: str) -> None:
-        """Send our close frame and wait up to close_timeout for the answer (§7.1.2)."""
-        conn, transport = self.conn, self.transport
-        if conn is None or transport is None:
-            if not self.finished:
-                # Before the 101 is written: the handshake completes, then closes.
-                self._close_requested = (reason, code, text)
-            return
-        if conn.state is not State.OPEN or self.closing is not None:
-            return
-        self.closing = reason
-        # A close frame is never refused by max_buffered_amount (it is at most
-        # 131 bytes): it must follow the queue, or the peer never learns the code.
-        transport.write_last(conn.send_close(code, text))
-        self._set_timer(self.options.close_timeout, self._on_close_timeout)
-
-    def _end(self, row: Closing, code: int | None, text: str, cause: BaseException | None) -> None:
-        self._cancel_timer()
-        if row.code is not None:
-            code = row.code
-        if row.text is not None:
-            text = row.text
-        assert code is not None
-        transport, conn = self.transport, self.conn
-        if transport is not None and conn is not None:
-            if row.frame is Frame.SEND:
-                with contextlib.suppress(Exception):
-                    transport.write_last(conn.send_close(code, text))
-            elif row.frame is Frame.REPLACE:
-                # The queue held whole frames only, so this one can follow the
-                # one in flight, should the peer read again within close_timeout.
-                frame = conn.send_close(code, text) or encode_frame(OP_CLOSE, encode_close(code, text))
-                transport.write_last(frame)
-        close = CloseEvent(code, text, row.was_clean)
-        error = None if row.error is None else ErrorEvent(row.error or text, cause)
-        if row.events_first:
-            self._finish(close, error)
-        if transport is not None:
-            if row.flush is Flush.CLOSE_TIMEOUT:
-                transport.flush(self.options.close_timeout)
-            elif row.flush is Flush.SHORT:
-                transport.flush(1.0)
-            if row.linger and conn is not None and conn.close_expected():
-                self._linger(conn, transport)
-            transport.abort()
-        if not row.events_first:
-            self._finish(close, error)
-
-    def _linger(self, conn: Connection, transport: Transport) -> None:
-        """Send FIN, and read until the peer's close frame, its EOF or ``close_timeout`` (§7.1.7)."""
-        transport.shutdown_write()  # after the flush: our close frame has gone
-        self._set_timer(self.options.close_timeout, transport.abort)
-        for _ in range(1024):  # bounded: a peer that keeps talking is cut off
-            data = transport.recv()
-            if not data:
-                conn.receive_eof()
-                break
-            conn.receive_data(data)  # frames are skipped until the close (§7.1.7)
-            if not conn.close_expected():  # its answering close: done (§7.1.1)
-                break
-        self._cancel_timer()
-
-    def _finish(self, close: CloseEvent, error: ErrorEvent | None) -> None:
-        """Become CLOSED and dispatch ``error`` (if any) then ``close``, exactly once."""
-        with self._lock:
-            if self.finished:
-                return
-            self.finished = True
-        self._cancel_timer()
-        self.close_event = close
-        if self.opened_at and access_logger.isEnabledFor(logging.INFO):
-            access_logger.info(
-                "WebSocket closed %s peer=%s code=%d%s duration=%.3fs",
-                self.path, self.peer, close.code, "" if close.was_clean else " unclean",
-                time.monotonic() - self.opened_at,
-            )
-        if error is not None:
-            self.dispatch(error)
-        self.dispatch(close)
-        if self.inbox is not None:
-            self.inbox.end(close)
-        if self._done is not None:
-            self._done.set()
-        self._release()
-
-    def _release(self) -> None:
-        """Drop what ties a closed connection to its socket and to its listeners.
-
-        Listeners that close over the WebSocket (``ws.onmessage = lambda e:
-        ws.send(e.data)``) make a cycle that only the garbage collector could
-        free. No event follows ``close``.
-        """
-        transport = self.transport
-        if transport is not None:
-            self.registry.discard(transport.sock)
-            transport.on_overflow = None  # a bound method of this session: a cycle
-        ws, self.ws = self.ws, None
-        if ws is not None and self.mailbox is None:  # a mailbox releases them after its close
-            ws._listeners = {}
-            ws._handlers = {}
-
     # -- triggers: overflow and timers ----------------------------------------
 
     def _on_overflow(self) -> None:
         """The peer stopped reading: more than ``max_buffered_amount`` bytes were queued.
 
-        Called by the transport in the task that wrote, which may be iterating
-        over many sockets (:func:`~takeover.broadcast`): the closing runs in a
-        task of its own, so a ``close`` listener may change that collection.
+        Called by the transport in the thread that wrote, with its lock held,
+        which may be iterating over many sockets (:func:`~takeover.broadcast`):
+        the closing runs later in a greenlet of the loop, so a ``close`` listener
+        may change that collection, and the close frame can take the lock.
         """
         if self.finished or self.closing is Reason.OVERFLOW:
             return
@@ -570,8 +581,7 @@ class Session:
 
     def _set_timer(self, delay: float, callback: Callable[[], object]) -> None:
         self._cancel_timer()
-        assert self.runtime is not None
-        self._timer = self.runtime.call_later(max(delay, 0.0), callback)
+        self._timer = self.loop.call_later(max(delay, 0.0), callback)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -30,8 +30,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from takeover._io.loop import Loop, loop_for_caller, loop_of
 from takeover.hub._broker import Broker, GapListener, Settings, check_url, make_broker
-from takeover.hub._home import Home, home_for
 from takeover.hub._local import Locals
 from takeover.hub._types import Member, Message, Publication, check_data, check_room, check_since, dump_meta
 from takeover.hub.publisher import publish
@@ -48,7 +48,7 @@ T = TypeVar("T")
 class _Process:
     """A hub's state in one process (a forked worker starts its own)."""
 
-    def __init__(self, hub: Hub, home: Home) -> None:
+    def __init__(self, hub: Hub, home: Loop) -> None:
         self.pid = os.getpid()
         self.home = home
         self.locals = Locals(hub._opened, hub._closed)
@@ -70,7 +70,7 @@ class Hub:
     Nothing connects until the hub is first used, in the process that uses
     it: a hub made at import in gunicorn's master serves each worker apart.
     It may be used from any thread; its state lives in one loop (its home,
-    see :mod:`takeover.hub._home`).
+    the loop its WebSockets live in: see :mod:`takeover._io.loop`).
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class Hub:
             with self._process_lock:  # two threads' first calls make one
                 process = self._process
                 if process is None or process.pid != os.getpid():
-                    process = _Process(self, home_for(ws))
+                    process = _Process(self, loop_of(ws) if ws is not None else loop_for_caller())
                     self._call(process, process.broker.start)
                     self._process = process
         return process
@@ -199,13 +199,14 @@ class Hub:
         for room in process.locals.rooms_of(ws):
             self._leave(process, ws, room)
 
-    @staticmethod
-    def _soon(process: _Process, fn: Callable[..., object], *args: Any) -> None:
-        """``fn(*args)`` in the home: now if called there, else as soon as it can (not waited for)."""
-        if process.home.in_loop:
-            fn(*args)
-        else:
-            process.home.call_soon_threadsafe(fn, *args)
+    def _soon(self, process: _Process, fn: Callable[..., object], *args: Any) -> None:
+        """``fn(*args)`` in the home, for a WebSocket's ``open`` and ``close`` listeners.
+
+        From a listener thread (the I/O loop's pool) it is waited for: the
+        listeners after the hub's may send from that thread straight to the
+        socket, and what the hub writes at ``open`` (the replay) must go first.
+        """
+        self._call(process, fn, *args)
 
     def rooms(self, ws: WebSocket) -> frozenset[str]:
         """The rooms ``ws`` is a member of."""

@@ -1,6 +1,6 @@
 """This process's side of the hub: which WebSockets are in which room, and delivering to them.
 
-Runs in the hub's home loop only (see :mod:`takeover.hub._home`), so it has no
+Runs in the hub's home loop only (see :mod:`takeover._io.loop`), so it has no
 locks. A member is *live* once its WebSocket is OPEN and its catch-up (the
 retained messages after its ``since``) has gone out; until then what is
 delivered to the room is queued for it, so nothing is lost or doubled across

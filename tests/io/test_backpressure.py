@@ -275,7 +275,10 @@ class TestHardLimit:
 
 
 def thread_websocket(**options: Any) -> tuple[WebSocket, socket.socket, socket.socket]:
-    """A WebSocket on the thread runtime over a plain TCP socket: (ws, its socket, the client)."""
+    """A WebSocket on a plain TCP socket of this (plain) thread: (ws, its socket, the client).
+
+    It lives in takeover's I/O loop; this thread is the application's, as a
+    listener or handler thread is."""
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
@@ -299,7 +302,9 @@ def thread_websocket(**options: Any) -> tuple[WebSocket, socket.socket, socket.s
         },
     ).get_environ()
     ws, _ = upgrade_websocket(environ, socket=ours, idle_timeout=None, **options)
-    assert ws.session.runtime is not None and ws.session.runtime.name == "threads"
+    from takeover._io.loop import io_loop
+
+    assert ws.session.loop is io_loop() and not io_loop().in_loop
     for _ in range(500):  # the session thread writes the 101, then opens
         if ws.ready_state == WebSocket.OPEN:
             break
@@ -326,30 +331,34 @@ def read_steadily(client: socket.socket, total: int, chunk: int, pause: float) -
     return thread
 
 
-def test_thread_writes_time_out_on_no_progress_not_on_length() -> None:
-    """A client that reads steadily but slowly (about 2.5 MiB/s) gets a 4 MiB
-    message whole with send_timeout=1: the clock restarts each time it reads."""
-    ws, _ours, client = thread_websocket(send_timeout=1.0)
+def test_a_thread_sends_past_the_high_water_mark_at_the_pace_of_a_steady_reader() -> None:
+    """A client that reads steadily but slowly (about 2.5 MiB/s) gets 4 MiB messages whole:
+    each send() from this thread waits for room below the high-water mark, within send_timeout."""
+    ws, _ours, client = thread_websocket(send_timeout=5.0, high_water_mark=1024 * KIB)
     codes: list[int] = []
     ws.add_event_listener("close", lambda event: codes.append(event.code))
-    size = 4 * 1024 * KIB
-    reader = read_steadily(client, size + 129 + 10, 256 * KIB, 0.1)  # the 101, the frame header
-    started = time.monotonic()
-    ws.send(b"x" * size)
-    assert time.monotonic() - started > 1.0  # it did take longer than send_timeout
+    size = 1024 * KIB
+    reader = read_steadily(client, 4 * (size + 10) + 129, 256 * KIB, 0.1)  # the 101, the frame headers
+    most = 0
+    for _ in range(4):
+        ws.send(b"x" * size)
+        most = max(most, ws.buffered_amount)
     reader.join(10)
+    assert not reader.is_alive()
+    assert most <= 2 * size + 64 * KIB  # it waited at the mark: no more than the mark and one message
     assert ws.ready_state == WebSocket.OPEN and codes == []
     client.close()
 
 
 def test_thread_writes_work_on_descriptors_past_1024() -> None:
-    """select() refuses descriptors from 1024 on; the thread transport must not."""
+    """select() refuses descriptors from 1024 on; the I/O loop's epoll must not."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1600:
         pytest.skip(f"the open-file hard limit ({hard}) is below 1600")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1600), hard))
-    ws, ours, client = thread_websocket(send_timeout=5, fd=1500)
-    assert ours.fileno() == 1500
+    ws, _ours, client = thread_websocket(send_timeout=5, fd=1500)
+    transport = ws.session.transport
+    assert transport is not None and transport.sock.fileno() == 1500  # the same descriptor, in the loop
     codes: list[int] = []
     ws.add_event_listener("close", lambda event: codes.append(event.code))
     size = 4 * 1024 * KIB
@@ -360,27 +369,26 @@ def test_thread_writes_work_on_descriptors_past_1024() -> None:
     client.close()
 
 
-def test_thread_writes_give_up_after_send_timeout() -> None:
-    """Under threads (Werkzeug's server) a write the peer does not take in
-    ``send_timeout`` seconds closes the connection with 1008, and the sending
-    thread gets its control back."""
-    ws, _ours, client = thread_websocket(send_timeout=0.3)
+def test_a_thread_that_sends_to_a_peer_that_never_reads_times_out_and_a_broadcast_closes_1008() -> None:
+    """From a thread, as in the loop: send() waits at the high-water mark and raises
+    TimeoutError after send_timeout (the connection stays open); writes that do not wait
+    (broadcast) past max_buffered_amount close it with 1008. Memory stays bounded by both."""
+    from takeover import broadcast
+
+    ws, _ours, client = thread_websocket(send_timeout=0.3, max_buffered_amount=4 * 1024 * KIB)
     closed = threading.Event()
     codes: list[int] = []
     ws.add_event_listener("close", lambda event: (codes.append(event.code), closed.set()))
-    returned = threading.Event()
-
-    def sender() -> None:
-        for _ in range(2000):  # 125 MiB
-            ws.send(b"x" * MESSAGE)
-            if ws.ready_state != WebSocket.OPEN:
-                break
-        returned.set()
-
     started = time.monotonic()
-    threading.Thread(target=sender, daemon=True).start()
-    assert returned.wait(10), "the sending thread stayed blocked"
+    with pytest.raises(TimeoutError):
+        for _ in range(2000):  # 125 MiB, were nothing to stop it
+            ws.send(b"x" * MESSAGE)
+    assert time.monotonic() - started < 5
+    assert ws.ready_state == WebSocket.OPEN
+    assert ws.buffered_amount <= 2 * 1024 * KIB
+    for _ in range(2000):
+        if not broadcast([ws], b"y" * MESSAGE):
+            break
     assert closed.wait(10)
     assert codes == [1008]
-    assert time.monotonic() - started < 5
     client.close()

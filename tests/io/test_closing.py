@@ -8,6 +8,7 @@ stream) and the events the application sees, in order.
 from __future__ import annotations
 
 import gc
+import threading
 from typing import Any
 
 import gevent
@@ -216,9 +217,13 @@ def test_an_upgrade_response_never_returned_is_abandoned_with_1006() -> None:
     ws, response = upgrade_websocket(environ)
     events: list[tuple[str, Any]] = []
     ws.add_event_listener("error", lambda event: events.append(("error", event.message)))
+    closed = threading.Event()
     ws.add_event_listener("close", lambda event: events.append(("close", (event.code, event.was_clean))))
+    ws.add_event_listener("close", lambda event: closed.set())
     environ.clear()  # the environ held the pending WebSocket, not the response
     del response
     gc.collect()
+    # Made in this plain thread, it lives in the I/O loop: its listeners run in that loop's threads.
+    assert closed.wait(5)
     assert events == [("error", NOT_RETURNED), ("close", (1006, False))]
     assert ws.ready_state is WebSocket.CLOSED

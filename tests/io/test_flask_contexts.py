@@ -138,7 +138,7 @@ def test_contexts_in_the_listener_threads_of_a_handed_over_websocket() -> None:
     """As on gunicorn's sync and gthread workers: the I/O loop has the socket, a pool runs the listeners."""
     import socket as socket_module
 
-    from takeover._io.handover import hand_over
+    from takeover._io import handover
     from tests.clients import RawClient
     from tests.frames import client_frame
 
@@ -154,7 +154,8 @@ def test_contexts_in_the_listener_threads_of_a_handed_over_websocket() -> None:
             f"{current_app.name} {request.args['room']} {g.who} {len(teardowns)} {event.data}"
         )
     server_end, client_end = socket_module.socketpair()
-    hand_over(ws, server_end, b"")
+    handover.claim(ws)
+    handover.attach(ws, server_end, b"")
     client = RawClient.__new__(RawClient)
     client.sock, client.buffer = client_end, b""
     client_end.settimeout(10)

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from werkzeug.test import EnvironBuilder
 
-from takeover import InvalidStateError, upgrade_websocket
-from takeover._io.handover import hand_over, swap_out
+from takeover import upgrade_websocket
+from takeover._io import handover
+from takeover._io.handover import swap_out
 from takeover._io.listeners import ListenerPool, Mailbox
 from takeover._io.loop import io_loop
 from takeover.events import MessageEvent
@@ -138,17 +139,49 @@ def test_a_handed_over_websocket_echoes_from_a_listener_thread() -> None:
     ws.onmessage = on_message
     closed = threading.Event()
     ws.onclose = lambda event: closed.set()
-    ws.session.claim()
-    hand_over(ws, ours, client_frame(TEXT, b"in the head"))
+    handover.claim(ws)
+    handover.attach(ws, ours, client_frame(TEXT, b"in the head"))
     client = RawClient(0, connect=lambda *args, **kwargs: theirs)
     assert client.read_response()[0] == 101
     assert client.read_frame() == (TEXT, True, b"in the head")
     client.send(client_frame(TEXT, b"again"))
     assert client.read_frame() == (TEXT, True, b"again")
     assert threads and all(name.startswith("takeover-listener") for name in threads)
-    with pytest.raises(InvalidStateError, match="message listener"):
-        ws.receive(timeout=1)
+    with pytest.raises(TimeoutError):  # messages go to the listener, none to receive()
+        ws.receive(timeout=0.2)
     client.send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
     assert client.read_close() == (1000, "")
     assert closed.wait(5)
     assert ws.wait_closed(5)
+
+
+def test_receive_and_send_from_a_thread_of_the_application() -> None:
+    """A blocking reader in a thread of its own: the connection lives in the I/O loop, the
+    thread reads with receive() and writes with send(), and the close ends its loop."""
+    ours, theirs = socket.socketpair()
+    ws, _ = upgrade_websocket(EnvironBuilder(path="/b", headers=HEADERS).get_environ())
+    handover.claim(ws)
+    seen: list[Any] = []
+    ended = threading.Event()
+
+    def blocking() -> None:
+        try:
+            for message in ws:
+                seen.append((threading.current_thread().name, message))
+                ws.send(message.upper())
+        finally:
+            ended.set()
+
+    reader = threading.Thread(target=blocking, name="app-reader", daemon=True)
+    reader.start()
+    handover.attach(ws, ours, client_frame(TEXT, b"first"))
+    client = RawClient(0, connect=lambda *args, **kwargs: theirs)
+    assert client.read_response()[0] == 101
+    assert client.read_frame() == (TEXT, True, b"FIRST")
+    client.send(client_frame(TEXT, b"second"))
+    assert client.read_frame() == (TEXT, True, b"SECOND")
+    assert ws.session.loop.ident != threading.get_ident()
+    client.send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
+    assert client.read_close() == (1000, "")
+    assert ended.wait(5), "the reader's loop did not end at the close"
+    assert seen == [("app-reader", "first"), ("app-reader", "second")]

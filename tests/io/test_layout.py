@@ -37,6 +37,34 @@ def test_only_websocket_py_and_io_touch_a_websockets_private_attributes() -> Non
     assert not offenders, "\n".join(offenders)
 
 
+def test_only_websocket_py_and_io_touch_a_websockets_session() -> None:
+    """Adapters, the hub, legacy and Flask-Sock talk to a WebSocket through its public surface and
+    the adapter seam (takeover._io.handover), never through ``ws.session`` (docs/architecture.rst)."""
+    session = re.compile(r"\.session\b(?!_)")
+    flask_session = re.compile(r"\b(?:flask|from flask import [^\n]*)\bsession\b")
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative == "websocket.py" or relative.startswith("_io/"):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if session.search(line) and not flask_session.search(line):
+                offenders.append(f"{relative}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_execution_model_is_one_loop_class() -> None:
+    """One class for where a session lives (and a hub's home): no second loop, no thread runtime."""
+    loops = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        for name in re.findall(r"^class (\w*(?:Loop|Home|Runtime)\w*)\b", text, re.M):
+            loops.append(f"{path.relative_to(PACKAGE).as_posix()}:{name}")
+    assert loops == ["_io/loop.py:Loop"], loops
+    # The facade delegates to its session without asking where it runs.
+    assert "in_loop" not in (PACKAGE / "websocket.py").read_text()
+
+
 def test_modules_stay_small() -> None:
     sizes = {path.relative_to(PACKAGE).as_posix(): len(path.read_text().splitlines())
              for path in PACKAGE.rglob("*.py")}

@@ -22,9 +22,10 @@ import gevent.event
 import gevent.socket
 import pytest
 
+from takeover._io.loop import current_loop
 from takeover._io.parker import PARK_AFTER
-from takeover._io.runtime import gevent_runtime
 from takeover._io.transport import GeventTransport
+from tests.io.waiting import unread, wait_until
 
 #: The latest a reader that started waiting may be parked: two sweeps, and some slack.
 PARKED_BY = 2 * PARK_AFTER + 0.5
@@ -33,7 +34,7 @@ PARKED_BY = 2 * PARK_AFTER + 0.5
 @pytest.fixture
 def pair() -> Iterator[tuple[GeventTransport, Any]]:
     ours, peer = gevent.socket.socketpair()
-    transport = GeventTransport(ours, gevent_runtime().parker)
+    transport = GeventTransport(ours, current_loop())
     yield transport, peer
     transport.abort()
     peer.close()
@@ -46,15 +47,20 @@ def timed_recv(transport: GeventTransport, park: bool = True) -> tuple[bytes | N
 
 
 class Resumed:
-    """A ``resume`` callback: records the greenlet it ran in and what ``recv(park=True)`` then gave."""
+    """A ``resume`` callback: records the greenlet it ran in and what ``recv(park=True)`` then gave.
+
+    ``called`` is set as soon as it is called, before it reads.
+    """
 
     def __init__(self, transport: GeventTransport) -> None:
         self.transport = transport
+        self.called = gevent.event.Event()
         self.done = gevent.event.AsyncResult()
         self.calls = 0
 
     def __call__(self) -> None:
         self.calls += 1
+        self.called.set()
         in_hub = gevent.getcurrent() is gevent.get_hub()
         self.done.set((in_hub, self.transport.recv(park=True)))
 
@@ -73,7 +79,7 @@ def test_a_parked_reader_is_resumed_in_a_new_greenlet_when_data_arrives(
     assert transport.recv(park=True) is None
     resumed = Resumed(transport)
     transport.resume_when_readable(resumed)
-    gevent.sleep(0.2)
+    assert not resumed.called.wait(0.2), "resumed without data"  # the wait is expected to time out
     assert resumed.calls == 0, "resumed without data"
     peer.sendall(b"wake up")
     in_hub, data = resumed.done.get(timeout=5)
@@ -101,6 +107,7 @@ def test_a_resumed_reader_parks_again_when_idle_again(pair: tuple[GeventTranspor
 def test_data_within_park_after_is_returned_not_parked(pair: tuple[GeventTransport, Any]) -> None:
     transport, peer = pair
     reader = gevent.spawn(timed_recv, transport)
+    # The peer is silent for less than PARK_AFTER: the subject of the test, not synchronisation.
     gevent.sleep(PARK_AFTER / 4)
     peer.sendall(b"in time")
     data, elapsed = reader.get(timeout=5)
@@ -111,7 +118,7 @@ def test_data_within_park_after_is_returned_not_parked(pair: tuple[GeventTranspo
 def test_data_already_there_is_returned_at_once(pair: tuple[GeventTransport, Any]) -> None:
     transport, peer = pair
     peer.sendall(b"waiting")
-    gevent.sleep(0.01)
+    wait_until(lambda: unread(transport.sock) == len(b"waiting"), what="the bytes to be in our receive queue")
     data, elapsed = timed_recv(transport)
     assert data == b"waiting" and elapsed < PARK_AFTER / 2
 
@@ -146,7 +153,7 @@ def test_an_aborted_parked_reader_is_never_resumed(
     transport.resume_when_readable(resumed)
     transport.abort()
     assert peer.recv(10) == b""  # the peer sees the end; our side resumes nothing
-    gevent.sleep(0.2)
+    assert not resumed.called.wait(0.2), "an aborted reader was resumed"  # expected to time out
     assert resumed.calls == 0
     if not owns_socket:
         transport.sock.close()
@@ -157,15 +164,16 @@ def test_resume_when_readable_after_abort_does_nothing(pair: tuple[GeventTranspo
     transport.abort()
     resumed = Resumed(transport)
     transport.resume_when_readable(resumed)
-    gevent.sleep(0.2)
+    assert not resumed.called.wait(0.2), "resumed after abort"  # expected to time out
     assert resumed.calls == 0
 
 
 def test_many_idle_readers_are_each_parked_and_resumed_on_their_own() -> None:
     pairs = [gevent.socket.socketpair() for _ in range(50)]
-    transports = [GeventTransport(ours, gevent_runtime().parker) for ours, _ in pairs]
+    transports = [GeventTransport(ours, current_loop()) for ours, _ in pairs]
     try:
         readers = [gevent.spawn(timed_recv, transport) for transport in transports]
+        # One peer is silent for less than PARK_AFTER, then sends: the subject, not synchronisation.
         gevent.sleep(PARK_AFTER / 4)
         pairs[0][1].sendall(b"busy")  # one connection is not idle
         results = [reader.get(timeout=PARKED_BY + 5) for reader in readers]
@@ -179,7 +187,9 @@ def test_many_idle_readers_are_each_parked_and_resumed_on_their_own() -> None:
         for index, callback in enumerate(resumed, start=1):
             if index % 2:
                 assert callback.done.get(timeout=5) == (False, b"%d" % index)
-        gevent.sleep(0.1)
+        # The readers without data must not be resumed: this wait for any of them is expected to time out.
+        idle = [callback.called for index, callback in enumerate(resumed, start=1) if not index % 2]
+        assert gevent.wait(idle, timeout=0.1, count=1) == [], "an idle reader was resumed without data"
         assert [callback.calls for callback in resumed] == [index % 2 for index in range(1, 50)]
     finally:
         for transport, (_, peer) in zip(transports, pairs, strict=True):
@@ -203,7 +213,7 @@ def test_tls_readers_are_never_parked() -> None:
     accepting = gevent.spawn(server_context.wrap_socket, ours, server_side=True)
     peer = client_context.wrap_socket(theirs, server_hostname="localhost")
     tls = accepting.get(timeout=10)
-    transport = GeventTransport(tls, gevent_runtime().parker)
+    transport = GeventTransport(tls, current_loop())
     try:
         later = gevent.spawn_later(PARKED_BY, peer.sendall, b"late")
         data, elapsed = timed_recv(transport, park=True)

@@ -10,8 +10,8 @@ import gevent.socket
 from werkzeug.test import EnvironBuilder
 
 from takeover import upgrade_websocket
+from takeover._io.loop import current_loop
 from takeover._io.parker import PARK_AFTER
-from takeover._io.runtime import gevent_runtime
 from tests.clients import RawClient
 from tests.frames import client_frame
 
@@ -26,7 +26,7 @@ HEADERS = {
 def park_and_resume(results: dict[str, Any], name: str) -> None:
     """In this thread's own hub: open a session, let its reader park, then wake it with a message."""
     try:
-        runtime = gevent_runtime()
+        loop = current_loop()
         ours, theirs = gevent.socket.socketpair()
         environ = EnvironBuilder(path="/p", headers=HEADERS).get_environ()
         ws, _ = upgrade_websocket(environ, socket=ours, idle_timeout=None)
@@ -43,11 +43,12 @@ def park_and_resume(results: dict[str, Any], name: str) -> None:
         echoed = client.read_frame()
         ws.close()
         results[name] = {
-            "runtime": runtime,
+            "takeover_loop": loop,
+            "session_loop": ws.session.loop,
             "loop": gevent.get_hub().loop,
             "parked": parked,
             "echo": echoed,
-            "parker_loop": runtime.parker._loop,
+            "parker_loop": loop.parker._loop,
         }
     except BaseException as error:  # reported to the test thread
         results[name] = error
@@ -67,9 +68,10 @@ def test_each_threads_hub_parks_and_resumes_its_own_readers() -> None:
         assert result["parked"], f"thread {name}'s idle reader was not parked"
         assert result["echo"] == (0x1, True, name.encode()), "the parked reader did not resume"
         assert result["parker_loop"] is result["loop"], "the parker runs on another thread's loop"
-    assert results["a"]["runtime"] is not results["b"]["runtime"]
-    assert results["a"]["runtime"].parker is not results["b"]["runtime"].parker
+        assert result["session_loop"] is result["takeover_loop"], "the session left its thread's hub"
+    assert results["a"]["loop"] is not results["b"]["loop"]
+    assert results["a"]["takeover_loop"].parker is not results["b"]["takeover_loop"].parker
 
 
-def test_a_hub_keeps_one_runtime() -> None:
-    assert gevent_runtime() is gevent_runtime()
+def test_a_hub_keeps_one_loop() -> None:
+    assert current_loop() is current_loop()

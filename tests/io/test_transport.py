@@ -1,8 +1,8 @@
-"""The byte transports under a WebSocket, over socket pairs in this process.
+"""The byte transport under a WebSocket, over socket pairs in this process.
 
-:class:`GeventTransport` (gevent sockets: a write never blocks the caller, a
-writer greenlet drains a queue) and :class:`ThreadTransport` (plain sockets: a
-write blocks the caller's thread, bounded by ``send_timeout``). Written to what
+:class:`GeventTransport`: a write never blocks the caller, from the loop or from
+any other thread (the kernel first, then a writer greenlet that drains a queue in
+the loop). Written to what
 a WebSocket relies on, through the methods and settings it uses (``write``,
 ``write_last``, ``recv``, ``flush``, ``wait_for_room``, ``abort``,
 ``shutdown_write``, ``buffered_amount``, ``high_water``, ``limit``,
@@ -16,10 +16,7 @@ queue, or read by the peer. Parking an idle gevent reader is tests/io/test_parke
 
 from __future__ import annotations
 
-import fcntl
 import socket
-import struct
-import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,27 +27,13 @@ import gevent.event
 import gevent.socket
 import pytest
 
-from takeover._io.parker import PARK_AFTER
-from takeover._io.runtime import gevent_runtime
-from takeover._io.transport import GeventTransport, ThreadTransport
+from takeover._io.loop import current_loop
+from takeover._io.transport import GeventTransport
+from tests.io.waiting import rounds, unread, wait_until
 
 KIB = 1024
 MIB = 1024 * KIB
 BIG = 4 * MIB  # far more than a socket pair's buffers take (about 200 KiB each way here)
-
-
-def peer_unread(sock: Any) -> int:
-    """Bytes in ``sock``'s receive queue: sent to it, not read yet."""
-    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0])
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5, what: str = "the condition") -> None:
-    """Poll ``predicate`` (yielding to gevent between tries) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        gevent.sleep(0.005)
 
 
 def read_exactly(sock: Any, size: int, chunk: int = 256 * KIB) -> bytes:
@@ -81,7 +64,7 @@ def gevent_pair() -> Iterator[tuple[GeventTransport, Any]]:
     """A GeventTransport on one end of a gevent socket pair, and the other end (the peer)."""
     ours, peer = gevent.socket.socketpair()
     peer.settimeout(10)
-    transport = GeventTransport(ours, gevent_runtime().parker)
+    transport = GeventTransport(ours, current_loop())
     yield transport, peer
     transport.abort()
     peer.close()
@@ -105,7 +88,7 @@ class TestGeventWrite:
         transport.write(b"x" * 1000)
         # Without a greenlet switch: nothing left over, it is all with the peer already.
         assert transport.buffered_amount == 0
-        assert peer_unread(peer) == 1000
+        assert unread(peer) == 1000
         assert transport.flush(0) is True
 
     def test_buffered_amount_is_exactly_what_the_kernel_has_not_taken(
@@ -117,13 +100,18 @@ class TestGeventWrite:
             transport.write(b"x" * size)
             total += size
             # Every byte is in the transport or with the peer, at once (no switch yet).
-            assert transport.buffered_amount + peer_unread(peer) == total
+            assert transport.buffered_amount + unread(peer) == total
         assert transport.buffered_amount > 0, "the kernel took it all: the test proves nothing"
         read = 0
-        while read < total:
-            # Let the writer greenlet do what the kernel lets it, then count again.
-            gevent.sleep(0.01)
-            assert transport.buffered_amount + peer_unread(peer) + read == total
+        for _ in rounds(10, "the peer to read everything"):
+            if read >= total:
+                break
+            # The writer greenlet refills what the peer read (the kernel lets it): count then.
+            wait_until(
+                lambda: unread(peer) > 0 or transport.buffered_amount == 0,
+                what="the writer to refill the peer's queue",
+            )
+            assert transport.buffered_amount + unread(peer) + read == total
             read += len(peer.recv(300 * KIB))
         assert read == total
         wait_until(lambda: transport.buffered_amount == 0, what="the queue to drain")
@@ -213,7 +201,7 @@ class TestGeventOverflow:
         for _ in range(8):
             transport.write(b"x" * MIB)
         assert overflows == []
-        assert transport.buffered_amount + peer_unread(peer) == 8 * MIB
+        assert transport.buffered_amount + unread(peer) == 8 * MIB
         reader = gevent.spawn(read_exactly, peer, 8 * MIB)
         assert len(reader.get(timeout=10)) == 8 * MIB
 
@@ -244,12 +232,15 @@ class TestGeventWaitForRoom:
             seen.append(transport.buffered_amount)
 
         waiting = gevent.spawn(waiter)
-        gevent.sleep(0.1)
+        waiting.join(timeout=0.1)  # ends early only if it returns: it must not, for 0.1 s
         assert not waiting.dead, "it returned while the peer read nothing"
         read = 0
-        while not waiting.dead:
+        for _ in rounds(10, "wait_for_room to return"):
+            if waiting.dead:
+                break
             read += len(peer.recv(64 * KIB))
-            gevent.sleep(0.001)
+            # The writer refills what the peer read; the waiter returns once the queue is at the mark.
+            wait_until(lambda: waiting.dead or unread(peer) > 0, what="the writer to move on")
         waiting.get()
         assert seen[0] <= high_water
         assert seen[0] > 0 and read < BIG, "it waited for an empty queue, not for the mark"
@@ -269,7 +260,7 @@ class TestGeventWaitForRoom:
         transport.high_water = 0
         transport.write(b"x" * BIG)
         waiting = gevent.spawn(transport.wait_for_room, None)
-        gevent.sleep(0.05)
+        waiting.join(timeout=0.05)  # ends early only if it returns: it must not, for 0.05 s
         assert not waiting.dead
         transport.abort()
         assert waiting.get(timeout=5) is True  # the caller then finds the transport closed
@@ -281,7 +272,7 @@ class TestGeventWaitForRoom:
         transport.write(b"x" * BIG)
         transport.write(b"queued")
         waiting = gevent.spawn(transport.wait_for_room, None)
-        gevent.sleep(0.05)
+        waiting.join(timeout=0.05)  # ends early only if it returns: it must not, for 0.05 s
         assert not waiting.dead
         transport.write(b"overflows")
         assert waiting.get(timeout=5) is True
@@ -306,7 +297,7 @@ class TestGeventCloseAndShutdown:
     ) -> None:
         transport, peer = gevent_pair
         reader = gevent.spawn(transport.recv)
-        gevent.sleep(0.05)
+        reader.join(timeout=0.05)  # ends early only if recv returns: it must block, with no data
         assert not reader.dead
         transport.abort()
         assert reader.get(timeout=5) == b""
@@ -367,17 +358,27 @@ class TestGeventCloseAndShutdown:
         assert transport.recv() == b""
 
 
-# -- ThreadTransport ----------------------------------------------------------------
+# -- writes from other threads than the loop's --------------------------------------
+#
+# A session lives in one loop; its application code may run in other threads (the I/O
+# loop's listener threads, a blocking handler's thread). Their writes go to the kernel
+# from their own thread when nothing is queued, and to the loop's writer greenlet when
+# the kernel pushes back.
 
 
 @pytest.fixture
-def thread_pair() -> Iterator[tuple[ThreadTransport, socket.socket]]:
-    """A ThreadTransport on one end of a plain socket pair, and the other end (the peer)."""
+def loop_pair() -> Iterator[tuple[GeventTransport, socket.socket]]:
+    """A transport of the I/O loop (another thread's hub) on a socket pair, and the peer."""
+    from takeover._io.adopt import adopt, detach_for_loop
+    from takeover._io.loop import io_loop
+
+    loop = io_loop()
     ours, peer = socket.socketpair()
     peer.settimeout(10)
-    transport = ThreadTransport(ours)
+    moved = detach_for_loop(ours, in_loop=False)
+    transport: GeventTransport = loop.run_sync(lambda: loop.transport(adopt(moved)), timeout=5)
     yield transport, peer
-    transport.abort()
+    loop.run_sync(transport.abort, timeout=5)
     peer.close()
 
 
@@ -389,145 +390,78 @@ def in_thread(fn: Callable[..., Any], *args: Any) -> tuple[threading.Thread, lis
     return thread, result
 
 
-def poll(predicate: Callable[[], bool], timeout: float = 5, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
-class TestThreadWrite:
-    def test_a_write_returns_once_the_kernel_has_taken_it(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
+class TestWritesFromAnotherThread:
+    def test_a_write_the_kernel_takes_leaves_nothing_queued(
+        self, loop_pair: tuple[GeventTransport, socket.socket]
     ) -> None:
-        transport, peer = thread_pair
-        reader, got = in_thread(read_exactly, peer, BIG + 5)
-        transport.write(b"x" * BIG)
+        transport, peer = loop_pair
+        transport.write(b"hello")  # this thread is not the loop's
         assert transport.buffered_amount == 0
-        transport.write(b"hello")
-        reader.join(10)
-        assert got == [b"x" * BIG + b"hello"]
+        assert read_exactly(peer, 5) == b"hello"
 
-    def test_buffered_amount_is_what_the_kernel_has_not_taken_of_the_write_in_progress(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
+    def test_the_rest_is_drained_by_the_loop_in_order(
+        self, loop_pair: tuple[GeventTransport, socket.socket]
     ) -> None:
-        transport, peer = thread_pair
-        transport.send_timeout = 10
-        writer, _ = in_thread(transport.write, b"x" * BIG)
-        # The writer is blocked with the peer's queue full: the rest is buffered_amount.
-        poll(lambda: peer_unread(peer) > 0 and transport.buffered_amount + peer_unread(peer) == BIG,
-             what="the write to block")
+        transport, peer = loop_pair
+        transport.write(b"x" * BIG)  # the kernel takes a part: the loop's writer sends the rest
         assert transport.buffered_amount > 0
-        assert len(read_exactly(peer, BIG)) == BIG
-        writer.join(10)
-        assert not writer.is_alive()
-        assert transport.buffered_amount == 0
+        transport.write(b"tail")  # queued behind it, not sent before it
+        assert transport.buffered_amount + unread(peer) == BIG + 4
+        assert read_exactly(peer, BIG + 4) == b"x" * BIG + b"tail"
+        wait_until(lambda: transport.buffered_amount == 0, what="the queue to drain")
 
-    def test_a_write_that_makes_progress_does_not_time_out(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
+    def test_writes_of_two_threads_and_the_loop_keep_whole_frames(
+        self, loop_pair: tuple[GeventTransport, socket.socket]
     ) -> None:
-        """send_timeout counts from the peer's last read, not from the start of the write."""
-        transport, peer = thread_pair
-        transport.send_timeout = 0.3
-        overflows: list[bool] = []
-        transport.on_overflow = lambda: overflows.append(True)
-        size = 2 * MIB
+        from takeover._io.loop import io_loop
 
-        def slow_reader() -> int:
-            got = 0
-            while got < size:
-                got += len(peer.recv(256 * KIB))
-                time.sleep(0.1)  # the pace of a slow reader, under send_timeout
-            return got
-
-        reader, got = in_thread(slow_reader)
-        started = time.monotonic()
-        transport.write(b"x" * size)
-        assert time.monotonic() - started > 0.3  # longer than send_timeout, in all
+        transport, peer = loop_pair
+        chunk = 64 * KIB
+        parts = {name: bytes([name]) * chunk for name in b"abc"}
+        reader, got = in_thread(read_exactly, peer, 3 * 20 * chunk)
+        writers = [in_thread(lambda p: [transport.write(p) for _ in range(20)], parts[n])[0] for n in b"ab"]
+        io_loop().run_sync(lambda: [transport.write(parts[ord("c")]) for _ in range(20)], timeout=10)
+        for writer in writers:
+            writer.join(10)
         reader.join(10)
-        assert got == [size] and overflows == []
-        assert transport.buffered_amount == 0
+        data = got[0]
+        blocks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+        assert all(block in parts.values() for block in blocks), "a write was interleaved with another"
+        assert sorted(block[:1] for block in blocks) == [b"a"] * 20 + [b"b"] * 20 + [b"c"] * 20
 
-    def test_no_progress_for_send_timeout_overflows(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
+    def test_wait_for_room_in_a_thread_returns_when_the_peer_reads(
+        self, loop_pair: tuple[GeventTransport, socket.socket]
     ) -> None:
-        transport, peer = thread_pair
-        transport.send_timeout = 0.2
-        overflows: list[bool] = []
-        transport.on_overflow = lambda: overflows.append(True)
-        started = time.monotonic()
-        transport.write(b"x" * BIG)  # the peer reads nothing
-        assert 0.15 <= time.monotonic() - started < 3
-        assert overflows == [True]
-        assert transport.buffered_amount == 0
-        transport.write(b"after")  # refused: a frame may be half written
-        transport.write_last(b"\x88\x02\x03\xf0")  # nothing can follow a half-written write
-        assert overflows == [True]
-        received = read_to_eof(peer)  # the connection is shut down
-        assert 0 < len(received) < BIG and set(received) == {ord("x")}
+        transport, peer = loop_pair
+        transport.high_water = 64 * KIB
+        transport.write(b"x" * BIG)
+        assert transport.buffered_amount > transport.high_water
+        assert transport.wait_for_room(0.05) is False  # nobody reads: no room within the timeout
+        waiter, result = in_thread(transport.wait_for_room, 10)
+        read_exactly(peer, BIG)
+        waiter.join(10)
+        assert result == [True] and transport.buffered_amount <= transport.high_water
 
-    def test_flush_waits_for_a_write_in_progress(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
+    def test_a_thread_that_overflows_the_limit_is_refused(
+        self, loop_pair: tuple[GeventTransport, socket.socket]
     ) -> None:
-        transport, peer = thread_pair
-        assert transport.flush(0) is True  # no write in progress
-        transport.send_timeout = 10
-        writer, _ = in_thread(transport.write, b"x" * BIG)
-        poll(lambda: transport.buffered_amount > 0, what="the write to start")
-        assert transport.flush(0.1) is False
-        reader, _ = in_thread(read_exactly, peer, BIG)
-        assert transport.flush(10) is True
-        writer.join(10)
-        reader.join(10)
-
-    def test_wait_for_room_never_waits(self, thread_pair: tuple[ThreadTransport, socket.socket]) -> None:
-        transport, _peer = thread_pair
-        transport.high_water = 0
-        assert transport.wait_for_room(None) is True
-        assert transport.wait_for_room(0) is True
+        transport, _peer = loop_pair
+        transport.limit = 256 * KIB
+        overflows: list[str] = []
+        transport.on_overflow = lambda: overflows.append(threading.current_thread().name)
+        transport.write(b"x" * BIG)  # in flight
+        for _ in range(8):
+            transport.write(b"y" * (64 * KIB))  # queued, then over the limit
+        assert overflows == [threading.current_thread().name]
+        assert not transport.accepting
+        assert transport.buffered_amount <= BIG  # the queue behind the write in flight was dropped
 
     def test_a_write_to_a_vanished_peer_does_not_raise(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
+        self, loop_pair: tuple[GeventTransport, socket.socket]
     ) -> None:
-        transport, peer = thread_pair
+        transport, peer = loop_pair
         peer.close()
-        transport.write(b"x" * BIG)
-        transport.write(b"more")
-        assert transport.buffered_amount == 0
-        assert transport.recv() == b""
-
-
-class TestThreadCloseAndShutdown:
-    def test_abort_wakes_a_reader_thread_with_the_end_of_stream(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
-    ) -> None:
-        transport, peer = thread_pair
-        reader, got = in_thread(transport.recv)
-        time.sleep(0.05)
-        assert reader.is_alive()
-        transport.abort()
-        reader.join(5)
-        assert got == [b""]
-        transport.write(b"after")  # dropped
-        assert read_to_eof(peer) == b""
-
-    def test_shutdown_write_ends_the_stream_but_still_reads(
-        self, thread_pair: tuple[ThreadTransport, socket.socket]
-    ) -> None:
-        transport, peer = thread_pair
-        transport.write(b"last words")
-        transport.shutdown_write()
-        assert read_to_eof(peer) == b"last words"
-        peer.sendall(b"reply")
-        assert transport.recv() == b"reply"
-        peer.close()
-        assert transport.recv() == b""
-
-    def test_recv_never_parks(self, thread_pair: tuple[ThreadTransport, socket.socket]) -> None:
-        """Blocking transports have no parking: ``recv(park=True)`` waits for data like ``recv()``."""
-        transport, peer = thread_pair
-        timer = threading.Timer(PARK_AFTER * 2, peer.sendall, (b"late",))
-        timer.start()
-        assert transport.recv(park=True) == b"late"
-        timer.join()
+        for _ in range(4):
+            transport.write(b"x" * BIG)
+        wait_until(lambda: transport.buffered_amount == 0, what="the queue to be dropped")
+        assert not transport.accepting

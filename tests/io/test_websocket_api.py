@@ -26,6 +26,7 @@ from takeover.server import Server
 from takeover.upgrade import ENVIRON_KEY, complete_upgrade, pending_upgrade
 from tests.clients import RawClient, handshake_request
 from tests.frames import client_frame
+from tests.io.waiting import holds_within, wait_until
 
 TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 Listener = Callable[[Request, Any, bytes], None]
@@ -201,7 +202,8 @@ class TestEvents:
         recorder.attach(result.get(timeout=5))
         client.close()
         assert recorder.closed.wait(5)
-        gevent.sleep(0.05)  # let any duplicate dispatch happen before counting
+        # A duplicate dispatch would come right after: this wait for one is expected to time out.
+        assert not holds_within(lambda: len(recorder.events) > 2, 0.05), recorder.types()
         assert recorder.types() == ["error", "close"]
         assert recorder.events[-1].code == 1006 and not recorder.events[-1].was_clean
 
@@ -310,31 +312,38 @@ class TestClose:
 class TestBlockingApi:
     def test_receive_and_iteration(self, server: Server) -> None:
         outcome: dict[str, Any] = {}
+        timed_out = gevent.event.Event()
+        returned = gevent.event.Event()
 
         def listener(request: Request, sock: Any, head: bytes) -> None:
-            ws, _ = upgrade_websocket(request, socket=sock, head=head)
             try:
-                ws.receive(timeout=0.05)
-            except TimeoutError:
-                outcome["timeout"] = True
-            for message in ws:
-                ws.send(message.upper() if isinstance(message, str) else message)
-            try:
-                ws.receive()
-            except ConnectionClosed as closed:
-                outcome["closed"] = (closed.code, closed.reason)
+                ws, _ = upgrade_websocket(request, socket=sock, head=head)
+                try:
+                    ws.receive(timeout=0.05)
+                except TimeoutError:
+                    outcome["timeout"] = True
+                    timed_out.set()
+                for message in ws:
+                    ws.send(message.upper() if isinstance(message, str) else message)
+                try:
+                    ws.receive()
+                except ConnectionClosed as closed:
+                    outcome["closed"] = (closed.code, closed.reason)
+            finally:
+                returned.set()
 
         on_upgrade(server, listener)
         client = open_client(server)
         assert client.read_response()[0] == 101
-        gevent.sleep(0.1)  # let receive(timeout=0.05) time out before anything arrives
+        # receive(timeout=0.05) times out before anything arrives.
+        assert timed_out.wait(5), f"receive(timeout=0.05) did not time out: {outcome}"
         client.send(client_frame(TEXT, b"abc") + client_frame(BINARY, b"\x00"))
         assert client.read_frame() == (TEXT, True, b"ABC")
         assert client.read_frame() == (BINARY, True, b"\x00")
         client.send(client_frame(CLOSE, (4002).to_bytes(2, "big") + b"end"))
         assert client.read_close() == (4002, "")
         assert client.at_eof()
-        gevent.sleep(0)
+        assert returned.wait(5), "the listener did not return after the close"
         assert outcome == {"timeout": True, "closed": (4002, "end")}
 
 
@@ -375,11 +384,11 @@ def _upgrade_headers() -> dict[str, str]:
     }
 
 
-def test_plain_sockets_are_driven_by_threads() -> None:
-    """A non-gevent socket (Werkzeug's threaded server) gets the thread runtime."""
+def test_plain_sockets_live_in_the_io_loop() -> None:
+    """A non-gevent socket, from a plain thread (a threaded server's), lives in takeover's I/O loop."""
     ours, theirs = socket.socketpair()
     environ = EnvironBuilder(path="/", headers=_upgrade_headers()).get_environ()
-    # Under threads the session starts at once, so messages that arrive before
+    # In the I/O loop the session starts at once, so messages that arrive before
     # a listener is set are queued for receive(): the head goes there.
     ws, _ = upgrade_websocket(environ, socket=ours, head=client_frame(TEXT, b"head"))
     assert ws.receive(timeout=5) == "head"
@@ -395,7 +404,9 @@ def test_plain_sockets_are_driven_by_threads() -> None:
     client.send(client_frame(CLOSE, b""))
     assert client.read_close() == (None, "")
     assert closed.wait(5)
-    assert ws.session.runtime is not None and ws.session.runtime.name == "threads"
+    from takeover._io.loop import io_loop
+
+    assert ws.session.loop is io_loop()
 
 
 def test_one_log_line_per_upgrade_and_per_close(server: Server, caplog: pytest.LogCaptureFixture) -> None:
@@ -440,9 +451,9 @@ def test_a_full_receive_queue_pauses_reading_without_idle_close_or_loss(server: 
     client.send(b"".join(client_frame(TEXT, str(index).encode()) for index in range(5)))
     client.send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
     # Nobody calls receive() for three idle timeouts: the silence is the
-    # server's own (backpressure), so no ping and no 1001 may go out.
-    gevent.sleep(1.2)
-    client.sock.settimeout(0.05)
+    # server's own (backpressure), so no ping and no 1001 may go out. The
+    # client reads for that long: the duration is the subject of the test.
+    client.sock.settimeout(1.25)
     with pytest.raises(TimeoutError):
         client.read_frame()
     assert [ws.receive(timeout=5) for _ in range(5)] == ["0", "1", "2", "3", "4"]
@@ -457,10 +468,8 @@ def test_an_idle_reader_parks_and_wakes_up_for_the_next_message(server: Server) 
     ws.onmessage = lambda event: ws.send(event.data)
     client.send(client_frame(TEXT, b"before"))
     assert client.read_frame() == (TEXT, True, b"before")
-    for _ in range(100):  # the reader parks after PARK_AFTER (0.5 s) without data
-        if ws.session.transport._parked:
-            break
-        gevent.sleep(0.05)
+    # The reader parks between one and two PARK_AFTER (0.5 s) without data.
+    wait_until(lambda: ws.session.transport._parked, timeout=5, what="the idle reader to park")
     assert ws.session.transport._parked, "the idle reader did not park"
     client.send(client_frame(TEXT, b"after"))
     assert client.read_frame() == (TEXT, True, b"after")
@@ -474,12 +483,13 @@ def test_a_closed_websocket_is_freed_without_the_garbage_collector(server: Serve
 
     references: list[weakref.ref[WebSocket]] = []
     closed = gevent.event.Event()
+    freed = gevent.event.Event()
 
     def listener(request: Request, sock: Any, head: bytes) -> None:
         ws, _ = upgrade_websocket(request, socket=sock, head=head)
         ws.onmessage = lambda event: ws.send(event.data)  # a cycle through the listener
         ws.add_event_listener("close", lambda event: closed.set())
-        references.append(weakref.ref(ws))
+        references.append(weakref.ref(ws, lambda reference: freed.set()))
 
     on_upgrade(server, listener)
     client = open_client(server)
@@ -488,10 +498,8 @@ def test_a_closed_websocket_is_freed_without_the_garbage_collector(server: Serve
     assert closed.wait(5)
     gc.disable()  # refcounting alone must free it: no registry entry, no cycle left
     try:
-        for _ in range(20):
-            if references[0]() is None:
-                break
-            gevent.sleep(0.01)
+        # Once the session's greenlet has ended; the weak reference's callback says when.
+        assert freed.wait(5), "the WebSocket outlived its connection"
         assert references[0]() is None, "the WebSocket outlived its connection"
     finally:
         gc.enable()

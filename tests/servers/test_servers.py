@@ -201,12 +201,18 @@ def _gunicorn_quiet_options() -> list[str]:
     return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 
 
-def _gunicorn(worker: str, *extra: str) -> Callable[[Path], Served]:
+def _gunicorn(worker: str, *extra: str, tls: bool = False) -> Callable[[Path], Served]:
     def start(tmp: Path) -> Served:
         port = free_port()
         command = [sys.executable, "-m", "gunicorn", "-k", worker, "-w", "2", "-b", f"{HOST}:{port}"]
+        client_ssl = None
+        if tls:  # TLS state cannot leave the server's socket: the session is driven in place
+            files = _tls_files(tmp)
+            command += ["--certfile", str(files.certfile), "--keyfile", str(files.keyfile)]
+            client_ssl = files.client
         command += ["--graceful-timeout", "5", *extra, *_gunicorn_quiet_options(), APP]
-        served = _spawn(f"gunicorn -k {worker}", command, port=port)
+        name = f"gunicorn -k {worker}{' (TLS)' if tls else ''}"
+        served = _spawn(name, command, port=port, client_ssl=client_ssl)
         served.wait_connectable()
         return served
 
@@ -270,6 +276,7 @@ SERVERS: dict[str, Callable[[Path], Served]] = {
     # Threaded workers: event-style sessions are handed over to takeover's I/O loop thread.
     "gunicorn-sync": _gunicorn("sync", "--timeout", "10"),
     "gunicorn-gthread": _gunicorn("gthread", "--threads", "4"),
+    "gunicorn-gthread-tls": _gunicorn("gthread", "--threads", "4", tls=True),
     "werkzeug": start_werkzeug,
     "takeover-serve-tls": start_takeover_cli_tls,
     "uwsgi-http-threads": lambda tmp: start_uwsgi("--master", "--threads", "8"),

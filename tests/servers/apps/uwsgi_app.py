@@ -3,8 +3,8 @@
 * ``/`` answers ``pid=... thread=...``: which worker, and which of its threads, answered.
 * ``/ws`` echoes event-style (a ``message`` listener): handed over, the request returns.
 * ``/blocking`` echoes with ``for message in ws`` in a thread (a greenlet under
-  ``--gevent``) started by the ``open`` listener: no ``message`` listener, so
-  the session runs in place and holds the request's thread.
+  ``--gevent``) started by the ``open`` listener: no ``message`` listener; the
+  session is handed over all the same, and the thread reads from there.
 
 At import it sets ``uwsgi.atexit`` to a hook that prints ``app atexit pid=...``:
 takeover's hook, installed at the first upgrade, must run it after its own.
