@@ -185,7 +185,9 @@ class Ending:
 
             self.handler = None
             HANDLER_THREADS.release()  # it never started: its place is free again
-        self.close_event = close
+        with self._state_lock:  # a first receive() may be making the inbox now: it sees the close
+            self.close_event = close
+            inbox = self.inbox
         if self.opened_at and access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
                 "WebSocket closed %s peer=%s code=%d%s duration=%.3fs",
@@ -195,8 +197,8 @@ class Ending:
         if error is not None:
             self.dispatch(error)
         self.dispatch(close)
-        if self.inbox is not None:
-            self.inbox.end(close)
+        if inbox is not None:
+            inbox.end(close)
         if self.mailbox is None:
             self.close_dispatched()  # else the mailbox says so, once its threads have run it
         self._release()

@@ -238,6 +238,8 @@ class Session(Ending):
                 inbox = self.inbox
                 if inbox is None:
                     inbox = self.inbox = Inbox(self.loop, self.options.max_queue)
+                    if self.close_event is not None:  # first asked for after the close
+                        inbox.end(self.close_event)
         return inbox
 
     def receive(self, timeout: float | None) -> str | bytes | bytearray:

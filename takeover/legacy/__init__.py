@@ -31,10 +31,12 @@ from gevent.pywsgi import WSGIHandler
 from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, WebSocketError
 from geventwebsocket.server import WebSocketServer as _GeventWebSocketServer
 
+from takeover._io import handover
 from takeover.adapters import read_buffered
 from takeover.errors import ConnectionClosed, HandshakeError
+from takeover.events import CloseEvent
 from takeover.options import UNSET
-from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode, encode_frame
+from takeover.protocol.frames import SHUTDOWN_REASON, CloseCode
 from takeover.protocol.handshake import Rejection, header_tokens, is_upgrade_request
 from takeover.protocol.origin import AllowedOrigins
 from takeover.upgrade import ENVIRON_KEY, upgrade_websocket
@@ -64,9 +66,12 @@ _CLOSE_REASONS: dict[int, str] = {
 
 
 class Client:
-    """An entry of ``handler.server.clients``: the peer's ``address`` and its ``ws``."""
+    """An entry of ``handler.server.clients``: the peer's ``address`` and its ``ws``.
 
-    __slots__ = ("address", "ws")
+    A plain object, as gevent-websocket's is: applications keep their own
+    attributes on it (``handler.active_client.nickname = ...``, as its chat
+    example does).
+    """
 
     def __init__(self, address: Any, ws: LegacyWebSocket) -> None:
         self.address = address
@@ -86,12 +91,13 @@ class LegacyWebSocket:
     ``receive()`` returns ``str`` for a text message, ``bytearray`` for a binary
     one and ``None`` once the connection is closed (after which it raises
     :class:`WebSocketError`); ``send(message, binary=None)`` sends ``str`` as
-    text and bytes-like as binary unless ``binary`` says otherwise; ``close(code,
+    text and bytes-like as binary unless ``binary`` says otherwise, and raises
+    :class:`WebSocketError` once the connection is no longer open; ``close(code,
     message)`` starts the close handshake. The takeover WebSocket underneath is
     :attr:`websocket`.
     """
 
-    __slots__ = ("_closed", "environ", "handler", "websocket")
+    __slots__ = ("_close_event", "_closed", "environ", "handler", "websocket")
 
     OPCODE_CONTINUATION = 0x00
     OPCODE_TEXT = 0x01
@@ -106,6 +112,24 @@ class LegacyWebSocket:
         self.websocket = websocket
         self.handler = handler
         self._closed = False
+        self._close_event: CloseEvent | None = None
+        websocket.add_event_listener("close", self._record_close)
+
+    def _record_close(self, event: CloseEvent) -> None:
+        self._close_event = event
+
+    def _dead(self) -> WebSocketError:
+        """gevent-websocket's error for a write to a connection that is gone, with its close code."""
+        event = self._close_event
+        if event is not None:
+            detail = f"connection closed with code {event.code}"
+            if event.reason:
+                detail += f" ({event.reason})"
+        elif self.websocket.ready_state is WebSocket.CLOSING:
+            detail = "connection closing"
+        else:
+            detail = "connection closed"
+        return WebSocketError(f"{MSG_SOCKET_DEAD}: {detail}")
 
     # -- gevent-websocket's properties --------------------------------------
 
@@ -152,7 +176,7 @@ class LegacyWebSocket:
     def read_message(self) -> str | bytearray | None:
         """The next text or binary message, or ``None`` once the connection is closed."""
         try:
-            message = self.websocket.receive()
+            message = _next_message(self.websocket, self._close_event)
         except ConnectionClosed as closed:
             self._closed = True
             if not closed.was_clean and closed.code == CloseCode.ABNORMAL:
@@ -167,11 +191,16 @@ class LegacyWebSocket:
     def send(self, message: Any, binary: bool | None = None) -> None:
         """Send ``message``: binary if ``binary``, or (``binary=None``) unless it is a ``str``.
 
-        Raises :class:`WebSocketError` after :meth:`close` or once :meth:`receive`
-        returned ``None``, and when a peer that does not read keeps more than the
+        Raises :class:`WebSocketError` ("Socket is dead", as gevent-websocket's
+        does) after :meth:`close` or once :meth:`receive` returned ``None``, and
+        as soon as the connection is no longer open: the peer closed it, its
+        stream ended or was reset, or the server is closing it. Then the message
+        names the close code (``Socket is dead: connection closed with code
+        1006``), and it is how an application that only sends learns that its
+        client has gone. Messages still queued for :meth:`receive` stay there.
+        It also raises when a peer that does not read keeps more than the
         handler's ``high_water_mark`` queued for ``send_timeout`` seconds (the
         message is not sent; gevent-websocket's ``send`` would block for ever).
-        While the peer is closing, messages are dropped.
         """
         if self._closed:
             self.current_app.on_close(MSG_SOCKET_DEAD)
@@ -180,11 +209,16 @@ class LegacyWebSocket:
             binary = not isinstance(message, str)
         ws = self.websocket
         if ws.ready_state is not WebSocket.OPEN:
-            return  # the peer closed; this greenlet learns it from its next receive()
+            self.current_app.on_close(MSG_SOCKET_DEAD)
+            raise self._dead()
         try:
             ws.send(_binary(message) if binary else _text(message))
         except TimeoutError as error:
             raise WebSocketError(str(error)) from error
+        if ws.ready_state is not WebSocket.OPEN:
+            # The write failed (the peer reset the connection) or it closed while send() waited for room.
+            self.current_app.on_close(MSG_SOCKET_DEAD)
+            raise self._dead()
 
     def send_frame(self, message: Any, opcode: int) -> None:
         """Send one frame with ``opcode`` (text, binary, ping, pong or close)."""
@@ -192,6 +226,8 @@ class LegacyWebSocket:
             self.current_app.on_close(MSG_ALREADY_CLOSED)
             raise WebSocketError(MSG_ALREADY_CLOSED)
         ws = self.websocket
+        if opcode in (self.OPCODE_PING, self.OPCODE_PONG) and ws.ready_state is not WebSocket.OPEN:
+            raise self._dead()
         if opcode == self.OPCODE_TEXT:
             self.send(message, binary=False)
         elif opcode == self.OPCODE_BINARY:
@@ -199,7 +235,7 @@ class LegacyWebSocket:
         elif opcode == self.OPCODE_PING:
             ws.ping(bytes(_binary(message)))
         elif opcode == self.OPCODE_PONG:
-            ws.session.send_frame(encode_frame(self.OPCODE_PONG, bytes(_binary(message))))
+            ws.pong(bytes(_binary(message)))
         elif opcode == self.OPCODE_CLOSE:
             payload = _binary(message)
             if len(payload) >= 2:
@@ -224,6 +260,25 @@ class LegacyWebSocket:
 
     def __repr__(self) -> str:
         return f"<LegacyWebSocket {self.path} {self.websocket.ready_state.name}>"
+
+
+def _next_message(ws: WebSocket, close: CloseEvent | None) -> str | bytes | bytearray:
+    """``ws.receive()``, and :class:`ConnectionClosed` at once when ``ws`` is CLOSED.
+
+    A WebSocket that closed before anything was queued for ``receive()`` (an
+    application that only sends never calls it) may have no queue to end:
+    ``receive()`` would wait for ever. Once it is CLOSED nothing more can
+    arrive, so a queue that is empty right now (the zero timeout) means the
+    connection's end. ``close`` is its close event.
+    """
+    if ws.ready_state is not WebSocket.CLOSED:
+        return ws.receive()
+    try:
+        return ws.receive(timeout=0)
+    except TimeoutError:
+        if close is None:
+            raise ConnectionClosed(CloseCode.ABNORMAL, "", was_clean=False) from None
+        raise ConnectionClosed(close.code, close.reason, close.was_clean) from None
 
 
 def _binary(message: Any) -> bytes | bytearray | memoryview:
@@ -337,22 +392,22 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
             self._reject(error)
             return
         environ.pop(ENVIRON_KEY, None)
-        ws.session.claim()  # this handler writes the 101 through the WebSocket
+        handover.claim(ws)  # this handler writes the 101 through the WebSocket
         ws.binary_type = "bytearray"
         self.close_connection = True  # no request follows a WebSocket on this connection
         self.code = 101
         self._orig_status = SWITCHING
         self.status = SWITCHING.encode("latin-1")
-        self.response_length = len(ws.session.handshake_response)
+        self.response_length = len(handover.handshake_response(ws))
         self.headers_sent = True  # gevent must not answer anything on this connection now
 
+        legacy = LegacyWebSocket(environ, ws, self)  # before the attach: it records how ws closes
         opened = gevent.event.Event()
         ws.add_event_listener("open", lambda _event: opened.set())
         ws.add_event_listener("close", lambda _event: opened.set())
-        ws.session.attach(self.socket, read_buffered(self.socket, self.rfile), owns_socket=False)
+        handover.attach(ws, self.socket, read_buffered(self.socket, self.rfile), owns_socket=False)
         opened.wait()  # the 101 is written (or the peer is gone) before the app runs
 
-        legacy = LegacyWebSocket(environ, ws, self)
         environ["wsgi.websocket_version"] = environ.get("HTTP_SEC_WEBSOCKET_VERSION", "13")
         environ["wsgi.websocket"] = legacy
         self.websocket = legacy
@@ -397,7 +452,7 @@ class WebSocketHandler(WSGIHandler):  # type: ignore[misc]
         if ws.ready_state is WebSocket.OPEN:
             ws.close(code, _CLOSE_REASONS.get(code, ""))
         deadline = time.monotonic() + ws.close_timeout + 1.0
-        while True:
+        while ws.ready_state is not WebSocket.CLOSED:  # CLOSED: nothing left to wait for
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

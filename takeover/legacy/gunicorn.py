@@ -39,8 +39,9 @@ class LegacyWorker(RegistryMixin, GeventPyWSGIWorker):  # type: ignore[misc]
     """``GeventWebSocketWorker``'s replacement: gevent-websocket apps on takeover's engine.
 
     On SIGTERM the WebSockets are closed with 1001 at once; their
-    applications see ``receive()`` return ``None`` and return, so gunicorn's
-    wait for requests in progress ends with them (within ``--graceful-timeout``).
+    applications see ``receive()`` return ``None`` (or ``send()`` raise
+    ``WebSocketError``) and return, so gunicorn's wait for requests in
+    progress ends with them (within ``--graceful-timeout``).
     """
 
     wsgi_handler = LegacyHandler

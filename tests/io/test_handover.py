@@ -185,3 +185,23 @@ def test_receive_and_send_from_a_thread_of_the_application() -> None:
     assert client.read_close() == (1000, "")
     assert ended.wait(5), "the reader's loop did not end at the close"
     assert seen == [("app-reader", "first"), ("app-reader", "second")]
+
+
+def test_a_first_receive_after_the_close_raises_at_once() -> None:
+    """receive() first called once the WebSocket is CLOSED (its queue never made) ends at once."""
+    from takeover import ConnectionClosed
+
+    ours, theirs = socket.socketpair()
+    ws, _ = upgrade_websocket(EnvironBuilder(path="/late", headers=HEADERS).get_environ())
+    ws.onmessage = lambda event: None  # nothing queued for receive(): no queue made while open
+    handover.claim(ws)
+    handover.attach(ws, ours, b"")
+    client = RawClient(0, connect=lambda *args, **kwargs: theirs)
+    assert client.read_response()[0] == 101
+    client.send(client_frame(CLOSE, (4000).to_bytes(2, "big")))
+    assert client.read_close() == (4000, "")
+    assert ws.wait_closed(5)
+    started = time.monotonic()
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.receive(timeout=5)
+    assert closed.value.code == 4000 and time.monotonic() - started < 1

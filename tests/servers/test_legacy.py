@@ -1,28 +1,35 @@
 """gevent-websocket applications on gevent-websocket's handler and on ``takeover.legacy``.
 
-Two apps written for gevent-websocket (``tests/servers/apps/legacy/``): an environ echo app
-as its documentation shows, and a ``WebSocketApplication`` chat routed by
-``Resource`` that broadcasts through ``ws.handler.server.clients``. Each runs
-as its own process, once on ``geventwebsocket.handler.WebSocketHandler`` and
-once on ``takeover.legacy.WebSocketHandler`` (the only line that differs), and
-the same real clients (the ``websockets`` client, raw sockets) check them.
+Three apps written for gevent-websocket (``tests/servers/apps/legacy/``): an
+environ echo app as its documentation shows, a ``WebSocketApplication`` chat
+routed by ``Resource`` that broadcasts through ``ws.handler.server.clients``
+and keeps nicknames on ``handler.active_client``, and a sender that never
+receives, like gevent-websocket's plot example. Each runs as its own process,
+once on ``geventwebsocket.handler.WebSocketHandler`` and once on
+``takeover.legacy.WebSocketHandler`` (the only line that differs), and the
+same real clients (the ``websockets`` client, raw sockets) check them.
 
 Every behaviour is either the same on both, or asserted per handler where
 gevent-websocket 0.10.1 is wrong (``docs/guides/legacy.rst`` lists those).
-Last, the echo app is served by ``gunicorn -k takeover.gunicorn.LegacyWorker``.
+Last, the echo app and the sender are served by gunicorn with
+``takeover.legacy.gunicorn.LegacyWorker`` (also importable as
+``takeover.gunicorn.LegacyWorker``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import struct
 import subprocess
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -33,7 +40,7 @@ from websockets.sync.client import connect
 from tests.clients import RawClient, handshake_request
 from tests.frames import client_frame
 from tests.paths import APPS, ROOT
-from tests.processes import ServerProcess, free_port, start_server
+from tests.processes import OutputLines, ServerProcess, free_port, start_server, stop_process
 
 LEGACY = APPS / "legacy"
 HANDLERS = ["geventwebsocket", "takeover"]
@@ -335,7 +342,9 @@ def test_chat_broadcast(chat: ServerProcess) -> None:
         alice.send("hello, everyone")
         for ws, _ in clients:
             message = json.loads(ws.recv(timeout=5))
-            assert message == {"type": "message", "from": alice_address, "text": "hello, everyone"}
+            assert message == {
+                "type": "message", "from": alice_address, "nickname": "anonymous", "text": "hello, everyone"
+            }
         bob.close()
         deadline = time.monotonic() + 5
         while who(alice) != 2:  # bob's entry leaves server.clients when his app returns
@@ -357,6 +366,30 @@ def test_chat_many_messages(chat: ServerProcess) -> None:
             assert sorted(texts) == sorted(f"line {index}" for index in range(20))
 
 
+def test_chat_nicknames_on_active_client(chat: ServerProcess) -> None:
+    # gevent-websocket's chat example: handler.active_client.nickname = ... and
+    # getattr(client, "nickname", "anonymous") over server.clients.
+    with ExitStack() as stack:
+        (alice, alice_address), (bob, _), (carol, _) = [join(chat, stack) for _ in range(3)]
+        alice.send("nick alice")
+        assert json.loads(alice.recv(timeout=5)) == {
+            "type": "clients", "nicknames": ["alice", "anonymous", "anonymous"]
+        }
+        bob.send("nick bob")
+        assert json.loads(bob.recv(timeout=5))["nicknames"] == ["alice", "anonymous", "bob"]
+        alice.send("nick alice2")  # set again: the attribute is replaced
+        assert json.loads(alice.recv(timeout=5))["nicknames"] == ["alice2", "anonymous", "bob"]
+        alice.send("hi")
+        for ws in (alice, bob, carol):
+            assert json.loads(ws.recv(timeout=5)) == {
+                "type": "message", "from": alice_address, "nickname": "alice2", "text": "hi"
+            }
+        for ws in (alice, bob, carol):
+            ws.close()
+            # The server's answer to the client's close, not a 1011 (gevent-websocket's has no code).
+            assert ws.close_code == (1000 if is_takeover(chat) else 1005)
+
+
 def test_chat_resource_routes_plain_http(chat: ServerProcess) -> None:
     client = RawClient(chat.port)
     try:
@@ -367,8 +400,95 @@ def test_chat_resource_routes_plain_http(chat: ServerProcess) -> None:
         client.close()
 
 
+# -- a sender that never receives (gevent-websocket's plot example) -----------------
+
+#: How the client leaves: a close handshake, the end of the TCP stream without a
+#: close frame, or a TCP reset; and the close code takeover reports for each.
+LEAVING = {"close-frame": 1000, "eof": 1006, "reset": 1006}
+SENDING = r"plot: sending to {peer}$"
+SEND_FAILED = r"plot: send to {peer} failed after \d+ points: (.*)$"
+RECEIVED = r"plot: then receive\(\) from {peer} gave (.*)$"
+
+
+@dataclass
+class Sender:
+    server: ServerProcess
+    out: OutputLines
+    handler: str
+
+
+@pytest.fixture(scope="module", params=HANDLERS)
+def plot(request: pytest.FixtureRequest) -> Iterator[Sender]:
+    server = start_server(LEGACY / "plot_app.py", "--handler", request.param)
+    yield Sender(server, OutputLines(server.process.stdout), request.param)
+    server.stop()
+
+
+def peer_of(client: RawClient) -> str:
+    """The client's address as the app prints it, made a regular expression."""
+    host, port = client.sock.getsockname()[:2]
+    return re.escape(f"{host}:{port}")
+
+
+def leave(client: RawClient, how: str) -> None:
+    """Disconnect the way ``how`` (a key of ``LEAVING``) says."""
+    if how == "close-frame":
+        client.send(client_frame(CLOSE, (1000).to_bytes(2, "big")))
+        # Wait for the answering close as clients do, for at most a second (gevent-websocket
+        # never reads, so never answers: then give up, as a client's close timeout would).
+        deadline = time.monotonic() + 1
+        for _ in range(10_000):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            client.sock.settimeout(remaining)
+            try:
+                if client.read_frame()[0] == CLOSE:
+                    break
+            except (TimeoutError, ConnectionError):
+                break
+    elif how == "reset":
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+@pytest.mark.parametrize("how", sorted(LEAVING))
+def test_a_sender_gets_websocket_error_once_the_client_left(plot: Sender, how: str) -> None:
+    """The app's ``send()`` raises ``WebSocketError`` within 2 s of the client leaving.
+
+    gevent-websocket's does when the kernel reports the broken connection; takeover's
+    once its reader has seen the close, the end of the stream or the reset, with the
+    close code in the message. An application that only sends has no other way to
+    learn that its client has gone.
+    """
+    client = opened(plot.server, "/data")
+    try:
+        peer = peer_of(client)
+        assert plot.out.wait_for(SENDING.format(peer=peer), 10), plot.out.output
+        assert client.read_frame()[0] == TEXT  # the data points are arriving
+        leave(client, how)
+        failed = plot.out.wait_for(SEND_FAILED.format(peer=peer), 2)
+        assert failed is not None, f"no WebSocketError within 2 s of the client leaving:\n{plot.out.output}"
+        if plot.handler == "takeover":
+            assert failed.group(1) == f"Socket is dead: connection closed with code {LEAVING[how]}"
+        else:
+            assert failed.group(1) == "Socket is dead"
+        # Then receive() returns None at once, as gevent-websocket's does on a dead socket.
+        received = plot.out.wait_for(RECEIVED.format(peer=peer), 2)
+        assert received is not None, f"receive() did not return within 2 s:\n{plot.out.output}"
+        assert received.group(1) == "None"
+    finally:
+        client.close()
+
+
 # -- gunicorn: takeover.gunicorn.LegacyWorker, as GeventWebSocketWorker ----------
 
+
+def gunicorn_quiet_options() -> list[str]:
+    """``--no-control-socket`` where gunicorn has one: no socket shared in ~/.gunicorn by the tests."""
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
 
 
 def test_gunicorn_legacy_worker() -> None:
@@ -376,8 +496,8 @@ def test_gunicorn_legacy_worker() -> None:
     port = free_port()
     command = [
         sys.executable, "-m", "gunicorn", "-k", "takeover.gunicorn.LegacyWorker", "-w", "2",
-        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--chdir", str(LEGACY),
-        "echo_app:websocket_app",
+        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", *gunicorn_quiet_options(),
+        "--chdir", str(LEGACY), "echo_app:websocket_app",
     ]
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -424,6 +544,63 @@ def test_gunicorn_legacy_worker() -> None:
         if process.poll() is None:
             process.kill()
         process.wait(10)
+
+
+@pytest.mark.parametrize("how", ["close-frame", "reset", "still-connected"])
+def test_gunicorn_legacy_worker_stops_with_a_sender(how: str) -> None:
+    """SIGTERM stops a worker whose application only sends, well within --graceful-timeout.
+
+    The client leaves (a close handshake, a TCP reset), or is still connected and is
+    closed with 1001 by the worker; then the application's next send() raises, its
+    receive() returns None, it returns, and gunicorn's wait for requests in progress
+    ends: the worker does not wait for the whole graceful timeout.
+    """
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "-k", "takeover.legacy.gunicorn.LegacyWorker", "-w", "1",
+        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "20", *gunicorn_quiet_options(),
+        "--chdir", str(LEGACY), "plot_app:application",
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    out = OutputLines(process.stdout)
+    try:
+        assert out.wait_for("Booting worker", 30), out.output
+        client = RawClient(port)
+        try:
+            client.send(handshake_request("/data"))
+            assert client.read_response()[0] == 101, out.output
+            peer = peer_of(client)
+            assert out.wait_for(SENDING.format(peer=peer), 10), out.output
+            assert client.read_frame()[0] == TEXT
+            if how == "still-connected":
+                process.terminate()
+                code, _ = client.read_close()  # data points, then the worker's close
+                assert code == 1001
+                client.send(client_frame(CLOSE, (1001).to_bytes(2, "big")))
+                assert client.at_eof()
+            else:
+                leave(client, how)
+        finally:
+            client.close()
+        left = time.monotonic()
+        if how != "still-connected":
+            process.terminate()
+        try:
+            process.wait(max(0.1, left + 8 - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"gunicorn still running 8 s after the client left:\n{out.output}")
+        assert process.returncode == 0, out.output
+        out.join(5)
+        assert "Worker graceful timeout" not in out.output, out.output
+        assert re.search(SEND_FAILED.format(peer=peer), out.output, re.MULTILINE), out.output
+        received = re.search(RECEIVED.format(peer=peer), out.output, re.MULTILINE)
+        assert received is not None and received.group(1) == "None", out.output
+    finally:
+        stop_process(process)
 
 
 # -- in process: options, WebSocketServer, protocols, hooks ------------------------

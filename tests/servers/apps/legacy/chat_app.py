@@ -4,7 +4,10 @@
 
 Written the way gevent-websocket's own chat example is: ``on_message`` sends
 to every client in ``self.ws.handler.server.clients``; ``on_open`` greets the
-new client with its address as the server sees it (``handler.active_client``).
+new client with its address as the server sees it (``handler.active_client``);
+``nick NAME`` keeps a nickname as an attribute of the client's entry
+(``handler.active_client.nickname = NAME``, as that example does) and answers
+with every client's nickname, and messages carry their sender's.
 ``/`` is a plain WSGI app next to it. Only ``handler_class`` differs between
 the two handlers; it prints one ``ws://HOST:PORT/`` line when it listens.
 """
@@ -34,9 +37,22 @@ class ChatApplication(WebSocketApplication):  # type: ignore[misc]
             count = len(self.ws.handler.server.clients)
             self.ws.send(json.dumps({"type": "who", "count": count}))
             return
-        sender = self.ws.handler.active_client.address
+        if message.startswith("nick "):
+            self.set_nickname(message[len("nick "):])
+            return
+        sender = self.ws.handler.active_client
+        nickname = getattr(sender, "nickname", "anonymous")
         for client in list(self.ws.handler.server.clients.values()):
-            client.ws.send(json.dumps({"type": "message", "from": list(sender), "text": message}))
+            client.ws.send(json.dumps(
+                {"type": "message", "from": list(sender.address), "nickname": nickname, "text": message}
+            ))
+
+    def set_nickname(self, nickname: str) -> None:
+        # The application's own attribute on the server's entry for this client.
+        self.ws.handler.active_client.nickname = nickname
+        clients = self.ws.handler.server.clients.values()
+        nicknames = sorted(getattr(client, "nickname", "anonymous") for client in clients)
+        self.ws.send(json.dumps({"type": "clients", "nicknames": nicknames}))
 
     def on_close(self, reason: Any) -> None:
         pass
