@@ -4,9 +4,11 @@ REV is checked out into a temporary ``git worktree`` (detached, outside the
 repository's tree), given the C speedups (the current build copied in when
 ``takeover/protocol/_speedups.c`` is the same at REV, else built in place with
 ``setup.py build_ext --inplace``), and removed after the run. Its rows,
-``takeover@REV``, are the socket-mode and in-app (Flask) servers started from
-that worktree (its own ``examples/echo.py`` and ``examples.flask_echo:app``)
-with the worktree first on PYTHONPATH; each server prints the ``takeover`` it
+``takeover@REV``, are the socket-mode and in-app (Flask) servers and the
+gunicorn gthread (handed-over) one started from that worktree (its own
+``examples/echo.py`` and ``examples.flask_echo:app``; the gthread row runs this
+checkout's bench/servers/gunicorn_echo.py, so that both sides have the same
+gunicorn settings) with the worktree first on PYTHONPATH; each server prints the ``takeover`` it
 imported (bench/servers/_launch.py) and the harness refuses a measurement whose
 import came from elsewhere. The rows join the ordinary ones, so they are
 measured in the same interleaved rounds.
@@ -26,7 +28,11 @@ from bench.config import PY, ROOT
 from bench.specs import SERVERS, ServerSpec
 
 #: The rows that get a ``takeover@REV`` twin: (key, what the twin's label says).
-BASELINE_OF = {"takeover": "socket mode", "takeover-inapp": "in-app, Flask"}
+BASELINE_OF = {
+    "takeover": "socket mode",
+    "takeover-inapp": "in-app, Flask",
+    "gunicorn-gthread": "gunicorn gthread, handed over",
+}
 SPEEDUPS_SOURCE = "takeover/protocol/_speedups.c"
 COMPARED = ("takeover", "examples")  # the code the baseline rows run from REV
 BUILD_TIMEOUT = 300.0  # seconds for build_ext

@@ -117,6 +117,8 @@ class ServerProcess:
         self.command = command
         #: What the server printed about its imports (bench/servers/_launch.py), once ready.
         self.imports: dict[str, str] = {}
+        #: Its ready line, once ready.
+        self.ready_line = ""
         where = f" (in {spec.cwd})" if spec.cwd != ROOT else ""
         log.write(
             f"\n=== {time.strftime('%H:%M:%S')} {spec.key} {scenario}: {' '.join(command)}{where}\n"
@@ -149,6 +151,7 @@ class ServerProcess:
             if line.startswith(IMPORT_MARKER):
                 self.imports = parse_imports(line)
                 continue
+            self.ready_line = line.rstrip("\n")
             break
         root = self.spec.takeover_root
         if root is not None:

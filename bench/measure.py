@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from bench.loadgen import ServerProcess, run_loadgen
-from bench.proc import cpu_seconds, foreign_cpu_share, machine_busy_seconds, rss_kb
+from bench.proc import affinity, cpu_seconds, foreign_cpu_share, machine_busy_seconds, rss_kb
 from bench.specs import Scenario, ServerSpec
 
 QUIET = 0.15  # cores: more CPU than this used by other processes delays the next measurement
@@ -34,6 +34,7 @@ def measure(
         pid = server.process.pid
         params = dict(params, url=spec.url(server.port))
         marks: dict[str, float] = {}
+        cpus: dict[str, dict[str, list[int]]] = {}
 
         def on_event(event: dict[str, Any], loadgen: Any) -> None:
             kind = event.get("event")
@@ -42,6 +43,9 @@ def measure(
                 marks[f"cpu_{kind}"] = cpu_seconds(pid)
                 marks[f"client_{kind}"] = cpu_seconds(loadgen.pid)
                 marks[f"all_{kind}"] = machine_busy_seconds()
+                if kind == "start":  # every process and thread by now (gunicorn's worker too)
+                    cpus["server"] = affinity(pid)
+                    cpus["client"] = affinity(loadgen.pid)
             elif kind == "ready":  # idle: warmed up, nothing open
                 time.sleep(settle)
                 marks["rss_before"] = rss_kb(pid)
@@ -82,6 +86,11 @@ def measure(
         else:
             result["value"] = result["deliveries_per_second"]
         problems = []
+        if cpus:
+            # Which CPUs the server's and the load generator's threads were allowed, each
+            # as {"CPUS": [thread ids]}: with pinning, one set each, the one asked for.
+            result["affinity"] = {side: {k: len(v) for k, v in sets.items()} for side, sets in cpus.items()}
+            problems += pinning_problems(cpus, pin)
         if result.get("wrong_size"):
             problems.append(f"{result['wrong_size']} echoes of the wrong size")
         if result.get("wrong_type"):
@@ -95,6 +104,22 @@ def measure(
         return result
     finally:
         server.stop()
+
+
+def pinning_problems(cpus: dict[str, dict[str, list[int]]], pin: dict[str, set[int] | None]) -> list[str]:
+    """What ran outside the CPU asked for: a process or thread of the server (or the load
+    generator) allowed other CPUs. Nothing when nothing was pinned."""
+    problems = []
+    for side in ("server", "client"):
+        wanted = pin.get(side)
+        if not wanted:
+            continue
+        expected = ",".join(str(cpu) for cpu in sorted(wanted))
+        stray = {key: len(tids) for key, tids in cpus.get(side, {}).items() if key != expected}
+        if stray:
+            where = ", ".join(f"{count} thread(s) allowed CPUs {key}" for key, count in sorted(stray.items()))
+            problems.append(f"{side} not pinned to CPU {expected}: {where}")
+    return problems
 
 
 def wait_for_quiet(label: str) -> None:

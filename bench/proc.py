@@ -79,3 +79,21 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / TICKS
+
+
+def affinity(pid: int) -> dict[str, list[int]]:
+    """The CPUs each process and thread of ``pid``'s tree may run on, as ``{"CPUS": [pids]}``
+    (one key when all share one set); processes gone meanwhile are left out."""
+    sets: dict[str, list[int]] = {}
+    for member in process_tree(pid):
+        try:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{member}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                cpus = os.sched_getaffinity(tid)
+            except OSError:
+                continue
+            sets.setdefault(",".join(str(cpu) for cpu in sorted(cpus)), []).append(tid)
+    return sets

@@ -89,6 +89,114 @@ def evaluate_targets(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]
     return rows
 
 
+#: Issue 19's ratios on threaded servers, each of two medians of the same run:
+#: (scenario, numerator row, denominator row, minimum ratio or None (shown only), label).
+THREADED = [
+    (
+        "small",
+        "gunicorn-gthread",
+        "flask-sock-gthread",
+        2.0,
+        "32 B echo: takeover handed over (gthread) / Flask-Sock (gthread)",
+    ),
+    (
+        "small",
+        "gunicorn-gthread",
+        "gunicorn-takeover",
+        0.6,
+        "32 B echo: takeover handed over (gthread) / takeover's gevent worker",
+    ),
+    (
+        "small",
+        "takeover-flask-sock-gthread",
+        "flask-sock-gthread",
+        2.0,
+        "32 B echo: takeover.flask_sock (gthread) / Flask-Sock (gthread)",
+    ),
+    (
+        "handshake",
+        "gunicorn-gthread",
+        "flask-sock-gthread",
+        1.5,
+        "handshakes: takeover handed over (gthread) / Flask-Sock (gthread)",
+    ),
+    (
+        "large",
+        "gunicorn-gthread",
+        "flask-sock-gthread",
+        None,
+        "1 MiB echo: takeover handed over (gthread) / Flask-Sock (gthread)",
+    ),
+    (
+        "large",
+        "gunicorn-gthread",
+        "gunicorn-takeover",
+        None,
+        "1 MiB echo: takeover handed over (gthread) / takeover's gevent worker",
+    ),
+    (
+        "large",
+        "takeover-flask-sock-gthread",
+        "flask-sock-gthread",
+        None,
+        "1 MiB echo: takeover.flask_sock (gthread) / Flask-Sock (gthread)",
+    ),
+]
+THREADED_ROWS = {key for _, mine, theirs, _, _ in THREADED for key in (mine, theirs)}
+
+
+def evaluate_threaded(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 19's ratios for the threaded-server rows, from this run's medians: for each,
+    both medians, their ratio, the target and whether it is met (None: no target, or a
+    median missing). Empty when the run had none of those rows."""
+    if not THREADED_ROWS & set(summary):
+        return []
+    rows = []
+    for scenario, mine, theirs, minimum, label in THREADED:
+        a = summary.get(mine, {}).get(scenario, {}).get("median")
+        b = summary.get(theirs, {}).get(scenario, {}).get("median")
+        ratio = a / b if a is not None and b else None
+        rows.append(
+            {
+                "target": label,
+                "scenario": scenario,
+                "server": mine,
+                "peer": theirs,
+                "server_median": a,
+                "peer_median": b,
+                "ratio": ratio,
+                "minimum": minimum,
+                "met": None if ratio is None or minimum is None else ratio >= minimum,
+            }
+        )
+    return rows
+
+
+def threaded_markdown(report: dict[str, Any]) -> str:
+    """The threaded-servers table: issue 19's ratios, "met" or "missed" per line."""
+    rows = report.get("threaded") or []
+    if not rows:
+        return ""
+    out = [
+        "Threaded servers (issue 19), each ratio of two medians of this run:",
+        "",
+        "| ratio | medians | ratio (this run) | target | |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        unit = SCENARIO_BY_KEY[row["scenario"]].unit
+        values = (row["server_median"], row["peer_median"])
+        medians = " / ".join("-" if value is None else fmt(value, unit) for value in values) + f" {unit}"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        target = "(shown)" if row["minimum"] is None else f">= {row['minimum']:g}x"
+        if row["minimum"] is None:
+            status = "-"
+        else:
+            status = {None: "not measured", True: "met", False: "missed"}[row["met"]]
+        out.append(f"| {row['target']} | {medians} | {ratio} | {target} | {status} |")
+    return "\n".join(out) + "\n"
+
+
 def verdict(cell: dict[str, Any] | None, scenario_unit: str = "") -> str:
     if cell is None or cell.get("applies") is False:
         return "n/a"
@@ -261,6 +369,9 @@ def servers_markdown(report: dict[str, Any]) -> str:
         f"{CLIENT_BOUND:.0%} or more of its CPU, so it, not the server, may have set the figure. "
         '"!": a figure with problems (listed below).'
     )
+    threaded = threaded_markdown(report)
+    if threaded:
+        out += ["", threaded.rstrip("\n")]
     comparison = before_after_markdown(report)
     if comparison:
         out += ["", comparison.rstrip("\n")]

@@ -48,7 +48,7 @@ from bench.fanout import FANOUT, run_fanout
 from bench.loadgen import raise_nofile
 from bench.machine import git_commit, machine, takeover_fingerprint
 from bench.measure import QUIET, RETRIES, measure, wait_for_quiet
-from bench.report import before_after, evaluate_targets, fmt, machine_markdown, markdown
+from bench.report import before_after, evaluate_targets, evaluate_threaded, fmt, machine_markdown, markdown
 from bench.specs import (
     FANOUT_SERVERS,
     REFERENCE,
@@ -77,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         + "; fan-out rows: " + ",".join(s.key for s in FANOUT_SERVERS),
     )
     parser.add_argument("--scenarios", help="comma-separated keys: " + ",".join(s.key for s in SCENARIOS))
-    parser.add_argument("--no-pin", action="store_true", help="do not pin the server and the client to CPUs")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pin each server (and its children, e.g. gunicorn's worker) to the first CPU and the "
+        "load generator to the second (default: on when there are two CPUs or more)",
+    )
     parser.add_argument(
         "--client",
         choices=["lean", "ws"],
@@ -120,13 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile()
     if nofile < 4 * 3000:
         print(f"warning: only {nofile} open files allowed; the idle scenario may fail", file=sys.stderr)
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2 and not args.no_pin:
-        pin: dict[str, set[int] | None] = {"server": {cpus[0]}, "client": {cpus[1]}}
-        pinning = f"server on CPU {cpus[0]}, load generator on CPU {cpus[1]}"
-    else:
-        pin = {"server": None, "client": None}
-        pinning = "none"
+    pin, pinning = choose_pinning(args.pin, sorted(os.sched_getaffinity(0)))
+    if args.pin and pin["server"] is None:
+        print(f"warning: --pin needs two CPUs or more; {pinning}", file=sys.stderr)
 
     baseline = None
     if baseline_rev:
@@ -157,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if baseline is not None:
             baseline.remove()
+
+
+def choose_pinning(wanted: bool | None, cpus: list[int]) -> tuple[dict[str, set[int] | None], str]:
+    """The CPUs for the server and the load generator, and a line saying so: ``--pin`` (True),
+    ``--no-pin`` (False) or neither (None: pin when this process may use two CPUs or more)."""
+    if wanted is not False and len(cpus) >= 2:
+        pinning = f"server on CPU {cpus[0]}, load generator on CPU {cpus[1]}"
+        return {"server": {cpus[0]}, "client": {cpus[1]}}, pinning
+    if wanted is False:
+        return {"server": None, "client": None}, "none (--no-pin)"
+    return {"server": None, "client": None}, f"none (only {len(cpus)} CPU available)"
 
 
 def _run(
@@ -218,7 +231,7 @@ def _run(
                 for server in order:
                     if server.unavailable:
                         continue
-                    if scenario.key == "broadcast" and server.broadcast is None:
+                    if server.skip_reason(scenario.key) is not None:
                         continue
                     label = f"[round {round_index + 1}/{rounds}] {scenario.key:9} {server.key:16}"
                     result = None
@@ -272,8 +285,8 @@ def _run(
             cell: dict[str, Any]
             if server.unavailable:
                 cell = {"status": "skipped", "reason": server.unavailable}
-            elif scenario.key == "broadcast" and server.broadcast is None:
-                cell = {"status": "n/a", "reason": server.no_broadcast_reason}
+            elif server.skip_reason(scenario.key) is not None:
+                cell = {"status": "n/a", "reason": server.skip_reason(scenario.key)}
             elif values[server.key][scenario.key]:
                 runs = values[server.key][scenario.key]
                 found = sorted({p for d in details[server.key][scenario.key] for p in d.get("problems", [])})
@@ -311,6 +324,11 @@ def _run(
             "warmup": warmup,
             "settle": settle,
             "pinning": pinning if scenarios else "none (the fan-out scenario is not pinned)",
+            "pin": {
+                "requested": {True: "--pin", False: "--no-pin", None: "default"}[args.pin],
+                "server_cpus": sorted(pin["server"]) if scenarios and pin["server"] else None,
+                "client_cpus": sorted(pin["client"]) if scenarios and pin["client"] else None,
+            },
             "client": args.client,
             "servers": [s.key for s in servers],
             "scenarios": [s.key for s in scenarios],
@@ -331,6 +349,7 @@ def _run(
         "details": details,
     }
     report["targets"] = evaluate_targets(summary)
+    report["threaded"] = evaluate_threaded(summary)
     if baseline is not None:
         report["before_after"] = before_after(report)
     table = markdown(report)

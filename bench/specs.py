@@ -139,6 +139,16 @@ class ServerSpec:
     cwd: Path = ROOT  # where the server starts: its relative paths and ``-m`` resolve there
     env: dict[str, str] = field(default_factory=dict)  # added to the environment
     baseline_of: str = ""  # the key of the current-code row this baseline row compares with
+    #: Scenarios this server is not measured in, with the reason (shown as n/a).
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def skip_reason(self, scenario: str) -> str | None:
+        """Why this server has no figure for ``scenario`` (n/a), or None if it has one."""
+        if scenario in self.not_applicable:
+            return self.not_applicable[scenario]
+        if scenario == "broadcast" and self.broadcast is None:
+            return self.no_broadcast_reason
+        return None
 
     def command(self, scenario: str, port: int) -> list[str] | None:
         if scenario == "broadcast":
@@ -168,6 +178,19 @@ def node_server(broadcast: bool) -> Callable[[int], list[str]]:
         "bash",
         "-c",
         f"ulimit -n {NOFILE}; exec node bench/node/server.js --host 127.0.0.1 --port {port}{extra}",
+    ]
+
+
+#: gunicorn's threads for the gthread rows (bench/servers/gunicorn_echo.py THREADS).
+GTHREADS = 64
+GUNICORN_ECHO = ROOT / "bench" / "servers" / "gunicorn_echo.py"
+
+
+def gunicorn_server(worker: str, app: str = "flask-echo") -> Callable[[int], list[str]]:
+    """bench/servers/gunicorn_echo.py, run by its path: a baseline row (its cwd the worktree) runs
+    this checkout's runner and settings on the worktree's takeover and app."""
+    return lambda port: [
+        PY, str(GUNICORN_ECHO), "--port", str(port), "--worker", worker, "--app", app,
     ]
 
 
@@ -206,19 +229,47 @@ SERVERS = [
         "gunicorn-gthread",
         "takeover on gunicorn gthread (handed over)",
         "ws",
-        lambda port: [PY, "-m", "bench.servers.gunicorn_echo", "--port", str(port), "--worker", "gthread"],
+        gunicorn_server("gthread"),
         None,
         needs=["flask", "gunicorn"],
-        notes="examples/flask_echo.py on gunicorn -k gthread --threads 4 -w 1: each WebSocket is "
+        notes=f"examples/flask_echo.py on gunicorn -k gthread --threads {GTHREADS} -w 1: each WebSocket is "
         "handed over to takeover's I/O thread, its listener runs in the listener pool",
         takeover_root=ROOT,
         no_broadcast_reason="the broadcast app is for takeover serve",
     ),
     ServerSpec(
+        "flask-sock-gthread",
+        "Flask-Sock on gunicorn gthread",
+        "ws",
+        gunicorn_server("gthread", "flask-sock"),
+        None,
+        needs=["flask", "flask_sock", "gunicorn"],
+        notes=f"bench/servers/flasksock_threaded.py (from flask_sock import Sock; a route looping "
+        f"ws.send(ws.receive())) on gunicorn -k gthread --threads {GTHREADS} -w 1: simple-websocket, "
+        "a worker thread per connection",
+        no_broadcast_reason="no broadcast variant of the threaded Flask-Sock app",
+        not_applicable={
+            "idle": f"each connection holds one of gunicorn's {GTHREADS} threads: no more than "
+            f"{GTHREADS} connections open (measured: 64 of 500)",
+        },
+    ),
+    ServerSpec(
+        "takeover-flask-sock-gthread",
+        "takeover.flask_sock on gunicorn gthread",
+        "ws",
+        gunicorn_server("gthread", "takeover-flask-sock"),
+        None,
+        needs=["flask", "gunicorn", "takeover.flask_sock:Sock"],
+        notes="the Flask-Sock row's app with only the import changed (from takeover.flask_sock import "
+        f"Sock) on gunicorn -k gthread --threads {GTHREADS} -w 1",
+        takeover_root=ROOT,
+        no_broadcast_reason="no broadcast variant of the threaded Flask-Sock app",
+    ),
+    ServerSpec(
         "gunicorn-takeover",
         "takeover on gunicorn -k takeover.gunicorn.Worker",
         "ws",
-        lambda port: [PY, "-m", "bench.servers.gunicorn_echo", "--port", str(port), "--worker", "takeover"],
+        gunicorn_server("takeover"),
         None,
         needs=["flask", "gunicorn"],
         notes="examples/flask_echo.py on gunicorn's gevent worker (takeover.gunicorn.Worker) -w 1",

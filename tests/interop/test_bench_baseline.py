@@ -111,12 +111,14 @@ def test_an_unknown_rev_is_refused_before_anything_is_made() -> None:
 
 
 def test_baseline_rows_are_twins_of_the_takeover_rows(baseline: Baseline) -> None:
-    chosen = [SPEC["takeover"], SPEC["takeover-inapp"], SPEC["gevent-websocket"]]
+    chosen = [SPEC["takeover"], SPEC["takeover-inapp"], SPEC["gunicorn-gthread"], SPEC["gevent-websocket"]]
     twins = baseline.servers(chosen)
-    assert [twin.key for twin in twins] == [f"takeover@{baseline.short}", f"takeover-inapp@{baseline.short}"]
+    assert [twin.key for twin in twins] == [
+        f"takeover@{baseline.short}", f"takeover-inapp@{baseline.short}", f"gunicorn-gthread@{baseline.short}"
+    ]
     assert [spec.key for spec in interleave(chosen, twins)] == [
         "takeover", f"takeover@{baseline.short}", "takeover-inapp", f"takeover-inapp@{baseline.short}",
-        "gevent-websocket",
+        "gunicorn-gthread", f"gunicorn-gthread@{baseline.short}", "gevent-websocket",
     ]
     for twin in twins:
         assert twin.cwd == twin.takeover_root == baseline.path
@@ -124,10 +126,12 @@ def test_baseline_rows_are_twins_of_the_takeover_rows(baseline: Baseline) -> Non
     assert baseline.servers([SPEC["gevent-websocket"]]) == []
 
 
-@pytest.mark.parametrize("key", ["takeover", "takeover-inapp"])
+@pytest.mark.parametrize("key", ["takeover", "takeover-inapp", "gunicorn-gthread"])
 def test_a_baseline_server_imports_the_worktree(baseline: Baseline, key: str, log: object) -> None:
-    if key == "takeover-inapp":
+    if key != "takeover":
         pytest.importorskip("flask")
+    if key == "gunicorn-gthread":
+        pytest.importorskip("gunicorn")
     assert baseline.path is not None
     (twin,) = [t for t in baseline.servers() if t.baseline_of == key]
     server = start(twin, log)
@@ -138,6 +142,10 @@ def test_a_baseline_server_imports_the_worktree(baseline: Baseline, key: str, lo
         pid = server.process.pid
         assert Path(os.readlink(f"/proc/{pid}/cwd")) == baseline.path.resolve()
         assert environ_of(pid)["PYTHONPATH"].split(os.pathsep)[0] == str(baseline.path)
+        if key == "gunicorn-gthread":
+            # This checkout's runner (the same gunicorn settings), the worktree's app.
+            assert twin.echo(1)[1] == str(ROOT / "bench" / "servers" / "gunicorn_echo.py")
+            assert f"(app {baseline.path / 'examples' / 'flask_echo.py'})" in server.ready_line
     finally:
         server.stop()
 
