@@ -36,10 +36,12 @@ Data = str | bytes | bytearray
 class Inbox:
     """A bounded queue of received messages with an end (see the module's docstring)."""
 
-    __slots__ = ("_close", "_items", "_lock", "_max", "_readers", "_room", "paused")
+    __slots__ = ("_close", "_items", "_lock", "_loop", "_max", "_readers", "_room", "_wake_pending", "paused")
 
     def __init__(self, loop: Loop, max_queue: int) -> None:
         self._items: collections.deque[Data] = collections.deque()
+        self._loop = loop
+        self._wake_pending = False
         self._max = max(max_queue, 1)
         self._lock = real_lock()
         self._readers = Waiters(loop, self._lock)  # receive() calls waiting for a message
@@ -55,8 +57,8 @@ class Inbox:
             full = len(items) >= self._max
             if not full:
                 items.append(data)
-                if self._readers:
-                    self._readers.notify()
+                if self._readers and not self._wake_pending:
+                    self._wake_soon()
                 return False
         self.paused = True
         try:
@@ -65,9 +67,21 @@ class Inbox:
             self.paused = False
         with self._lock:
             items.append(data)
-            if self._readers:
-                self._readers.notify()
+            if self._readers and not self._wake_pending:
+                self._wake_soon()
         return True
+
+    def _wake_soon(self) -> None:  # in the loop, with the lock held
+        # A reader in another thread is woken at the end of this turn of the loop, once
+        # every socket it found readable has been read: not in the middle of it, where
+        # the woken thread would only contend for the GIL with the loop.
+        self._wake_pending = True
+        self._loop.run_callback(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+            self._readers.notify()
 
     def end(self, close: CloseEvent) -> None:
         """The connection is closed: the end follows what is waiting."""

@@ -10,8 +10,9 @@ blocks delays only its own WebSocket's later events. A WebSocket with
 half of that (backpressure: the client is then slowed down by TCP).
 
 The pool has at most ``max_threads`` threads (``listener_threads``), started
-as work arrives. While all of them run listeners that block, the events of
-other WebSockets wait their turn.
+as work arrives, of which as few as keep up are awake (see
+:class:`ListenerPool`). While all of them run listeners that block, the
+events of other WebSockets wait their turn.
 """
 
 from __future__ import annotations
@@ -37,10 +38,21 @@ logger = logging.getLogger("takeover")
 #: Events one WebSocket may have waiting before its reader pauses.
 DEFAULT_MAILBOX_LIMIT = 64
 _BATCH = 32  # events a thread runs for one WebSocket before it lets another go first
+#: Seconds ready mailboxes may wait with no thread taking any before another thread is woken.
+STALL = 0.002
 
 
 class ListenerPool:
-    """Threads that run the events of many mailboxes, each mailbox in order."""
+    """Threads that run the events of many mailboxes, each mailbox in order.
+
+    As few threads as keep up are awake: a thread takes ready mailboxes one
+    after another, and another is woken only when none is awake, or when the
+    ready ones have waited :data:`STALL` seconds without any being taken (the
+    awake threads are blocked in listeners). A turn of the loop that reads
+    fifty sockets then costs one wake-up, not fifty, and a listener that blocks
+    still delays only its own WebSocket (by at most a few :data:`STALL` for the
+    others, until a thread is free for them).
+    """
 
     def __init__(self, max_threads: int = DEFAULT_LISTENER_THREADS) -> None:
         if max_threads < 1:
@@ -49,10 +61,14 @@ class ListenerPool:
         self._ready: collections.deque[Mailbox] = collections.deque()
         self._threads: list[threading.Thread] = []
         self._idle = 0  # threads waiting for a mailbox
-        # One lock for the queue and the idle count: a thread takes a mailbox and stops
-        # being idle in the same step, so schedule() never counts on a thread that is busy.
+        self._awake = 0  # threads not waiting (or woken, about to look)
+        self._taken = 0  # mailboxes taken so far: the stall check's measure of progress
+        self._seen = -1  # _taken at the stall check before
+        # One lock for the queue and the counts: a thread takes a mailbox, or goes to
+        # sleep, in the same step as it changes them.
         self._ready_or_idle = threading.Condition(threading.Lock())
         self._batch: list[Mailbox] = []  # mailboxes made ready in this turn of the loop
+        self._watch: Any = None  # the loop's stall timer, running while mailboxes wait
         self._sized = False
 
     def size_once(self, max_threads: int) -> None:
@@ -72,47 +88,62 @@ class ListenerPool:
         """Queue ``mailbox`` at the end of this turn of ``loop``, with the others made ready in it.
 
         One turn of the loop reads many sockets: their mailboxes go to the
-        threads together, under one lock and one wake-up, not one each.
+        threads together, under one lock and at most one wake-up, not one each.
         """
         batch = self._batch
         batch.append(mailbox)
         if len(batch) == 1:
-            loop.run_callback(self._flush)
+            loop.run_callback(self._flush, loop)
 
-    def _flush(self) -> None:
+    def _flush(self, loop: Loop) -> None:  # in the hub, at the end of a turn of the loop
         batch, self._batch = self._batch, []
         self.schedule(*batch)
+        if self._watch is None:
+            self._watch = loop.repeat(STALL, self._check_stall)
+            self._watch.pause()
+        if self._ready:
+            self._watch.resume()
+
+    def _check_stall(self) -> None:  # in the hub, every STALL seconds while mailboxes wait
+        with self._ready_or_idle:
+            if not self._ready:
+                self._watch.pause()
+                self._seen = -1
+                return
+            if self._taken == self._seen:  # nothing taken since the last look: the awake are blocked
+                self._wake_one()
+            self._seen = self._taken
 
     def schedule(self, *mailboxes: Mailbox) -> None:
-        """Queue ``mailboxes``; wake idle threads, or start threads while all are busy and there is room."""
+        """Queue ``mailboxes``; wake a thread if none is awake to take them."""
         with self._ready_or_idle:
-            ready = self._ready
-            ready.extend(mailboxes)
-            wake = min(len(mailboxes), self._idle)
-            if wake:
-                self._ready_or_idle.notify(wake)
-            # Each idle thread takes one: start more while the ready outnumber them.
-            while len(ready) > self._idle and len(self._threads) < self.max_threads:
-                thread = threading.Thread(
-                    target=self._work, name=f"takeover-listener-{len(self._threads) + 1}", daemon=True
-                )
-                self._threads.append(thread)
-                self._idle += 1  # counted idle until it looks for its first mailbox
-                thread.start()
+            self._ready.extend(mailboxes)
+            if self._awake == 0:
+                self._wake_one()
+
+    def _wake_one(self) -> None:  # with the lock held
+        if self._idle:
+            self._idle -= 1
+            self._awake += 1
+            self._ready_or_idle.notify()
+        elif len(self._threads) < self.max_threads:
+            self._awake += 1
+            thread = threading.Thread(
+                target=self._work, name=f"takeover-listener-{len(self._threads) + 1}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def _work(self) -> None:
         ready, condition = self._ready, self._ready_or_idle
-        with condition:
-            self._idle -= 1  # started as idle by schedule(): it is about to look for work
         while True:
             with condition:
                 while not ready:
+                    self._awake -= 1
                     self._idle += 1
-                    try:
-                        condition.wait()
-                    finally:
-                        self._idle -= 1
+                    condition.wait()  # whoever wakes this thread counts it awake again
                 mailbox = ready.popleft()
+                self._taken += 1
             mailbox.run()
 
 
@@ -143,9 +174,21 @@ class Mailbox:
         return bool(self._room)
 
     def post(self, event: Any) -> None:
-        """Queue ``event`` (in the loop's thread); waits while ``limit`` events are waiting."""
+        """Queue ``event`` (in the loop's thread); waits while ``limit`` events are waiting.
+
+        An event nobody listens to, with nothing before it, is done at once: no
+        thread is woken for it (an ``open`` or ``close`` without listeners, as
+        most handshakes have).
+        """
+        ws = self.ws
+        if ws is None:
+            return
         with self._lock:
             events = self._events
+            if not events and not self._scheduled and not ws._listeners.get(event.type):
+                if event.type == "close":
+                    self._closed(ws)
+                return
             events.append(event)
             waiting = len(events)
             schedule = not self._scheduled
@@ -159,6 +202,16 @@ class Mailbox:
     def wait_until_caught_up(self, timeout: float | None = 10.0) -> None:
         """Wait (in the loop's reader) until every event posted so far has been run."""
         self._room.wait_for(lambda: not self._scheduled, timeout)
+
+    def _closed(self, ws: WebSocket) -> None:
+        # No event follows close: drop the listeners (a cycle through them otherwise)
+        # and this mailbox's hold on the WebSocket; wait_closed() returns from now on.
+        session = self.session
+        ws.clear_listeners()
+        self.ws = None
+        self.session = None
+        if session is not None:
+            session.close_dispatched()
 
     def run(self) -> None:
         """Dispatch waiting events (in a pool thread), a batch at a time."""
@@ -179,13 +232,7 @@ class Mailbox:
                 continue  # closed: nothing follows the close event
             run_listeners(ws, event, session.context if session is not None else None)
             if event.type == "close":
-                # No event follows close: drop the listeners (a cycle through them
-                # otherwise) and this mailbox's hold on the WebSocket.
-                ws.clear_listeners()
-                self.ws = None
-                if session is not None:
-                    session.close_dispatched()
-                self.session = None
+                self._closed(ws)
         else:
             with lock:
                 more = bool(events)

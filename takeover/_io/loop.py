@@ -148,6 +148,12 @@ class Loop:
         timer.start(self._spawn_raw, fn)
         return _Timer(timer)
 
+    def repeat(self, interval: float, fn: Callable[[], object]) -> Any:
+        """A timer calling ``fn()`` in the hub every ``interval`` seconds (it must not block);
+        ``pause()`` and ``resume()`` it. It does not keep the loop alive."""
+        timer = self._ev.timer(interval, interval, ref=False)
+        return _Repeating(timer, fn)
+
     def run_callback(self, fn: Callable[..., object], *args: Any) -> None:
         """Call ``fn(*args)`` in the hub at the end of this turn of the loop (it must not block)."""
         self._ev.run_callback(fn, *args)
@@ -168,6 +174,24 @@ class _Timer:
     def cancel(self) -> None:
         self._timer.stop()
         self._timer.close()
+
+
+class _Repeating:
+    __slots__ = ("_fn", "_running", "_timer")
+
+    def __init__(self, timer: Any, fn: Callable[[], object]) -> None:
+        self._timer, self._fn, self._running = timer, fn, False
+        self.resume()
+
+    def resume(self) -> None:
+        if not self._running:
+            self._running = True
+            self._timer.start(self._fn)
+
+    def pause(self) -> None:
+        if self._running:
+            self._running = False
+            self._timer.stop()
 
 
 # -- the loops of gevent hubs -------------------------------------------------------

@@ -204,8 +204,9 @@ class Session(Ending):
 
     def dispatch(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
         """Give ``event`` to the listeners: here, or through the mailbox to the listener pool."""
-        if self.mailbox is not None:
-            self.mailbox.post(event)
+        mailbox = self.mailbox
+        if mailbox is not None:
+            mailbox.post(event)
             return
         self.run_listeners(event)
 

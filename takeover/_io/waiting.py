@@ -25,11 +25,16 @@ if TYPE_CHECKING:
 __all__ = ["Waiters", "real_lock"]
 
 
-def real_lock() -> Any:
-    """An OS lock even in a monkey-patched process (it is never held across a greenlet switch)."""
+def _original_allocate_lock() -> Callable[[], Any]:
     from gevent import monkey
 
-    return monkey.get_original("_thread", "allocate_lock")()
+    allocate: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
+    return allocate
+
+
+#: ``_thread.allocate_lock`` as it was before any monkey-patching: an OS lock even in a
+#: monkey-patched process (never held across a greenlet switch).
+real_lock: Callable[[], Any] = _original_allocate_lock()
 
 
 class Waiters:

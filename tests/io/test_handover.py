@@ -64,7 +64,7 @@ class _Target:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, Any]] = []
-        self._listeners: dict[str, Any] = {}
+        self._listeners: dict[str, Any] = {"message": [self.dispatch_event]}  # it listens to messages
         self._handlers: dict[str, Any] = {}
         self.changed = threading.Condition()
         self.gate: threading.Event | None = None
