@@ -34,6 +34,11 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import gevent
+import greenlet  # type: ignore[import-untyped]
+from gevent import monkey
+
+from takeover._io.adopt import is_gevent_socket
 from takeover._io.calls import CallQueue, wait_for_call
 from takeover._io.registry import Registry
 
@@ -201,20 +206,18 @@ _loops: weakref.WeakKeyDictionary[Any, Loop] = weakref.WeakKeyDictionary()
 
 def current_loop() -> Loop:
     """The loop of the calling thread's gevent hub (made on first use)."""
-    import gevent
-
     hub = gevent.get_hub()
-    loop = _loops.get(hub)
+    loop: Loop | None = getattr(hub, "_takeover_loop", None)  # an upgrade asks: cheaper than _loops
     if loop is None:
-        loop = _loops[hub] = Loop()
+        loop = _loops.get(hub)
+        if loop is None:
+            loop = _loops[hub] = Loop()
+        hub._takeover_loop = loop
     return loop
 
 
 def inside_gevent() -> bool:
     """Whether the caller runs under gevent: a monkey-patched process, or a greenlet of a running hub."""
-    import greenlet  # type: ignore[import-untyped]
-    from gevent import monkey
-
     if monkey.is_module_patched("socket"):
         return True
     return greenlet.getcurrent().parent is not None  # a greenlet the hub runs, not a thread's main one
@@ -234,9 +237,7 @@ def loop_for_caller(sock: Any = None) -> Loop:
     caller's own hub; in a plain thread of a threaded or process server, the
     I/O loop.
     """
-    from takeover._io.adopt import is_gevent_socket
-
-    if inside_gevent() or (sock is not None and is_gevent_socket(sock)):
+    if (sock is not None and is_gevent_socket(sock)) or inside_gevent():
         return current_loop()
     return io_loop()
 
@@ -281,6 +282,7 @@ class _IOThread:
         self._stop = gevent.event.Event()
         loop = Loop(listener_pool=ListenerPool(), registry=Registry())
         _loops[gevent.get_hub()] = loop  # current_loop() in this thread is this one
+        gevent.get_hub()._takeover_loop = loop
         self.loop = loop
         self._ready.set()
         try:

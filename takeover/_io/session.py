@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from takeover._io import keepalive
+from takeover._io.adopt import adopt, detach_for_loop, is_gevent_socket
 from takeover._io.closing import (
     IDLE_TIMEOUT_REASON,
     NOT_RETURNED,
@@ -405,10 +406,10 @@ class Session(Ending):
         self._registered = sock
         self.claimed = True
         head = bytes(head)
-        from takeover._io.adopt import adopt, detach_for_loop
-
         if self.loop.in_loop:
-            self._attach(adopt(detach_for_loop(sock, in_loop=True)), head, inline, owns_socket)
+            if not is_gevent_socket(sock):  # a plain or TLS socket: made one of this loop's
+                sock = adopt(detach_for_loop(sock, in_loop=True))
+            self._attach(sock, head, inline, owns_socket)
             return
         moved = detach_for_loop(sock, in_loop=False)
         self.loop.call_soon_threadsafe(self._attach_moved, moved, head, owns_socket)
@@ -416,8 +417,6 @@ class Session(Ending):
             self.wait_closed(None)
 
     def _attach_moved(self, moved: Any, head: bytes, owns_socket: bool) -> None:
-        from takeover._io.adopt import adopt
-
         try:
             sock = adopt(moved)
         except Exception as error:  # the descriptor is unusable: the session ends at once
@@ -453,7 +452,8 @@ class Session(Ending):
         transport = self.transport
         assert transport is not None
         try:
-            transport.write(self.handshake_response)
+            if self.handshake_response:  # else the server wrote it as its own response
+                transport.write(self.handshake_response)
             self.handshake_response = b""  # written: not kept for the connection's life
             conn = self.conn = Connection(
                 max_message_size=self.options.max_message_size, trailing_data=head, extension=self.deflate
