@@ -80,6 +80,7 @@ class RedisBroker:
         self._prefix_len = len(f"{settings.prefix}:room:")
         #: Presence entries whose removal did not reach Redis: removed after reconnecting.
         self._stale: set[tuple[str, str]] = set()
+        self._unlisted: dict[tuple[str, str], str] = {}  # (room, member id) -> meta, joined while away
         self._next_beat = 0.0
 
     @property
@@ -195,7 +196,10 @@ class RedisBroker:
     def add_presence(self, room: str, member_id: str, meta: str) -> None:
         self._stale.discard((room, member_id))
         if not self._healthy:
-            return  # put back with the others once connected
+            # Listed once connected. Not left to _restore() alone: a member that joins
+            # while _restore() and the catch-up wait for Redis is not in its snapshot.
+            self._unlisted[(room, member_id)] = meta
+            return
         try:
             self.commands.pipeline(self._presence_commands(room, [(member_id, meta)]))
         except BrokerError:
@@ -216,6 +220,7 @@ class RedisBroker:
         return ("SET", key, "1", "PX", int(self.settings.presence_ttl * 1000))
 
     def remove_presence(self, room: str, member_id: str) -> None:
+        self._unlisted.pop((room, member_id), None)
         try:
             if not self._healthy:
                 raise BrokerError("not connected")
@@ -291,7 +296,8 @@ class RedisBroker:
             self._handle(reply)
         if not self._healthy:
             logger.info("hub: connected to Redis at %s", self.address)
-        self._healthy = True
+        self._healthy = True  # from here add_presence() lists members itself
+        self._list_unlisted()
         self._warned = False
         self._tried.set()
         for local in rooms.values():
@@ -305,6 +311,22 @@ class RedisBroker:
             raise reply
         if isinstance(reply, list) and reply[0] == b"message":
             early.append(reply)
+
+    def _list_unlisted(self) -> None:
+        """List the members that joined while this process was not connected (issue 20).
+
+        Called right after ``_healthy`` is set, with no wait between the two, so
+        that every member is listed either here or by ``add_presence`` itself.
+        """
+        unlisted, self._unlisted = self._unlisted, {}
+        by_room: dict[str, list[tuple[str, str]]] = {}
+        for (room, member_id), meta in unlisted.items():
+            by_room.setdefault(room, []).append((member_id, meta))
+        commands: list[tuple[Any, ...]] = []
+        for room, members in by_room.items():
+            commands += self._presence_commands(room, members)
+        if commands:
+            self.commands.pipeline(commands)
 
     def _restore(self) -> None:
         """Put this process's members back in the presence lists (Redis may have lost them)."""
