@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import threading
 
 import pytest
 
@@ -47,3 +48,44 @@ def test_a_burst_of_first_joins_is_all_in_presence(redis_server: RedisServer, wo
             client.close()
         for server in servers:
             server.stop()
+
+
+def test_a_room_emptied_and_joined_again_at_once_gets_no_message_twice(redis_server: RedisServer) -> None:
+    """The last member of a room here leaves and a new one joins at once, while messages keep
+    coming (a reconnect burst, on one process): the new member gets each offset once.
+
+    In process: the hub in takeover's I/O loop on the test's redis-server, WebSockets on
+    socket pairs, a publisher thread on redis-py (``takeover.publish``) all along."""
+    from takeover import Hub, publish
+    from tests.hub.test_before_open import open_it, pending_websocket
+
+    hub = Hub(redis_server.url, history=100)
+    room = f"again{next(_rooms)}"
+    stop = threading.Event()
+    published = itertools.count()
+
+    def publisher() -> None:
+        for _ in range(100_000):  # bounded: the test stops it within seconds
+            if stop.is_set():
+                return
+            publish(redis_server.url, room, f"m{next(published)}")
+
+    thread = threading.Thread(target=publisher, daemon=True)
+    try:
+        first = pending_websocket()
+        hub.join(first, room)
+        client = open_it(first)
+        thread.start()
+        for cycle in range(15):
+            client.close()  # gone: the room empties here, its subscription goes...
+            assert first.wait_closed(5)
+            first = pending_websocket()
+            hub.join(first, room)  # ...and comes back at once, with messages in flight
+            client = open_it(first)
+            seen = [client.read_frame()[2] for _ in range(30)]
+            doubled = sorted({m for m in seen if seen.count(m) > 1})
+            assert not doubled, f"cycle {cycle}: delivered twice: {doubled}"
+    finally:
+        stop.set()
+        thread.join(10)
+        hub.close()
