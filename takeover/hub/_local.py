@@ -52,12 +52,16 @@ class Member:
 class LocalRoom:
     """A room's members in this process and the last offset delivered to them."""
 
-    __slots__ = ("_snapshot", "last", "members", "subscribed", "waiting")
+    __slots__ = ("_snapshot", "ahead", "last", "members", "subscribed", "waiting")
 
     def __init__(self) -> None:
         self.members: dict[WebSocket, Member] = {}
         #: The members not live yet (their queue gets each delivery): usually none.
         self.waiting: dict[WebSocket, Member] = {}
+        #: Live members whose replay reached further than the room had delivered (their
+        #: floor, by WebSocket): the room may still fill that stretch in from the stream,
+        #: and they must not get it twice (issue 20). Usually none.
+        self.ahead: dict[WebSocket, int] = {}
         self.last: int | None = None
         self.subscribed: object = None  # the broker's: an event set once the subscription is confirmed
         self._snapshot: tuple[WebSocket, ...] | None = None
@@ -139,6 +143,7 @@ class Locals:
         local = self.rooms[room]
         del local.members[ws]
         local.waiting.pop(ws, None)
+        local.ahead.pop(ws, None)
         local.changed()
         if local.members:
             return state.id, False
@@ -172,7 +177,19 @@ class Locals:
                 return  # delivered already (a replay overlapping the live stream)
             local.last = offset
         for member in local.waiting.values():
+            if member.ready and _replayed(member.floor, offset):
+                continue  # its catch-up is done and had this one
             self._enqueue(member, offset, data)
+        ahead = local.ahead
+        if ahead and offset is not None:
+            # Members whose own replay went past what the room had delivered: not the
+            # part of the stream they had already (the room filling in after a gap).
+            targets = tuple(ws for ws in local.live() if ahead.get(ws, -1) < offset)
+            for ws, floor in tuple(ahead.items()):
+                if floor <= offset:
+                    del ahead[ws]  # caught up with the room: everything after is new to it
+            broadcast(targets, data)
+            return
         broadcast(local.live(), data)
 
     def caught_up(self, member: Member, replay: list[Delivery], floor: int | None) -> None:
@@ -209,8 +226,12 @@ class Locals:
         member.queue = []
         member.queued = 0
         member.live = True
-        del member.local.waiting[ws]
-        member.local.changed()
+        local = member.local
+        del local.waiting[ws]
+        floor = member.floor
+        if floor is not None and (local.last is None or floor > local.last):
+            local.ahead[ws] = floor
+        local.changed()
 
     def open_members(self, ws: WebSocket) -> None:
         """``ws`` is OPEN: its members that are caught up go live."""
@@ -221,3 +242,8 @@ class Locals:
             member = self.rooms[room].members.get(ws)
             if member is not None and not member.live:
                 self._go_live(member)
+
+
+def _replayed(floor: int | None, offset: int | None) -> bool:
+    """Whether a member caught up to ``floor`` had the delivery at ``offset`` in its replay."""
+    return floor is not None and offset is not None and offset <= floor

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import threading
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,58 @@ def test_a_room_emptied_and_joined_again_at_once_gets_no_message_twice(redis_ser
         stop.set()
         thread.join(10)
         hub.close()
+
+
+@pytest.mark.parametrize("filled", ["once open", "while connecting"])
+def test_a_member_resuming_with_since_gets_no_message_twice_when_the_room_is_new_here(
+    redis_server: RedisServer, filled: str
+) -> None:
+    """Issue 20's duplicates: a member comes back with ``since`` to a process where its room has
+    no member left (after a reconnect burst), while messages keep coming. The room starts
+    following the stream where Redis was when it was made; messages published before its
+    subscription took effect are filled in from the stream at the next live one. The member's
+    own replay already reached them: it must not get them a second time.
+
+    In process: the hub in takeover's I/O loop on the test's redis-server, a WebSocket on a
+    socket pair. The window between the room's first read of the stream and its subscription
+    is a few hundred microseconds; three publishes are made inside it, deterministically, by
+    wrapping that first read. The room fills them in once the member is open, or while its
+    WebSocket is still connecting (then into its queue)."""
+    from takeover import Hub, publish
+    from tests.hub.test_before_open import open_it, pending_websocket
+
+    hub = Hub(redis_server.url, history=1000)
+    room = f"resume{next(_rooms)}"
+    try:
+        offsets = [publish(redis_server.url, room, f"m{n}").offset for n in range(3)]
+        assert hub.presence(room) == []  # the hub is connected; the room has no member here
+        broker: Any = hub._process.broker  # type: ignore[union-attr]
+        first_read = broker._baseline
+
+        def read_then_publish(name: str) -> int:
+            baseline: int = first_read(name)
+            for n in range(3, 6):  # published between the room's first read and its subscription
+                publish(redis_server.url, name, f"m{n}")
+            return baseline
+
+        broker._baseline = read_then_publish
+        ws = pending_websocket()
+        assert hub.join(ws, room, since=offsets[0])
+        broker._baseline = first_read
+        if filled == "while connecting":
+            m6 = publish(redis_server.url, room, "m6").offset  # live: the room fills in m3..m5 first
+            local = broker.locals.rooms[room]
+            eventually(lambda: local.last == m6 or None, timeout=5.0)  # the subscriber has had it
+            client = open_it(ws)
+        else:
+            client = open_it(ws)
+            publish(redis_server.url, room, "m6")  # live: the room fills in m3..m5 before it
+        publish(redis_server.url, room, "m7")
+        seen = [client.read_frame()[2].decode() for _ in range(7)]
+        assert seen == ["m1", "m2", "m3", "m4", "m5", "m6", "m7"]
+        client.sock.settimeout(0.5)  # nothing more: a duplicate would be here
+        with pytest.raises(TimeoutError):
+            client.read_frame()
+    finally:
+        hub.close()
+
