@@ -127,7 +127,9 @@ class Hub:
 
     # -- rooms ---------------------------------------------------------------
 
-    def join(self, ws: WebSocket, room: str, meta: Any = None, since: int | None = None) -> bool:
+    def join(
+        self, ws: WebSocket, room: str, meta: Any = None, since: int | None = None, *, envelope: bool = False
+    ) -> bool:
         """Make ``ws`` a member of ``room``; with ``since``, first replay what followed that offset.
 
         May be called as soon as :func:`takeover.upgrade_websocket` returns,
@@ -138,7 +140,15 @@ class Hub:
         more (trimmed, expired, or Redis lost its data) nothing is replayed
         and False is returned: send the client fresh state. ``meta`` (any
         JSON-serialisable value) is what :meth:`presence` shows of the
-        member. Joining a room twice only updates ``meta``.
+        member. Joining a room twice only updates ``meta`` (and ``envelope``).
+
+        With ``envelope=True`` each message of the room reaches ``ws`` as one
+        JSON text frame with its offset, ``{"room": ROOM, "offset": OFFSET,
+        "data": DATA}`` (``offset`` null in a room without history; bytes as
+        base64 in ``DATA``, with ``"binary": true``), and a loss this process
+        detects as ``{"room": ROOM, "gap": [FIRST, LAST]}``: a page can keep the
+        last offset it saw and resume with ``since`` after a reconnect. The
+        envelope is made once per message for all such members of the process.
         """
         from takeover.websocket import WebSocket
 
@@ -150,11 +160,13 @@ class Hub:
         if ws.ready_state >= ws.CLOSING:
             return False
         process = self._here(ws)
-        return self._call(process, self._join, process, ws, room, meta_text, since)
+        return self._call(process, self._join, process, ws, room, meta_text, since, bool(envelope))
 
-    def _join(self, process: _Process, ws: WebSocket, room: str, meta: str, since: int | None) -> bool:
+    def _join(
+        self, process: _Process, ws: WebSocket, room: str, meta: str, since: int | None, envelope: bool
+    ) -> bool:
         locals_, broker = process.locals, process.broker
-        member, first = locals_.add(ws, room, meta)
+        member, first = locals_.add(ws, room, meta, envelope)
         if ws.ready_state is ws.CLOSED:  # closed on the way here: its close listener may have run already
             self._leave(process, ws, room)
             return False
@@ -272,8 +284,11 @@ class Hub:
             raise TypeError("listener must be callable")
         self._gap_listeners.append(listener)
 
-    def _gap(self, room: str, first: int, last: int) -> None:
+    def _gap(self, room: str, first: int, last: int) -> None:  # in the home, called by the broker
         logger.warning("hub: room %r: offsets %d to %d were missed here, not retained", room, first, last)
+        process = self._process
+        if process is not None:
+            process.locals.gap(room, first, last)  # members that take envelopes are told too
         for listener in tuple(self._gap_listeners):
             try:
                 listener(room, first, last)

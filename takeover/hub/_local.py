@@ -8,11 +8,19 @@ that boundary. Each delivery is framed once for all live members by
 :func:`takeover.broadcast`, which holds every WebSocket to its
 ``max_buffered_amount`` (close 1008), so a slow member never grows the
 process's memory; a member's queue is bounded the same way.
+
+A member that joined with ``envelope=True`` gets each message as one JSON
+text frame, ``{"room": ROOM, "offset": OFFSET, "data": DATA}`` (``DATA`` in
+base64 with ``"binary": true`` for bytes), built once per message for all such
+members, and each loss this process detects as ``{"room": ROOM, "gap": [FIRST,
+LAST]}`` (:func:`envelope`, :func:`gap_notice`).
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 import os
 import uuid
 from collections.abc import Callable
@@ -23,9 +31,19 @@ from takeover.websocket import broadcast
 if TYPE_CHECKING:
     from takeover.websocket import WebSocket
 
-__all__ = ["Delivery", "LocalRoom", "Locals", "Member"]
+__all__ = ["Delivery", "Gap", "LocalRoom", "Locals", "Member", "envelope", "gap_notice"]
 
-Delivery = tuple[int | None, "str | bytes"]  # (offset, data)
+
+class Gap:
+    """A loss this process detected in a room, queued for a member that is not live yet."""
+
+    __slots__ = ("first", "last")
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+
+
+Delivery = tuple[int | None, "str | bytes | Gap"]  # (offset, data)
 
 #: Bytes a member that is not live yet may have queued when its WebSocket has no
 #: ``max_buffered_amount``.
@@ -36,11 +54,13 @@ POLICY_VIOLATION = 1008
 class Member:
     """One WebSocket in one room."""
 
-    __slots__ = ("floor", "live", "local", "queue", "queued", "ready", "ws")
+    __slots__ = ("envelope", "floor", "live", "local", "queue", "queued", "ready", "ws")
 
-    def __init__(self, ws: WebSocket, local: LocalRoom) -> None:
+    def __init__(self, ws: WebSocket, local: LocalRoom, envelope: bool = False) -> None:
         self.ws = ws
         self.local = local
+        #: Messages reach it as JSON envelopes with their offsets (see the module's docstring).
+        self.envelope = envelope
         self.live = False
         self.ready = False  # its catch-up is done (it goes live when its WebSocket opens)
         self.queue: list[Delivery] = []
@@ -52,9 +72,10 @@ class Member:
 class LocalRoom:
     """A room's members in this process and the last offset delivered to them."""
 
-    __slots__ = ("_snapshot", "ahead", "last", "members", "subscribed", "waiting")
+    __slots__ = ("_snapshot", "ahead", "last", "members", "name", "subscribed", "waiting")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        self.name = name
         self.members: dict[WebSocket, Member] = {}
         #: The members not live yet (their queue gets each delivery): usually none.
         self.waiting: dict[WebSocket, Member] = {}
@@ -64,13 +85,23 @@ class LocalRoom:
         self.ahead: dict[WebSocket, int] = {}
         self.last: int | None = None
         self.subscribed: object = None  # the broker's: an event set once the subscription is confirmed
-        self._snapshot: tuple[WebSocket, ...] | None = None
+        self._snapshot: tuple[tuple[WebSocket, ...], tuple[WebSocket, ...]] | None = None
 
     def live(self) -> tuple[WebSocket, ...]:
-        """The live members' WebSockets (remade only after a change)."""
-        snapshot = self._snapshot
+        """The live members' WebSockets that get messages as they were published."""
+        return self._live()[0]
+
+    def live_envelope(self) -> tuple[WebSocket, ...]:
+        """The live members' WebSockets that get messages in envelopes."""
+        return self._live()[1]
+
+    def _live(self) -> tuple[tuple[WebSocket, ...], tuple[WebSocket, ...]]:
+        snapshot = self._snapshot  # remade only after a change
         if snapshot is None:
-            snapshot = self._snapshot = tuple(ws for ws, m in self.members.items() if m.live)
+            live = [(ws, m.envelope) for ws, m in self.members.items() if m.live]
+            snapshot = self._snapshot = (
+                tuple(ws for ws, wrapped in live if not wrapped), tuple(ws for ws, wrapped in live if wrapped)
+            )
         return snapshot
 
     def changed(self) -> None:
@@ -107,10 +138,10 @@ class Locals:
 
     # -- membership -------------------------------------------------------
 
-    def add(self, ws: WebSocket, room: str, meta: str) -> tuple[Member | None, bool]:
+    def add(self, ws: WebSocket, room: str, meta: str, envelope: bool = False) -> tuple[Member | None, bool]:
         """Make ``ws`` a member of ``room`` (not live yet); (member, first in the room here).
 
-        The member is None when ``ws`` is a member already (its meta is updated).
+        The member is None when ``ws`` is a member already (its meta and envelope are updated).
         """
         state = self.sockets.get(ws)
         if state is None:
@@ -123,12 +154,16 @@ class Locals:
         known = room in state.rooms
         state.rooms[room] = meta
         if known:
+            existing = self.rooms[room].members[ws]
+            if existing.envelope != envelope:
+                existing.envelope = envelope
+                existing.local.changed()
             return None, False
         local = self.rooms.get(room)
         first = local is None
         if local is None:
-            local = self.rooms[room] = LocalRoom()
-        member = local.members[ws] = local.waiting[ws] = Member(ws, local)
+            local = self.rooms[room] = LocalRoom(room)
+        member = local.members[ws] = local.waiting[ws] = Member(ws, local, envelope)
         return member, first
 
     def remove(self, ws: WebSocket, room: str) -> tuple[str | None, bool]:
@@ -180,17 +215,32 @@ class Locals:
             if member.ready and _replayed(member.floor, offset):
                 continue  # its catch-up is done and had this one
             self._enqueue(member, offset, data)
+        plain, wrapped = local._live()
         ahead = local.ahead
         if ahead and offset is not None:
             # Members whose own replay went past what the room had delivered: not the
             # part of the stream they had already (the room filling in after a gap).
-            targets = tuple(ws for ws in local.live() if ahead.get(ws, -1) < offset)
+            plain = tuple(ws for ws in plain if ahead.get(ws, -1) < offset)
+            wrapped = tuple(ws for ws in wrapped if ahead.get(ws, -1) < offset)
             for ws, floor in tuple(ahead.items()):
                 if floor <= offset:
                     del ahead[ws]  # caught up with the room: everything after is new to it
-            broadcast(targets, data)
+        if plain:
+            broadcast(plain, data)
+        if wrapped:
+            broadcast(wrapped, envelope(room, offset, data))  # built once for them all
+
+    def gap(self, room: str, first: int, last: int) -> None:
+        """Tell the members of ``room`` here that take envelopes of a loss: ``{"room", "gap"}``."""
+        local = self.rooms.get(room)
+        if local is None:
             return
-        broadcast(local.live(), data)
+        for member in local.waiting.values():
+            if member.envelope:
+                self._enqueue(member, None, Gap(first, last))
+        wrapped = local.live_envelope()
+        if wrapped:
+            broadcast(wrapped, gap_notice(room, first, last))
 
     def caught_up(self, member: Member, replay: list[Delivery], floor: int | None) -> None:
         """``member``'s catch-up is ``replay`` (deliveries up to ``floor``); it goes live when OPEN."""
@@ -203,11 +253,11 @@ class Locals:
         member.ready = True
         self._go_live(member)
 
-    def _enqueue(self, member: Member, offset: int | None, data: str | bytes) -> None:
+    def _enqueue(self, member: Member, offset: int | None, data: str | bytes | Gap) -> None:
         if member.queued < 0:
             return  # overflowed: it will be closed
         limit = member.ws.max_buffered_amount
-        member.queued += len(data)
+        member.queued += 40 if isinstance(data, Gap) else len(data)
         if member.queued > (limit if limit is not None else DEFAULT_QUEUE_LIMIT):
             member.queue = []
             member.queued = -1
@@ -221,8 +271,14 @@ class Locals:
         if member.queued < 0:
             ws.close(POLICY_VIOLATION, "too many messages queued before the WebSocket opened")
             return
-        for _, data in member.queue:
-            broadcast((ws,), data)
+        room = member.local.name
+        for offset, data in member.queue:
+            if isinstance(data, Gap):
+                broadcast((ws,), gap_notice(room, data.first, data.last))
+            elif member.envelope:
+                broadcast((ws,), envelope(room, offset, data))
+            else:
+                broadcast((ws,), data)
         member.queue = []
         member.queued = 0
         member.live = True
@@ -247,3 +303,16 @@ class Locals:
 def _replayed(floor: int | None, offset: int | None) -> bool:
     """Whether a member caught up to ``floor`` had the delivery at ``offset`` in its replay."""
     return floor is not None and offset is not None and offset <= floor
+
+
+def envelope(room: str, offset: int | None, data: str | bytes) -> str:
+    """One message as a member that joined with ``envelope=True`` gets it (a JSON text frame)."""
+    if isinstance(data, str):
+        return json.dumps({"room": room, "offset": offset, "data": data}, ensure_ascii=False)
+    encoded = base64.b64encode(data).decode("ascii")
+    return json.dumps({"room": room, "offset": offset, "data": encoded, "binary": True}, ensure_ascii=False)
+
+
+def gap_notice(room: str, first: int, last: int) -> str:
+    """A loss of ``room``'s offsets ``first`` to ``last``, as envelope members are told of it."""
+    return json.dumps({"room": room, "gap": [first, last]}, ensure_ascii=False)
