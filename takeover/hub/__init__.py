@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from takeover._io.loop import Loop, loop_for_caller, loop_of
@@ -229,17 +229,35 @@ class Hub:
 
     # -- messages ------------------------------------------------------------
 
-    def publish(self, room: str, data: str | bytes) -> Publication:
+    def publish(
+        self, room: str, data: str | bytes, exclude: WebSocket | Iterable[WebSocket] | None = None
+    ) -> Publication:
         """Send ``data`` (``str``: a text message, ``bytes``: binary) to every member of ``room``.
+
+        ``exclude`` is a WebSocket, or several, of this process that must not get
+        this message (the sender of a chat line, a typing indicator); every other
+        member, in every process, gets it as usual. A member that reconnects later
+        with ``since`` is a new WebSocket: its replay has the message.
 
         Members in this process get it even while the broker cannot be
         reached; then ``remote`` is False (returned within ``timeout``
         seconds, never queued) and other processes do not get it.
         """
+        from takeover.websocket import WebSocket
+
         room = check_room(room)
         data = check_data(data)
+        if exclude is None:
+            left_out: tuple[WebSocket, ...] = ()
+        elif isinstance(exclude, WebSocket):
+            left_out = (exclude,)
+        else:
+            left_out = tuple(exclude)
+            for ws in left_out:
+                if not isinstance(ws, WebSocket):
+                    raise TypeError(f"exclude takes WebSockets, not {type(ws).__name__}")
         process = self._here()
-        return self._call(process, process.broker.publish, room, data)
+        return self._call(process, process.broker.publish, room, data, left_out)
 
     def history(self, room: str, since: int | None = None) -> list[Message]:
         """The retained messages of ``room`` after offset ``since``, oldest first.

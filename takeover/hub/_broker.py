@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from takeover.hub._local import LocalRoom, Locals
 from takeover.hub._types import Member, Message, Publication
+
+if TYPE_CHECKING:
+    from takeover.websocket import WebSocket
 
 __all__ = ["Broker", "GapListener", "Settings"]
 
@@ -39,7 +42,7 @@ class Broker(Protocol):
 
     def unsubscribe(self, room: str) -> None: ...
 
-    def publish(self, room: str, data: str | bytes) -> Publication: ...
+    def publish(self, room: str, data: str | bytes, exclude: tuple[WebSocket, ...] = ()) -> Publication: ...
 
     def since(self, room: str, since: int) -> tuple[bool, list[Message]]:
         """Whether everything after ``since`` is retained, and those messages (empty unless it is)."""

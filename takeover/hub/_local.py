@@ -202,8 +202,10 @@ class Locals:
 
     # -- delivering -------------------------------------------------------
 
-    def deliver(self, room: str, offset: int | None, data: str | bytes) -> None:
-        """Give one message of ``room`` to its members here: live ones now, the others' queues."""
+    def deliver(
+        self, room: str, offset: int | None, data: str | bytes, exclude: tuple[WebSocket, ...] = ()
+    ) -> None:
+        """Give one message of ``room`` to its members here but ``exclude``: live ones now, others queued."""
         local = self.rooms.get(room)
         if local is None:
             return
@@ -212,10 +214,13 @@ class Locals:
                 return  # delivered already (a replay overlapping the live stream)
             local.last = offset
         for member in local.waiting.values():
-            if member.ready and _replayed(member.floor, offset):
-                continue  # its catch-up is done and had this one
+            if (member.ready and _replayed(member.floor, offset)) or member.ws in exclude:
+                continue  # its catch-up is done and had this one, or its sender left it out
             self._enqueue(member, offset, data)
         plain, wrapped = local._live()
+        if exclude:
+            plain = tuple(ws for ws in plain if ws not in exclude)
+            wrapped = tuple(ws for ws in wrapped if ws not in exclude)
         ahead = local.ahead
         if ahead and offset is not None:
             # Members whose own replay went past what the room had delivered: not the

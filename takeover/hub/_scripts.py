@@ -8,7 +8,10 @@ For a room ``R`` (prefix ``P``, ``takeover`` by default):
   ~``), entry ``<offset>-1`` with fields ``k`` (``t`` text, ``b`` binary) and
   ``d`` (the data);
 * ``P:room:R``, the channel: ``k<offset> <data>`` (``k<space><data>`` when
-  the hub keeps no history);
+  the hub keeps no history); ``K<offset> <token> <data>`` (the kind in capitals)
+  when the publishing process excludes some of its own members
+  (``publish(exclude=)``): the token, also the entry's field ``x``, tells that
+  process which;
 * ``P:presence:R``, a hash of member id -> ``<process id> <meta JSON>``, and
   ``P:process:ID``, a key each live process refreshes (``presence_ttl``).
 
@@ -25,7 +28,8 @@ from __future__ import annotations
 
 __all__ = ["PUBLISH", "READ", "keys"]
 
-#: KEYS: meta, log. ARGV: channel, history, ttl in ms, kind (t or b), data. Returns the offset.
+#: KEYS: meta, log. ARGV: channel, history, ttl in ms, kind (t or b), data, and optionally the
+#: publisher's token (publish(exclude=)). Returns the offset.
 PUBLISH = """
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if offset == 1 then
@@ -34,15 +38,24 @@ if offset == 1 then
   redis.call('HSET', KEYS[1], 'o', string.format('%.0f', offset), 'e', string.format('%.0f', offset))
 end
 local text = string.format('%.0f', offset)
-local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], text .. '-1', 'k', ARGV[4], 'd', ARGV[5])
+local token = ARGV[6]
+local entry = {'k', ARGV[4], 'd', ARGV[5]}
+if token then
+  entry = {'k', ARGV[4], 'd', ARGV[5], 'x', token}
+end
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], text .. '-1', unpack(entry))
 if type(added) == 'table' and added.err then
   -- a stream left from an epoch whose offsets outran this one's start: start the log afresh
   redis.call('DEL', KEYS[2])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], text .. '-1', 'k', ARGV[4], 'd', ARGV[5])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], text .. '-1', unpack(entry))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[1], ARGV[4] .. text .. ' ' .. ARGV[5])
+if token then
+  redis.call('PUBLISH', ARGV[1], string.upper(ARGV[4]) .. text .. ' ' .. token .. ' ' .. ARGV[5])
+else
+  redis.call('PUBLISH', ARGV[1], ARGV[4] .. text .. ' ' .. ARGV[5])
+end
 return offset
 """
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import collections
 import time
+from typing import TYPE_CHECKING
 
 from takeover.hub._broker import Settings
 from takeover.hub._local import LocalRoom, Locals
 from takeover.hub._types import Member, Message, Publication
+
+if TYPE_CHECKING:
+    from takeover.websocket import WebSocket
 
 __all__ = ["MemoryBroker", "epoch_start"]
 
@@ -60,16 +64,16 @@ class MemoryBroker:
             log = self._logs[room] = _Log(self.settings.history)
         return log
 
-    def publish(self, room: str, data: str | bytes) -> Publication:
+    def publish(self, room: str, data: str | bytes, exclude: tuple[WebSocket, ...] = ()) -> Publication:
         if not self.settings.history:
-            self.locals.deliver(room, None, data)
+            self.locals.deliver(room, None, data, exclude)
             return Publication(None, True)
         log = self._log(room, create=True)
         assert log is not None
         log.last += 1
         log.touched = time.monotonic()
         log.messages.append(Message(log.last, data))
-        self.locals.deliver(room, log.last, data)
+        self.locals.deliver(room, log.last, data, exclude)
         return Publication(log.last, True)
 
     def since(self, room: str, since: int) -> tuple[bool, list[Message]]:

@@ -22,10 +22,11 @@ process's members back in the presence lists.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from takeover.hub._broker import Settings
 from takeover.hub._local import LocalRoom, Locals
@@ -33,9 +34,14 @@ from takeover.hub._resp import Address, BrokerError, Commands, ReplyError, Subsc
 from takeover.hub._scripts import PUBLISH, READ, keys, process_key
 from takeover.hub._types import Member, Message, Publication
 
+if TYPE_CHECKING:
+    from takeover.websocket import WebSocket
+
 __all__ = ["RedisBroker"]
 
 logger = logging.getLogger("takeover.hub")
+#: Messages with members left out (publish(exclude=)) that may not have come back yet.
+MAX_EXCLUDING = 10_000
 
 #: Seconds between reconnection attempts: doubling from the first to the last.
 BACKOFF = (0.05, 2.0)
@@ -51,12 +57,15 @@ def _decode(kind: bytes, data: bytes) -> str | bytes:
     return data.decode("utf-8") if kind == b"t" else data
 
 
-def _entries(raw: list[Any]) -> list[Message]:
-    """Stream entries ``[id, [k, kind, d, data]]`` as messages."""
+def _entries(raw: list[Any], tokens: dict[int, bytes] | None = None) -> list[Message]:
+    """Stream entries ``[id, [k, kind, d, data(, x, token)]]`` as messages (their tokens into ``tokens``)."""
     messages = []
     for entry_id, fields in raw:
         values = dict(zip(fields[::2], fields[1::2], strict=True))
-        messages.append(Message(int(entry_id.split(b"-", 1)[0]), _decode(values[b"k"], values[b"d"])))
+        offset = int(entry_id.split(b"-", 1)[0])
+        messages.append(Message(offset, _decode(values[b"k"], values[b"d"])))
+        if tokens is not None and b"x" in values:
+            tokens[offset] = values[b"x"]
     return messages
 
 
@@ -81,6 +90,9 @@ class RedisBroker:
         #: Presence entries whose removal did not reach Redis: removed after reconnecting.
         self._stale: set[tuple[str, str]] = set()
         self._unlisted: dict[tuple[str, str], str] = {}  # (room, member id) -> meta, joined while away
+        #: Who to leave out of this process's own messages when they come back, by token.
+        self._excluding: dict[bytes, tuple[WebSocket, ...]] = {}
+        self._tokens = itertools.count(1)
         self._next_beat = 0.0
 
     @property
@@ -102,11 +114,16 @@ class RedisBroker:
                 raise
             return self.commands.call("EVAL", script, len(keys_), *keys_, *args)
 
-    def _read(self, room: str, first: int, last: int | str) -> tuple[int | None, list[Message], int | None]:
-        """The room's last offset, its messages ``first`` to ``last``, and its epoch's first offset."""
+    def _read(
+        self, room: str, first: int, last: int | str, tokens: dict[int, bytes] | None = None
+    ) -> tuple[int | None, list[Message], int | None]:
+        """The room's last offset, its messages ``first`` to ``last``, and its epoch's first offset.
+
+        ``tokens`` gets the publishers' tokens of the messages that have one, by offset.
+        """
         meta, log, _, _ = keys(self.settings.prefix, room)
         current, raw, epoch = self._script(READ, [meta, log], [first, last])
-        return (int(current) if current else None), _entries(raw), (int(epoch) if epoch else None)
+        return (int(current) if current else None), _entries(raw, tokens), (int(epoch) if epoch else None)
 
     def _baseline(self, room: str) -> int:
         """The offset this process follows ``room`` from: its last one, or 0 for a room without messages."""
@@ -119,22 +136,44 @@ class RedisBroker:
         if not self._tried.is_set():
             self._tried.wait(self.settings.timeout)
 
-    def publish(self, room: str, data: str | bytes) -> Publication:
+    def publish(self, room: str, data: str | bytes, exclude: tuple[WebSocket, ...] = ()) -> Publication:
         self._starting()
         if self._healthy:
             meta, log, channel, _ = keys(self.settings.prefix, room)
             kind, payload = (b"t", data.encode("utf-8")) if isinstance(data, str) else (b"b", data)
+            token = self._exclude(exclude)
             try:
                 if not self.settings.history:
-                    self.commands.call("PUBLISH", channel, kind + b" " + payload)
+                    if token:
+                        self.commands.call("PUBLISH", channel, kind.upper() + b" " + token + b" " + payload)
+                    else:
+                        self.commands.call("PUBLISH", channel, kind + b" " + payload)
                     return Publication(None, True)
                 args = [channel, self.settings.history, int(self.settings.history_ttl * 1000), kind, payload]
+                if token:
+                    args.append(token)
                 offset = self._script(PUBLISH, [meta, log], args)
                 return Publication(int(offset), True)
             except (BrokerError, ReplyError) as error:
+                self._excluding.pop(token, None)
                 self._lost(error)
-        self.locals.deliver(room, None, data)  # this process's members still get it
+        self.locals.deliver(room, None, data, exclude)  # this process's members still get it
         return Publication(None, False)
+
+    def _exclude(self, exclude: tuple[WebSocket, ...]) -> bytes:
+        """A token for a message whose delivery here leaves ``exclude`` out (b"" for none).
+
+        The message comes back to this process through its subscription (or,
+        after a loss, its stream) with the token, which names who to leave out.
+        """
+        if not exclude:
+            return b""
+        token = f"{self.locals.process_id}.{next(self._tokens)}".encode()
+        excluding = self._excluding
+        excluding[token] = exclude
+        while len(excluding) > MAX_EXCLUDING:  # messages that never came back (a lost subscription)
+            del excluding[next(iter(excluding))]
+        return token
 
     def since(self, room: str, since: int) -> tuple[bool, list[Message]]:
         try:
@@ -377,15 +416,21 @@ class RedisBroker:
             channel, payload = reply[1], reply[2]
             room = channel[self._prefix_len :].decode("utf-8")
             space = payload.index(b" ")
-            data = _decode(payload[:1], payload[space + 1 :])
+            kind, body = payload[:1], payload[space + 1 :]
+            exclude: tuple[WebSocket, ...] = ()
+            if kind.isupper():  # K<offset> <token> <data>: a publisher's token (publish(exclude=))
+                token, _, body = body.partition(b" ")
+                kind = kind.lower()
+                exclude = self._excluding.pop(token, ())
+            data = _decode(kind, body)
             if space == 1:
-                self.locals.deliver(room, None, data)
+                self.locals.deliver(room, None, data, exclude)
                 return
             offset = int(payload[1:space])
             local = self.locals.rooms.get(room)
             if local is not None and local.last is not None and offset > local.last + 1:
                 self._fill(room, local.last + 1, offset - 1)
-            self.locals.deliver(room, offset, data)
+            self.locals.deliver(room, offset, data, exclude)
         elif kind == b"subscribe":
             local = self.locals.rooms.get(reply[1][self._prefix_len :].decode("utf-8"))
             if local is not None and local.subscribed is not None:
@@ -393,7 +438,8 @@ class RedisBroker:
 
     def _fill(self, room: str, first: int, last: int | None) -> None:
         """Deliver the retained messages ``first`` to ``last`` (None: the newest); report the rest as lost."""
-        current, messages, epoch = self._read(room, first, last if last is not None else "+")
+        tokens: dict[int, bytes] = {}
+        current, messages, epoch = self._read(room, first, last if last is not None else "+", tokens)
         if last is None:
             if current is None or current < first:
                 return
@@ -412,7 +458,9 @@ class RedisBroker:
                 break
             if message.offset > expected:
                 self._gap(room, expected, message.offset - 1)
-            self.locals.deliver(room, message.offset, message.data)
+            token = tokens.get(message.offset)
+            exclude = self._excluding.pop(token, ()) if token is not None else ()
+            self.locals.deliver(room, message.offset, message.data, exclude)
             expected = message.offset + 1
         if expected <= last:
             self._gap(room, expected, last)

@@ -118,3 +118,58 @@ def test_a_loss_the_process_detects_reaches_envelope_members_as_a_gap(redis_serv
         plain_client.close()
     finally:
         hub.close()
+
+
+def test_publish_exclude_leaves_out_this_processs_sockets_only(hub: Hub) -> None:
+    """``publish(room, data, exclude=ws)``: the sender does not get its own line back; the
+    other members do, in the same order as everything else."""
+    room = room_name()
+    sender, other = pending_websocket(), pending_websocket()
+    assert hub.join(sender, room) and hub.join(other, room)
+    sender_client, other_client = open_it(sender), open_it(other)
+    hub.publish(room, "from the sender", exclude=sender)
+    hub.publish(room, "to both")
+    hub.publish(room, b"neither", exclude=[sender, other])
+    hub.publish(room, "last")
+    assert [other_client.read_frame()[2] for _ in range(2)] == [b"from the sender", b"to both"]
+    assert other_client.read_frame()[2] == b"last"
+    assert [sender_client.read_frame()[2] for _ in range(2)] == [b"to both", b"last"]
+    with pytest.raises(TypeError):
+        hub.publish(room, "x", exclude=["not a websocket"])  # type: ignore[list-item]
+    sender_client.close()
+    other_client.close()
+
+
+def test_an_excluded_message_read_back_from_the_stream_still_leaves_the_sender_out(
+    redis_server: RedisServer,
+) -> None:
+    """After a loss the process reads its own message back from the stream, not the
+    channel: the publisher's token is in the stream too."""
+    hub = Hub(redis_server.url, history=10)
+    room = room_name()
+    try:
+        hub.presence("warm-up")
+        eventually(lambda: hub.healthy or None)
+        sender, other = pending_websocket(), pending_websocket()
+        assert hub.join(sender, room) and hub.join(other, room)
+        sender_client, other_client = open_it(sender), open_it(other)
+        broker: Any = hub._process.broker  # type: ignore[union-attr]
+        channel = keys("takeover", room)[2].encode()
+        handle = broker._handle
+
+        def lose_own_lines(reply: Any) -> None:  # this process misses its own message on the channel
+            if isinstance(reply, list) and reply[0] == b"message" and reply[1] == channel:
+                if reply[2][:1].isupper():
+                    return
+            handle(reply)
+
+        broker._handle = lose_own_lines
+        hub.publish(room, "mine", exclude=sender)
+        broker._handle = handle
+        hub.publish(room, "next")  # the offset jump: "mine" is read back from the stream
+        assert [other_client.read_frame()[2] for _ in range(2)] == [b"mine", b"next"]
+        assert sender_client.read_frame()[2] == b"next"
+        sender_client.close()
+        other_client.close()
+    finally:
+        hub.close()
