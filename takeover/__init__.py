@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "Message": "takeover.hub",
     "Publication": "takeover.hub",
     "publish": "takeover.hub",
+    "client_js": "takeover.client",
     "DeflateOptions": "takeover.protocol.deflate",
     "Server": "takeover.server",
     "create_server": "takeover.server",
@@ -48,6 +49,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     # The same table, for type checkers, which do not run __getattr__ ("X as X":
     # an explicit re-export). tests/test_public_names.py checks that they agree.
+    from takeover.client import client_js as client_js
     from takeover.errors import ClientError as ClientError
     from takeover.errors import ConnectionClosed as ConnectionClosed
     from takeover.errors import HandshakeError as HandshakeError

@@ -1,0 +1,54 @@
+"""The app of tests/interop/test_browser_client.py: takeover.js in a page, a hub room with envelopes.
+
+``/`` is the page: it imports ``/takeover.js`` (served with the documented one-liner),
+opens a ``ResumingSocket`` on ``?ws=`` (a WebSocket URL; by default this server's
+``/ws?room=`` the page's ``room``) and records in ``window`` what it receives
+(``seen``: ``[offset, data]``), its ``resync`` events and its opens. ``/ws`` joins
+the room with ``envelope=True`` and the ``since`` the client sends. The hub is on
+``TAKEOVER_HUB`` (a Redis URL: it outlives this server's restarts).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, request
+
+import takeover
+from takeover import Hub, upgrade_websocket
+
+app = Flask(__name__)
+hub = Hub(os.environ.get("TAKEOVER_HUB", "memory://"), history=1000)
+# The documented one-liner that serves the client:
+app.add_url_rule("/takeover.js", view_func=lambda: (takeover.client_js(), {"Content-Type": "text/javascript"}))  # noqa: E501
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>takeover.js</title>
+<script type="module">
+import { ResumingSocket } from "/takeover.js";
+const params = new URLSearchParams(location.search);
+const url = params.get("ws") || "/ws?room=" + encodeURIComponent(params.get("room"));
+window.seen = [];
+window.resyncs = [];
+window.opens = 0;
+const socket = new ResumingSocket(url, { minDelay: 50, maxDelay: 400 });
+socket.addEventListener("open", () => { window.opens += 1; });
+socket.addEventListener("message", (event) => { window.seen.push([event.offset, event.data]); });
+socket.addEventListener("resync", (e) => { window.resyncs.push([e.reason, e.first, e.last]); });
+window.socket = socket;
+</script>
+"""
+
+
+@app.route("/")
+def page() -> Any:
+    return PAGE
+
+
+@app.route("/ws", websocket=True)
+def ws() -> Any:
+    socket, response = upgrade_websocket(request)
+    hub.join(socket, request.args["room"], since=request.args.get("since", type=int), envelope=True)
+    return response

@@ -1,0 +1,196 @@
+"""takeover.js in Chromium (issue 20): a page that reconnects and resumes, losing and doubling nothing.
+
+A real redis-server, ``takeover serve`` running tests/interop/apps/client_app.py
+on it, headless Chromium, and a publisher on redis-py (``takeover.publish``) that
+keeps publishing numbered messages to the page's room. The server is restarted,
+and separately the page's connection is cut through a TCP proxy (new connections
+refused for a while); every message shows up in the page once, in order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from takeover import publish
+from tests.interop.browser import WAIT_MS
+from tests.paths import ROOT
+from tests.processes import OutputLines, free_port, stop_process
+from tests.redis_server import RedisServer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+HOST = "127.0.0.1"
+COUNT = 120
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+def start_app(port: int, hub_url: str) -> subprocess.Popen[bytes]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, TAKEOVER_HUB=hub_url, PYTHONPATH=path, PYTHONUNBUFFERED="1")
+    app = "tests.interop.apps.client_app:app"
+    command = [sys.executable, "-m", "takeover", "serve", app, "--bind", f"{HOST}:{port}"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if OutputLines(process.stdout).wait_for("takeover serving", 30) is None:
+        stop_process(process, 15)
+        raise RuntimeError("the app did not start")
+    return process
+
+
+class Publisher:
+    """Publishes m0, m1, ... to ``room`` from a thread, paced, until ``COUNT`` or stopped."""
+
+    def __init__(self, url: str, room: str) -> None:
+        self.url, self.room = url, room
+        self.sent = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for n in range(COUNT):
+            if self.stop.wait(0.03):  # the pace of the publisher, not a synchronisation
+                return
+            publish(self.url, self.room, f"m{n}", history=1000)
+            self.sent = n + 1
+
+
+def received(page: Page) -> list[str]:
+    seen: list[list[Any]] = page.evaluate("window.seen")
+    return [data for _, data in seen]
+
+
+def wait_for(page: Page, expression: str) -> None:
+    page.wait_for_function(expression, timeout=WAIT_MS * 3)
+
+
+def assert_all_once_in_order(page: Page) -> None:
+    wait_for(page, f"window.seen.length >= {COUNT}")
+    assert received(page) == [f"m{n}" for n in range(COUNT)]
+    offsets = [offset for offset, _ in page.evaluate("window.seen")]
+    assert offsets == list(range(offsets[0], offsets[0] + COUNT)), "offsets one apart"
+    assert page.evaluate("window.resyncs") == []
+
+
+def test_a_server_restart_is_resumed_with_since(browser: Browser, redis_server: RedisServer) -> None:
+    port = free_port()
+    app = start_app(port, redis_server.url)
+    context = browser.new_context()
+    publisher = None
+    try:
+        page = context.new_page()
+        page.goto(f"http://{HOST}:{port}/?room=restart", timeout=WAIT_MS)
+        wait_for(page, "window.opens === 1")
+        publisher = Publisher(redis_server.url, "restart")
+        wait_for(page, "window.seen.length >= 20")
+        stop_process(app, 15)  # the page's connection closes; it reconnects with backoff
+        app = start_app(port, redis_server.url)
+        assert_all_once_in_order(page)
+        assert page.evaluate("window.opens") >= 2
+        assert page.evaluate("window.socket.connects") >= 2
+    finally:
+        if publisher is not None:
+            publisher.stop.set()
+        context.close()
+        stop_process(app, 15)
+
+
+class CuttingProxy:
+    """Forwards ``port`` to ``target``; :meth:`cut` drops every connection and refuses new ones a while."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server((HOST, 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.refusing = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        for _ in range(10_000):
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing.is_set():
+                client.close()  # as a network that is down: the page retries with backoff
+                continue
+            upstream = socket.create_connection((HOST, self.target), timeout=5)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            for _ in range(1_000_000):
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.refusing.set()
+        with self.lock:
+            ends, self.sockets = self.sockets, []
+        for end in ends:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_a_cut_connection_is_resumed_with_since(browser: Browser, redis_server: RedisServer) -> None:
+    port = free_port()
+    app = start_app(port, redis_server.url)
+    proxy = CuttingProxy(port)
+    context = browser.new_context()
+    publisher = None
+    try:
+        page = context.new_page()
+        ws_url = f"ws://{HOST}:{proxy.port}/ws?room=cut"
+        page.goto(f"http://{HOST}:{port}/?ws={ws_url}", timeout=WAIT_MS)
+        wait_for(page, "window.opens === 1")
+        publisher = Publisher(redis_server.url, "cut")
+        for round_ in range(3):
+            wait_for(page, f"window.seen.length >= {20 * (round_ + 1)}")
+            proxy.cut()  # the connection drops; new ones are refused...
+            wait_for(page, f"window.socket.connects >= {round_ + 2}")  # ...while the page tries again
+            proxy.refusing.clear()
+            wait_for(page, f"window.opens >= {round_ + 2}")
+        assert_all_once_in_order(page)
+    finally:
+        if publisher is not None:
+            publisher.stop.set()
+        context.close()
+        proxy.close()
+        stop_process(app, 15)
