@@ -4,7 +4,7 @@ The hub comes from the environment: ``TAKEOVER_HUB`` (the URL), ``HUB_HISTORY``,
 ``HUB_PRESENCE_TTL`` and ``HUB_CHECK`` (the health check interval);
 ``MAX_BUFFERED`` is the WebSockets' ``max_buffered_amount``.
 
-* ``/ws?room=R&name=N[&since=OFFSET]``: upgrade and join R with meta
+* ``/ws?room=R&name=N[&since=OFFSET][&envelope=1]``: upgrade and join R with meta
   ``{"name": N, "pid": PID}``. Room messages arrive as they were published; the
   replayed ones (``since``) come before ``{"hello": {"pid": PID, "joined": BOOL}}``
   (what ``join`` returned), the live ones after it.
@@ -47,7 +47,8 @@ def ws() -> Response:
     socket, response = upgrade_websocket(request, max_buffered_amount=MAX_BUFFERED)
     since = request.args.get("since", type=int)
     meta = {"name": request.args.get("name", ""), "pid": os.getpid()}
-    joined = hub.join(socket, request.args["room"], meta=meta, since=since)
+    envelope = request.args.get("envelope") == "1"  # messages as {"room", "offset", "data"}
+    joined = hub.join(socket, request.args["room"], meta=meta, since=since, envelope=envelope)
     hello = json.dumps({"hello": {"pid": os.getpid(), "joined": joined}})
     socket.add_event_listener("open", lambda event: socket.send(hello))  # after the hub's: replays go first
 
