@@ -32,6 +32,7 @@ from geventwebsocket.exceptions import FrameTooLargeException, ProtocolError, We
 from geventwebsocket.server import WebSocketServer as _GeventWebSocketServer
 
 from takeover._io import handover
+from takeover._io.handover import SWITCHING
 from takeover.adapters import read_buffered
 from takeover.errors import ConnectionClosed, HandshakeError
 from takeover.events import CloseEvent
@@ -59,7 +60,6 @@ MSG_SOCKET_DEAD = "Socket is dead"
 MSG_ALREADY_CLOSED = "Connection is already closed"
 MSG_CLOSED = "Connection closed"
 
-SWITCHING = "101 Switching Protocols"
 _CLOSE_REASONS: dict[int, str] = {
     CloseCode.INTERNAL_ERROR: "Internal error", CloseCode.GOING_AWAY: SHUTDOWN_REASON
 }
