@@ -82,24 +82,23 @@ class CooperativeTLS:
         self._writable = hub.loop.io(fd, 2)
 
     def recv(self, size: int) -> bytes:
-        for _ in range(1_000_000):
-            try:
-                return self._tls.recv(size)
-            except ssl.SSLWantReadError:
-                self._hub.wait(self._readable)
-            except ssl.SSLWantWriteError:
-                self._hub.wait(self._writable)
-        return b""
+        data: bytes = self._cooperatively(self._tls.recv, size)
+        return data
 
     def send(self, data: Any) -> int:
-        for _ in range(1_000_000):
+        sent: int = self._cooperatively(self._tls.send, data)
+        return sent
+
+    def _cooperatively(self, call: Any, argument: Any) -> Any:
+        """``call(argument)``, waiting on the hub for whichever direction TLS asks for."""
+        for _ in range(1_000_000):  # each pass follows the descriptor's readiness
             try:
-                return self._tls.send(data)
+                return call(argument)
             except ssl.SSLWantReadError:
                 self._hub.wait(self._readable)
             except ssl.SSLWantWriteError:
                 self._hub.wait(self._writable)
-        raise OSError("TLS socket never became writable")
+        raise OSError("the TLS socket never became ready")
 
     def close(self) -> None:
         self._readable.close()

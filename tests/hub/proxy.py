@@ -1,7 +1,8 @@
-"""A TCP proxy in front of Redis that can go silent: a half-open connection, made on demand."""
+"""TCP proxies for the tests: one that goes silent (a half-open connection), one that cuts."""
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import threading
@@ -84,3 +85,61 @@ class FreezingProxy:
         self._stopped.set()
         self._listener.close()
         self.thaw()
+
+
+class CuttingProxy:
+    """Forwards its port to ``target``; :meth:`cut` drops every connection, and new ones are
+    refused while ``refusing`` is set (as a network that is down)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server((HOST, 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.ends: list[socket.socket] = []
+        self.refusing = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        for _ in range(100_000):
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.refusing.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection((HOST, self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.ends += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+
+    def cut(self) -> None:
+        with self.lock:
+            ends, self.ends = self.ends, []
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self.refusing.set()
+        self.cut()
+        self.listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        for _ in range(10_000_000):
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    for end in (source, sink):
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)

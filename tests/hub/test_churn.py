@@ -9,10 +9,8 @@ on its first use, in each worker).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import itertools
 import json
-import socket
 import threading
 import time
 from typing import Any
@@ -22,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from takeover import publish
 from tests.hub.cluster import AppServer, HubClient, eventually, gunicorn
+from tests.hub.proxy import CuttingProxy
 from tests.redis_server import HOST, RedisServer
 
 #: presence_ttl 30 s, as by default: a member left out is not put back by a heartbeat within the test.
@@ -156,64 +155,6 @@ def test_a_member_resuming_with_since_gets_no_message_twice_when_the_room_is_new
     finally:
         hub.close()
 
-
-
-class CuttingProxy:
-    """Forwards its port to ``target``; :meth:`cut` drops every connection, and new ones are
-    refused while ``refusing`` is set (as a network that is down)."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.listener = socket.create_server((HOST, 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.lock = threading.Lock()
-        self.ends: list[socket.socket] = []
-        self.refusing = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        for _ in range(100_000):
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.refusing.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection((HOST, self.target), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.ends += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
-
-    def cut(self) -> None:
-        with self.lock:
-            ends, self.ends = self.ends, []
-        for end in ends:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
-            end.close()
-
-    def close(self) -> None:
-        self.refusing.set()
-        self.cut()
-        self.listener.close()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        for _ in range(10_000_000):
-            data = source.recv(65536)
-            if not data:
-                break
-            sink.sendall(data)
-    for end in (source, sink):
-        with contextlib.suppress(OSError):
-            end.shutdown(socket.SHUT_RDWR)
 
 
 class Resuming:

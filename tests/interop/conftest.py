@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.hub.conftest import redis_server as redis_server  # a redis-server per module, as the hub tests'
 from tests.interop.browser import CHROMIUM, CHROMIUM_ARGS, WAIT_MS
 
 if TYPE_CHECKING:

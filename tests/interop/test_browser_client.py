@@ -10,16 +10,13 @@ refused for a while); every message shows up in the page once, in order.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 from takeover import publish
+from tests.hub.proxy import CuttingProxy
 from tests.interop.browser import WAIT_MS
 from tests.paths import ROOT
 from tests.processes import OutputLines, free_port, stop_process
@@ -30,14 +27,6 @@ if TYPE_CHECKING:
 
 HOST = "127.0.0.1"
 COUNT = 120
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
 
 
 def start_app(port: int, hub_url: str) -> subprocess.Popen[bytes]:
@@ -108,65 +97,6 @@ def test_a_server_restart_is_resumed_with_since(browser: Browser, redis_server: 
             publisher.stop.set()
         context.close()
         stop_process(app, 15)
-
-
-class CuttingProxy:
-    """Forwards ``port`` to ``target``; :meth:`cut` drops every connection and refuses new ones a while."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.listener = socket.create_server((HOST, 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.lock = threading.Lock()
-        self.sockets: list[socket.socket] = []
-        self.refusing = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        for _ in range(10_000):
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.refusing.is_set():
-                client.close()  # as a network that is down: the page retries with backoff
-                continue
-            upstream = socket.create_connection((HOST, self.target), timeout=5)
-            with self.lock:
-                self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            for _ in range(1_000_000):
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-        except OSError:
-            pass
-        for end in (source, sink):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self.refusing.set()
-        with self.lock:
-            ends, self.sockets = self.sockets, []
-        for end in ends:
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
 
 
 def test_a_cut_connection_is_resumed_with_since(browser: Browser, redis_server: RedisServer) -> None:
