@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from takeover.errors import ConnectionClosed, HandshakeError
 from takeover.protocol.frames import CloseCode
@@ -87,18 +87,22 @@ def start_handler(session: Session) -> None:
     fn, ws, context = session.handler, session.ws, session.context
     assert fn is not None and ws is not None
     session.handler = None
-    args: tuple[Any, ...] = (run_handler, fn, ws, session.path)
-    target: Callable[..., object] = context.call_alone if context is not None else args[0]
-    if context is None:
-        args = args[1:]
+    path = session.path
+
+    def run() -> None:  # inside Flask's contexts of the upgrade, when it had them
+        if context is None:
+            run_handler(fn, ws, path)
+        else:
+            context.call_alone(run_handler, fn, ws, path)
+
     if session.loop.listener_pool is None:
-        session.loop.spawn(target, *args)
+        session.loop.spawn(run)
         return
 
     def in_thread() -> None:
         try:
-            target(*args)
+            run()
         finally:
             HANDLER_THREADS.release()
 
-    threading.Thread(target=in_thread, name=f"takeover-handler {session.path}", daemon=True).start()
+    threading.Thread(target=in_thread, name=f"takeover-handler {path}", daemon=True).start()

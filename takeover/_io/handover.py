@@ -191,7 +191,3 @@ def prepare(
     if handler is not None:
         session.set_handler(handler)
 
-
-def path_of(ws: WebSocket) -> str:
-    """The path ``ws`` was upgraded at, for logs."""
-    return ws.session.path

@@ -79,11 +79,6 @@ class ListenerPool:
                 raise ValueError(f"listener_threads must be 1 or more, not {max_threads!r}")
             self.max_threads = max_threads
 
-    @property
-    def queued(self) -> int:
-        """Mailboxes waiting for a thread."""
-        return len(self._ready)
-
     def schedule_from_loop(self, mailbox: Mailbox, loop: Loop) -> None:
         """Queue ``mailbox`` at the end of this turn of ``loop``, with the others made ready in it.
 

@@ -30,7 +30,6 @@ import concurrent.futures
 import logging
 import os
 import threading
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -87,7 +86,6 @@ class Loop:
     ) -> None:
         import gevent
         import gevent.event
-        import gevent.queue
 
         from takeover._io.parker import Parker
 
@@ -98,7 +96,6 @@ class Loop:
         self._calls = CallQueue(hub)
         self._spawn_raw = gevent.spawn_raw
         self._event_class = gevent.event.Event
-        self._queue_class = gevent.queue.Queue
         self._ev = hub.loop
         #: Parks this hub's idle readers (see :class:`~takeover._io.parker.Parker`).
         self.parker: Parker = Parker(hub.loop)
@@ -140,10 +137,6 @@ class Loop:
     def event(self) -> Any:
         """A ``gevent.event.Event`` of this hub."""
         return self._event_class()
-
-    def queue(self, maxsize: int) -> Any:
-        """A bounded ``gevent.queue.Queue`` of this hub."""
-        return self._queue_class(maxsize)
 
     def call_later(self, delay: float, fn: Callable[[], object]) -> TimerHandle:
         """Call ``fn()`` in a new greenlet after ``delay`` seconds."""
@@ -201,18 +194,14 @@ class _Repeating:
 
 # -- the loops of gevent hubs -------------------------------------------------------
 
-_loops: weakref.WeakKeyDictionary[Any, Loop] = weakref.WeakKeyDictionary()
 
 
 def current_loop() -> Loop:
     """The loop of the calling thread's gevent hub (made on first use)."""
     hub = gevent.get_hub()
-    loop: Loop | None = getattr(hub, "_takeover_loop", None)  # an upgrade asks: cheaper than _loops
+    loop: Loop | None = getattr(hub, "_takeover_loop", None)  # the hub holds its loop: they end together
     if loop is None:
-        loop = _loops.get(hub)
-        if loop is None:
-            loop = _loops[hub] = Loop()
-        hub._takeover_loop = loop
+        loop = hub._takeover_loop = Loop()
     return loop
 
 
@@ -281,8 +270,7 @@ class _IOThread:
 
         self._stop = gevent.event.Event()
         loop = Loop(listener_pool=ListenerPool(), registry=Registry())
-        _loops[gevent.get_hub()] = loop  # current_loop() in this thread is this one
-        gevent.get_hub()._takeover_loop = loop
+        gevent.get_hub()._takeover_loop = loop  # current_loop() in this thread is this one
         self.loop = loop
         self._ready.set()
         try:

@@ -126,6 +126,18 @@ def test_a_full_mailbox_pauses_its_reader_until_the_pool_catches_up() -> None:
     assert target.wait_for(8) == [str(n) for n in range(8)]
 
 
+def attach_pair(
+    ws: Any, ours: socket.socket, theirs: socket.socket, head: bytes, claimed: bool = False
+) -> RawClient:
+    """Hand ``ours`` and ``head`` to ``ws`` as a threaded server would; client on ``theirs``, past its 101."""
+    if not claimed:
+        handover.claim(ws)
+    handover.attach(ws, ours, head)
+    client = RawClient(0, connect=lambda *args, **kwargs: theirs)
+    assert client.read_response()[0] == 101
+    return client
+
+
 def test_a_handed_over_websocket_echoes_from_a_listener_thread() -> None:
     ours, theirs = socket.socketpair()
     environ = EnvironBuilder(path="/h", headers=HEADERS).get_environ()
@@ -139,10 +151,7 @@ def test_a_handed_over_websocket_echoes_from_a_listener_thread() -> None:
     ws.onmessage = on_message
     closed = threading.Event()
     ws.onclose = lambda event: closed.set()
-    handover.claim(ws)
-    handover.attach(ws, ours, client_frame(TEXT, b"in the head"))
-    client = RawClient(0, connect=lambda *args, **kwargs: theirs)
-    assert client.read_response()[0] == 101
+    client = attach_pair(ws, ours, theirs, client_frame(TEXT, b"in the head"))
     assert client.read_frame() == (TEXT, True, b"in the head")
     client.send(client_frame(TEXT, b"again"))
     assert client.read_frame() == (TEXT, True, b"again")
@@ -174,9 +183,7 @@ def test_receive_and_send_from_a_thread_of_the_application() -> None:
 
     reader = threading.Thread(target=blocking, name="app-reader", daemon=True)
     reader.start()
-    handover.attach(ws, ours, client_frame(TEXT, b"first"))
-    client = RawClient(0, connect=lambda *args, **kwargs: theirs)
-    assert client.read_response()[0] == 101
+    client = attach_pair(ws, ours, theirs, client_frame(TEXT, b"first"), claimed=True)
     assert client.read_frame() == (TEXT, True, b"FIRST")
     client.send(client_frame(TEXT, b"second"))
     assert client.read_frame() == (TEXT, True, b"SECOND")
@@ -194,10 +201,7 @@ def test_a_first_receive_after_the_close_raises_at_once() -> None:
     ours, theirs = socket.socketpair()
     ws, _ = upgrade_websocket(EnvironBuilder(path="/late", headers=HEADERS).get_environ())
     ws.onmessage = lambda event: None  # nothing queued for receive(): no queue made while open
-    handover.claim(ws)
-    handover.attach(ws, ours, b"")
-    client = RawClient(0, connect=lambda *args, **kwargs: theirs)
-    assert client.read_response()[0] == 101
+    client = attach_pair(ws, ours, theirs, b"")
     client.send(client_frame(CLOSE, (4000).to_bytes(2, "big")))
     assert client.read_close() == (4000, "")
     assert ws.wait_closed(5)

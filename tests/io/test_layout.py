@@ -24,16 +24,22 @@ def test_importing_the_server_the_worker_websocket_and_upgrade_leaves_gevent_web
     assert result.returncode == 0, result.stderr
 
 
-def test_only_websocket_py_and_io_touch_a_websockets_private_attributes() -> None:
-    private = re.compile(r"\b(?:ws|websocket|self\.websocket|self\.ws)\._[a-z]\w*")
+def lines_outside_the_io_layer(pattern: re.Pattern[str], unless: re.Pattern[str] | None = None) -> list[str]:
+    """The lines matching ``pattern`` (and not ``unless``) of modules other than websocket.py and _io/."""
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()
         if relative == "websocket.py" or relative.startswith("_io/"):
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
-            if private.search(line):
+            if pattern.search(line) and not (unless is not None and unless.search(line)):
                 offenders.append(f"{relative}:{number}: {line.strip()}")
+    return offenders
+
+
+def test_only_websocket_py_and_io_touch_a_websockets_private_attributes() -> None:
+    private = re.compile(r"\b(?:ws|websocket|self\.websocket|self\.ws)\._[a-z]\w*")
+    offenders = lines_outside_the_io_layer(private)
     assert not offenders, "\n".join(offenders)
 
 
@@ -42,14 +48,7 @@ def test_only_websocket_py_and_io_touch_a_websockets_session() -> None:
     the adapter seam (takeover._io.handover), never through ``ws.session`` (docs/architecture.rst)."""
     session = re.compile(r"\.session\b(?!_)")
     flask_session = re.compile(r"\b(?:flask|from flask import [^\n]*)\bsession\b")
-    offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        relative = path.relative_to(PACKAGE).as_posix()
-        if relative == "websocket.py" or relative.startswith("_io/"):
-            continue
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if session.search(line) and not flask_session.search(line):
-                offenders.append(f"{relative}:{number}: {line.strip()}")
+    offenders = lines_outside_the_io_layer(session, unless=flask_session)
     assert not offenders, "\n".join(offenders)
 
 
