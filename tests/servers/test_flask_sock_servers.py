@@ -1,9 +1,13 @@
 """examples/flask_sock/app.py (a Flask-Sock app with only its import changed) on real servers.
 
 takeover serve, gunicorn's gevent worker (takeover.gunicorn.Worker) and its
-gthread worker, each a process; the clients are the websockets library, and a
-raw socket that sends its first frame in the same write as its handshake
-(Flask-Sock loses that frame; takeover reads it from the head bytes).
+gthread worker, uWSGI with threads and as one single-threaded process, and
+Werkzeug's threaded server (``flask run``), each a process; the clients are the
+websockets library, and a raw socket that sends its first frame in the same
+write as its handshake (Flask-Sock loses that frame; takeover reads it from the
+head bytes). On the threaded servers the routes run in takeover's own threads:
+on one single-threaded uWSGI process, a second route is served while the
+first is open (test_broadcast).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -22,12 +26,31 @@ from tests.frames import client_frame
 from tests.paths import ROOT
 from tests.processes import OutputLines, free_port
 from tests.redis_server import HOST
+from tests.uwsgi_nginx import uwsgi_command
 
 APP = "examples.flask_sock.app:app"
-SERVERS = {
-    "takeover serve": (["-m", "takeover", "serve", APP, "--bind"], "takeover serving"),
-    "gunicorn gevent": (["-m", "gunicorn", "-k", "takeover.gunicorn.Worker", APP, "-b"], "Booting worker"),
-    "gunicorn gthread": (["-m", "gunicorn", "-k", "gthread", "--threads", "8", APP, "-b"], "Booting worker"),
+
+
+def _python(*arguments: str) -> Callable[[int], list[str]]:
+    return lambda port: [sys.executable, *arguments, f"{HOST}:{port}"]
+
+
+def _uwsgi(*options: str) -> Callable[[int], list[str]]:
+    return lambda port: uwsgi_command("--http-socket", port, "--master", *options, module=APP)
+
+
+def _werkzeug(port: int) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", APP, "run", "--host", HOST, "--port", str(port)]
+
+
+#: name -> (the command for a port, the line it prints once it serves)
+SERVERS: dict[str, tuple[Callable[[int], list[str]], str]] = {
+    "takeover serve": (_python("-m", "takeover", "serve", APP, "--bind"), "takeover serving"),
+    "gunicorn gevent": (_python("-m", "gunicorn", "-k", "takeover.gunicorn.Worker", APP, "-b"), "Booting"),
+    "gunicorn gthread": (_python("-m", "gunicorn", "-k", "gthread", "--threads", "8", APP, "-b"), "Booting"),
+    "uwsgi threads": (_uwsgi("--threads", "4"), "spawned uWSGI worker"),
+    "uwsgi one process": (_uwsgi("--processes", "1"), "spawned uWSGI worker"),
+    "werkzeug": (_werkzeug, "Running on"),
 }
 
 
@@ -43,12 +66,11 @@ class Running:
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def server(request: pytest.FixtureRequest) -> Iterator[Running]:
-    arguments, ready = SERVERS[request.param]
+    command, ready = SERVERS[request.param]
     port = free_port()
     env = dict(os.environ, CLOCK_INTERVAL="0.05", PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [sys.executable, *arguments, f"{HOST}:{port}"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        command(port), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     out = OutputLines(process.stdout)
     if out.wait_for(ready, 30) is None:
