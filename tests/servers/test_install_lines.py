@@ -510,6 +510,8 @@ assert hub.publish("room", "from a hub").remote
 assert publish(url, "room", b"from a plain process").remote
 assert [m.data for m in hub.history("room")] == ["from a hub", b"from a plain process"]
 hub.close()
+import takeover  # the browser client the section names: package data of the installed package
+assert "export class ResumingSocket" in takeover.client_js()
 print("the hub works")
 """
 
