@@ -44,9 +44,20 @@ def send(ws: Any, message: Message) -> None:
 
 
 def receive(ws: Any, timeout: float = WAIT) -> Message:
+    """The next message. A room message comes in the hub's envelope: it is returned unwrapped,
+    with the envelope's offset under ``"offset"``; a gap envelope as ``{"type": "gap", ...}``."""
     data = ws.recv(timeout=timeout) if hasattr(ws, "recv") else ws.receive(timeout=timeout)
     assert isinstance(data, str), f"the server sent a binary message: {data!r}"
     message: Message = json.loads(data)
+    if "room" in message:
+        assert message["room"] == "chat", message
+        if "gap" in message:
+            return {"type": "gap", **message}
+        assert set(message) == {"room", "offset", "data"}, message
+        inner: Message = json.loads(message["data"])
+        assert inner["type"] == "message" and "offset" not in inner, inner
+        return {**inner, "offset": message["offset"]}
+    assert "type" in message, message
     return message
 
 

@@ -23,6 +23,12 @@ The view upgrades in-app: ``upgrade_websocket(request)`` returns the WebSocket
 and the 101 response, the view attaches listeners and returns the response,
 and returning it is what takes the connection over.
 
+The page reconnects with ``takeover.js``, the browser client shipped in the
+package (:func:`takeover.client_js`, served at ``/takeover.js``): its
+``ResumingSocket`` reconnects with jittered, capped backoff, keeps what the
+user sends while it is away (bounded), and adds ``since=<the last offset it
+got>`` to the URL of each new connection.
+
 How the room uses the hub
 -------------------------
 
@@ -30,31 +36,28 @@ Two hubs on the same URL (their rooms have different names: on one Redis,
 hubs share a room by its name):
 
 * ``messages`` keeps the last 100 messages, for a week after the last one.
-  Its room ``chat`` carries the ``message`` objects and nothing else, so the
-  hub's offsets number the messages: each is one more than the one before.
+  Its room ``chat`` carries the ``message`` objects and nothing else. Members
+  join it with ``envelope=True``, so each message reaches the page with its
+  offset, ``{"room": "chat", "offset": N, "data": MESSAGE}`` (MESSAGE is the
+  ``message`` object as JSON text): the page never counts.
 * ``signals`` keeps nothing. Its room ``chat/online`` is the presence list
-  (each member's meta is ``{"name": NAME, "server": ID}``, ``ID`` naming the
-  server process) and carries the ``presence`` messages, which the process
-  where someone joined or left sends with the list it reads from the hub.
-  ``chat/typing/ID`` carries ``typing`` to the members of process ``ID``: a
-  hub sends a room's messages to every member, and a typing must not go back
-  to its sender, so the sender's process sends it to its own other members
-  and publishes it to the typing room of every other process in the list.
+  (each member's meta is ``{"name": NAME}``) and carries the ``presence``
+  messages, which the process where someone joined or left sends with the
+  list it reads from the hub. ``chat/typing`` carries ``typing``, published
+  with ``exclude=`` the connection that typed: it reaches everyone else, on
+  every server.
 
-A published message cannot hold its own offset, so the page counts: a
-``history`` gives the offset of its last message, and each ``message`` after
-it is one more. The server makes the count exact by reading the history,
-sending it, and only then joining the connection to the room, with ``since``
-at that offset: the hub sends it what was published after that offset, none
-of it twice, whatever was published between the two calls. A page that
-reconnects joins with the last offset it counted (``since``): the hub replays
-what it missed, or, when that is not kept any more (over 100 messages since,
-Redis lost its data, a ``memory://`` server restarted), the page gets a fresh
-history and says it reloaded the room. When the hub reports that this process
-missed messages it cannot recover (its ``"gap"`` event: Redis lost its data,
-or was away longer than the room keeps), every page of this process gets a
-fresh history the same way. A page that joined an empty room has no offset
-to count from: its first message makes it ask for a history (``sync``).
+A join sends the history, then joins the connection to the room with
+``since`` at the offset of the history's last message: the hub sends what
+was published after that offset, none of it twice, whatever was published
+between the two calls. A page that reconnects has ``since`` in its URL (the
+offset of the last message it got, from an envelope or a history): the hub
+replays what it missed, or, when that is not kept any more (over 100 messages
+since, Redis lost its data, a ``memory://`` server restarted), the page gets
+a fresh history and says it reloaded the room. When the hub reports that this
+process missed messages it cannot recover (its ``"gap"`` event: Redis lost
+its data, or was away longer than the room keeps), every page of this process
+gets a fresh history the same way.
 
 When Redis cannot be reached (``Hub.healthy`` is False), a join waits up to
 5 seconds for it to come back, then the connection is closed with 1013 (try
@@ -66,7 +69,8 @@ sender is told, and the pages here get a fresh history once Redis is back.
 Protocol
 --------
 
-Every message is one JSON object in a text frame, with a ``"type"``.
+Every message is one JSON object in a text frame, with a ``"type"``, but
+the room's messages, which come in the hub's envelope.
 
 Client to server:
 
@@ -74,11 +78,12 @@ Client to server:
     Enter the room as NAME: 1 to 32 printable characters once surrounding
     spaces are removed. Answered with ``history`` (the acknowledgement), then
     a ``presence`` goes to every member. With ``since`` (an integer >= 0, the
-    offset of the last message the page saw, as counted from a ``history``),
-    the messages after it come first, then ``resumed``; or, if they are not
-    all kept any more, a ``history`` with ``"reloaded": true``. A connection
-    joins once. Names need not be unique: one person may have several tabs
-    open.
+    offset of the last message the page got), or without it when the
+    WebSocket's URL has ``?since=OFFSET`` (what ``takeover.js`` adds on a
+    reconnect), the messages after it come first, then ``resumed``; or, if
+    they are not all kept any more, a ``history`` with ``"reloaded": true``.
+    A connection joins once. Names need not be unique: one person may have
+    several tabs open.
 ``{"type": "message", "text": TEXT}``
     Say TEXT (1 to 2000 characters, surrounding spaces removed) to the room.
     Needs a ``join`` first.
@@ -86,24 +91,30 @@ Client to server:
     The sender is typing. The page sends it at most every two seconds while
     the user types. Needs a ``join`` first.
 ``{"type": "sync"}``
-    Send the history again (a ``history``), to count offsets from. Needs a
-    ``join`` first.
+    Send the history again (a ``history``). Needs a ``join`` first.
 
 Server to client:
 
 ``{"type": "history", "messages": [MESSAGE, ...], "offset": OFFSET, "reloaded": BOOL}``
     The last 100 ``message`` objects, oldest first, and the offset of the
     last one (null when there is none, or when messages came too fast to
-    tell): each ``message`` that follows is one more. Replaces whatever the
-    page showed. Sent on join, on ``sync``, and whenever the page's count
-    cannot go on (then ``reloaded`` is true: some messages could not be
-    recovered).
+    tell): the messages that follow have higher offsets. Replaces whatever
+    the page showed. Sent on join, on ``sync``, and whenever some messages
+    could not be recovered (then ``reloaded`` is true).
 ``{"type": "resumed", "since": OFFSET}``
     The answer to a ``join`` with ``since`` when all that followed it was kept:
     the messages the page missed came just before it.
-``{"type": "message", "name": NAME, "text": TEXT, "ts": MS}``
-    NAME said TEXT; ``ts`` is the server's clock, in milliseconds since the
-    Unix epoch. Goes to every member, the sender included.
+``{"room": "chat", "offset": OFFSET, "data": MESSAGE}``
+    A message of the room, in the hub's envelope. MESSAGE is JSON text:
+    ``{"type": "message", "name": NAME, "text": TEXT, "ts": MS}``, NAME said
+    TEXT; ``offset`` its place in the room (null when the room has
+    no history, as on a hub that lost Redis); ``ts`` is the server's clock,
+    in milliseconds since the Unix epoch. Goes to every member, the sender
+    included. ``takeover.js`` unwraps it: the page gets ``data`` and
+    ``offset``.
+``{"room": "chat", "gap": [FIRST, LAST]}``
+    The hub's envelope for messages this server lost (Redis lost them); a
+    ``history`` with ``"reloaded": true`` follows.
 ``{"type": "presence", "names": [NAME, ...]}``
     Who is in the room, on every server, sorted, each name once. Goes to every
     member whenever someone joins or leaves.
@@ -145,7 +156,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,7 +167,7 @@ import gevent.lock
 from flask import Flask, request, send_file
 from werkzeug.wrappers import Response
 
-from takeover import CloseEvent, Hub, Message, MessageEvent, WebSocket, broadcast, upgrade_websocket
+from takeover import CloseEvent, Hub, Message, MessageEvent, WebSocket, client_js, upgrade_websocket
 
 PAGE = Path(__file__).resolve().parent / "index.html"
 
@@ -179,7 +189,7 @@ SYNC_ATTEMPTS = 3  # history-then-join rounds before joining without an offset
 # The hubs' rooms (see "How the room uses the hub").
 ROOM = "chat"
 ONLINE = "chat/online"
-TYPING = "chat/typing/"  # + the server process's id
+TYPING = "chat/typing"
 
 # Close codes (RFC 6455 §7.4.1).
 UNSUPPORTED_DATA = 1003
@@ -228,6 +238,7 @@ class Client:
 
     ws: WebSocket
     peer: str = "-"
+    since: int | None = None  # the URL's ?since=: where a reconnecting page left off
     name: str | None = None
     bucket: TokenBucket = field(default_factory=lambda: TokenBucket(RATE, RATE_PERIOD))
     invalid: int = 0  # refused messages in a row
@@ -272,6 +283,15 @@ def _since_field(message: dict[str, Any]) -> int | None:
     if not isinstance(since, int) or isinstance(since, bool) or not 0 <= since < MAX_OFFSET:
         raise BadMessage('"since" must be an offset: an integer >= 0')
     return since
+
+
+def since_query(value: str | None) -> int | None:
+    """The WebSocket URL's ``since`` (``takeover.js`` adds it on a reconnect); raises :class:`BadMessage`."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) >= MAX_OFFSET:
+        raise BadMessage("since must be an offset: an integer >= 0")
+    return int(value)
 
 
 def parse(data: str) -> dict[str, Any]:
@@ -330,7 +350,6 @@ class Room:
         self.signals = signals or Hub("memory://", history=0)
         self.clients: set[Client] = set()  # this process's connections
         self.messages.on("gap", self._gap)
-        self._server: tuple[int, str] | None = None
         self._reload_pending = False
 
     @classmethod
@@ -339,20 +358,13 @@ class Room:
         return cls(Hub(url, history=HISTORY_SIZE, history_ttl=HISTORY_TTL), Hub(url, history=0))
 
     @property
-    def server(self) -> str:
-        """This process's id in the presence list: its typing room is ``TYPING + server``."""
-        if self._server is None or self._server[0] != os.getpid():  # a forked worker gets its own
-            self._server = (os.getpid(), f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        return self._server[1]
-
-    @property
     def history(self) -> deque[dict[str, Any]]:
         """The last 100 messages, oldest first, as the hub keeps them (in Redis, or in this process)."""
         return deque(decode_messages(self.messages.history(ROOM)), maxlen=HISTORY_SIZE)
 
-    def connect(self, ws: WebSocket, peer: str = "-") -> Client:
-        """Start serving ``ws``: listen for its messages and its close."""
-        client = Client(ws, peer)
+    def connect(self, ws: WebSocket, peer: str = "-", since: int | None = None) -> Client:
+        """Start serving ``ws``: listen for its messages and its close (``since``: its URL's)."""
+        client = Client(ws, peer, since)
         self.clients.add(client)
 
         def on_message(event: MessageEvent) -> None:
@@ -369,11 +381,6 @@ class Room:
         """Who is in the room, on every server: sorted, each name once."""
         members = self.signals.presence(ONLINE)
         return sorted({m.meta["name"] for m in members if isinstance(m.meta, dict) and "name" in m.meta})
-
-    def servers(self) -> set[str]:
-        """The ids of the server processes that have members in the room."""
-        members = self.signals.presence(ONLINE)
-        return {m.meta["server"] for m in members if isinstance(m.meta, dict) and "server" in m.meta}
 
     def reachable(self, wait: float | None = None) -> bool:
         """Whether both hubs reach Redis, waiting up to ``wait`` seconds (``REACH_WAIT``) for them."""
@@ -400,7 +407,8 @@ class Room:
             message = parse(data)
             kind = message["type"]
             if kind == "join":
-                self.join(client, message["name"], message["since"])
+                since = message["since"]
+                self.join(client, message["name"], client.since if since is None else since)
             elif kind == "message":
                 self.say(client, message["text"])
             elif kind == "typing":
@@ -450,8 +458,8 @@ class Room:
         except Unavailable:
             client.name = None  # not joined: its close is no leave
             raise
-        self.signals.join(ws, ONLINE, meta={"name": name, "server": self.server})
-        self.signals.join(ws, TYPING + self.server)
+        self.signals.join(ws, ONLINE, meta={"name": name})
+        self.signals.join(ws, TYPING)
         client.member = True
         names = self.announce()
         logger.info("join %s from %s (%d online)", json.dumps(name), client.peer, len(names))
@@ -470,10 +478,7 @@ class Room:
     def typing(self, client: Client) -> None:
         if client.name is None:
             raise BadMessage("join first")
-        text = encode({"type": "typing", "name": client.name})
-        broadcast((c.ws for c in tuple(self.clients) if c.member and c is not client), text)
-        for server in self.servers() - {self.server}:
-            self.signals.publish(TYPING + server, text)
+        self.signals.publish(TYPING, encode({"type": "typing", "name": client.name}), exclude=client.ws)
 
     def sync(self, client: Client) -> None:
         if client.name is None:
@@ -490,7 +495,7 @@ class Room:
         # so that the presence sent below no longer has it.
         self.messages.leave(client.ws, ROOM)
         self.signals.leave(client.ws, ONLINE)
-        self.signals.leave(client.ws, TYPING + self.server)
+        self.signals.leave(client.ws, TYPING)
         names = self.announce()
         logger.info(
             "leave %s from %s code=%d (%d online)",
@@ -525,7 +530,7 @@ class Room:
     def _follow(self, client: Client, since: int | None) -> None:
         """Join ``client`` to the messages room, from ``since`` if all that followed it is kept."""
         if since is not None:
-            if self.messages.join(client.ws, ROOM, since=since):  # the missed messages have gone out
+            if self.messages.join(client.ws, ROOM, since=since, envelope=True):  # the missed ones went out
                 client.send({"type": "resumed", "since": since})
                 return
             self.messages.leave(client.ws, ROOM)
@@ -551,7 +556,7 @@ class Room:
             last = retained[-1].offset if retained and attempt < SYNC_ATTEMPTS - 1 else None
             messages = decode_messages(retained)
             client.send({"type": "history", "messages": messages, "offset": last, "reloaded": reloaded})
-            if self.messages.join(ws, ROOM, since=last):
+            if self.messages.join(ws, ROOM, since=last, envelope=True):
                 return
             self.messages.leave(ws, ROOM)
 
@@ -594,9 +599,19 @@ def index() -> Response:
     return send_file(PAGE, mimetype="text/html", max_age=0)
 
 
+@app.get("/takeover.js")
+def client() -> Response:
+    """takeover's browser client, which the page imports (``ResumingSocket``)."""
+    return Response(client_js(), mimetype="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
 @app.route("/ws", websocket=True)  # Werkzeug routes WebSocket requests only to such rules
 def ws() -> Response:
     """Upgrade, hand the WebSocket to the room, and return the 101 response."""
+    try:
+        since = since_query(request.args.get("since"))
+    except BadMessage as error:
+        return Response(f"{error}\n", status=400, mimetype="text/plain")
     socket, response = upgrade_websocket(request, max_message_size=MAX_MESSAGE_SIZE)
-    room.connect(socket, f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '?')}")
+    room.connect(socket, f"{request.remote_addr}:{request.environ.get('REMOTE_PORT', '?')}", since)
     return response

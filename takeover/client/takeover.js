@@ -46,8 +46,8 @@ export class ResumingSocket extends EventTarget {
   /**
    * @param {string} url  ws://, wss://, or a path of this page's origin ("/ws?room=lobby").
    * @param {object} [options]
-   * @param {number} [options.minDelay=250]  ms before the first reconnect attempt.
-   * @param {number} [options.maxDelay=10000]  ms the doubling backoff is capped at.
+   * @param {number} [options.minDelay=250]  ms: the first reconnect waits 1-2x this, each next one twice as long.
+   * @param {number} [options.maxDelay=10000]  ms: no wait is longer (they stay within its upper half).
    * @param {number} [options.maxBuffered=256]  sends kept while not connected; more are refused.
    * @param {string|string[]} [options.protocols]  WebSocket subprotocols.
    * @param {number|null} [options.since=null]  the offset to resume after on the first connect.
@@ -112,11 +112,11 @@ export class ResumingSocket extends EventTarget {
   _connect() {
     const url = new URL(this.url);
     if (this.lastOffset !== null) url.searchParams.set("since", String(this.lastOffset));
-    const ws = this.protocols ? new WebSocket(url, this.protocols) : new WebSocket(url);
+    const ws = this.protocols ? new WebSocket(url.href, this.protocols) : new WebSocket(url.href);
     ws.binaryType = "arraybuffer";
     this._ws = ws;
     this.connects += 1;
-    const resuming = this.lastOffset;
+    const resuming = this.lastOffset !== null; // this URL has since=
     let first = true;
     ws.onopen = () => {
       this._attempt = 0;
@@ -128,12 +128,13 @@ export class ResumingSocket extends EventTarget {
     ws.onmessage = (event) => {
       const message = this._unwrap(event.data);
       if (message === null) return;
-      if (message.offset !== null && resuming !== null && first && message.offset > resuming + 1) {
-        // Resumed with since, and what followed it was not replayed: the server could not.
-        this.dispatchEvent(new ResyncEvent("not-resumed", message.room, resuming + 1, message.offset - 1));
-      }
       if (message.offset !== null) {
         if (this.lastOffset !== null && message.offset <= this.lastOffset) return; // had it already
+        if (first && resuming && this.lastOffset !== null && message.offset > this.lastOffset + 1) {
+          // Resumed with since, and what followed it was not replayed: the server could not. (A page
+          // that set lastOffset from fresh state it got meanwhile is not told again.)
+          this.dispatchEvent(new ResyncEvent("not-resumed", message.room, this.lastOffset + 1, message.offset - 1));
+        }
         first = false;
         this.lastOffset = message.offset;
       }
@@ -149,10 +150,12 @@ export class ResumingSocket extends EventTarget {
   }
 
   _schedule() {
-    // Jittered, capped exponential backoff ("full jitter"): 0..min(max, min * 2^attempt).
-    const ceiling = Math.min(this.maxDelay, this.minDelay * 2 ** this._attempt);
+    // Capped exponential backoff with jitter: a ceiling of min(maxDelay, 2 * minDelay * 2^attempt),
+    // the wait drawn from its upper half ("equal jitter"): minDelay..2*minDelay, then twice that, ...
+    // Pages cut off at once come back spread over each window, and every wait is at least minDelay.
+    const ceiling = Math.min(this.maxDelay, this.minDelay * 2 ** (Math.min(this._attempt, 30) + 1));
     this._attempt += 1;
-    const delay = Math.random() * ceiling;
+    const delay = ceiling / 2 + (Math.random() * ceiling) / 2;
     this.dispatchEvent(Object.assign(new Event("reconnecting"), { delay, attempt: this._attempt }));
     this._timer = setTimeout(() => this._connect(), delay);
   }

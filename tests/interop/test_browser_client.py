@@ -124,3 +124,27 @@ def test_a_cut_connection_is_resumed_with_since(browser: Browser, redis_server: 
         context.close()
         proxy.close()
         stop_process(app, 15)
+
+
+def test_a_since_no_longer_retained_is_a_resync(browser: Browser, redis_server: RedisServer) -> None:
+    """The first connect resumes after the first offset of a room that trimmed it: "not-resumed".
+
+    (Redis trims a stream by whole nodes of 100 entries: 300 messages with ``history=5``.)
+    """
+    port = free_port()
+    app = start_app(port, redis_server.url)
+    context = browser.new_context()
+    try:
+        offsets = [publish(redis_server.url, "trimmed", f"old{n}", history=5).offset for n in range(300)]
+        assert offsets == list(range(offsets[0], offsets[0] + 300))
+        page = context.new_page()
+        page.goto(f"http://{HOST}:{port}/?room=trimmed&since={offsets[0]}", timeout=WAIT_MS)
+        wait_for(page, "window.opens === 1")
+        live = publish(redis_server.url, "trimmed", "live", history=5).offset
+        wait_for(page, "window.seen.length >= 1")
+        assert page.evaluate("window.seen") == [[live, "live"]]  # nothing was replayed
+        assert page.evaluate("window.resyncs") == [["not-resumed", offsets[1], offsets[-1]]]
+        assert page.evaluate("window.socket.lastOffset") == live
+    finally:
+        context.close()
+        stop_process(app, 15)

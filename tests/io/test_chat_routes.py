@@ -186,8 +186,8 @@ def test_the_testing_guides_example() -> None:
             ws.send(json.dumps({"type": "join", "name": name}))
             assert json.loads(ws.receive())["type"] == "history"
         ada.send(json.dumps({"type": "message", "text": "hi"}))
-        said = next(m for m in (json.loads(bob.receive()) for _ in range(5)) if m["type"] == "message")
-        assert said["text"] == "hi"  # after the presence lists
+        said = next(m for m in (json.loads(bob.receive()) for _ in range(5)) if m.get("room") == "chat")
+        assert json.loads(said["data"])["text"] == "hi"  # in the hub's envelope, after the presence lists
         bob.send(b"binary")
         with pytest.raises(ConnectionClosed):
             for _ in range(10):  # what was on its way, then the close

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from types import ModuleType
@@ -62,10 +63,28 @@ def test_the_page_is_served_and_never_uses_inner_html(chat: ChatServer) -> None:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/html")
         page = response.read().decode()
-    assert 'id="status"' in page and "new WebSocket(" in page
+    assert 'id="status"' in page and 'import { ResumingSocket } from "/takeover.js"' in page
     # User data goes in through textContent only.
     for sink in (".innerHTML", ".outerHTML", ".insertAdjacentHTML", "document.write"):
         assert sink not in page
+
+
+def test_the_page_gets_takeovers_browser_client(chat: ChatServer) -> None:
+    with urllib.request.urlopen(chat.http_url + "takeover.js", timeout=WAIT) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/javascript")
+        assert "export class ResumingSocket" in response.read().decode()
+
+
+@pytest.mark.parametrize("since", ["-1", "x", "1.5", str(2**53), "٣"])
+def test_a_bad_since_in_the_url_is_a_400(chat: ChatServer, since: str) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"{chat.ws_url}?since={urllib.parse.quote(since)}", open_timeout=WAIT)
+    assert info.value.response.status_code == 400
+    assert b"since must be an offset" in info.value.response.body
 
 
 def test_plain_get_on_the_websocket_route_is_a_400(chat: ChatServer) -> None:
@@ -98,8 +117,9 @@ def test_a_message_goes_to_everyone_the_sender_too(chat: ChatServer) -> None:
         before = int(time.time() * 1000)
         say(a, text)
         for ws in (a, b):
-            message = expect(ws, said(text))
-            assert set(message) == {"type", "name", "text", "ts"}
+            message = expect(ws, said(text))  # in the hub's envelope, with its offset
+            assert set(message) == {"type", "name", "text", "ts", "offset"}
+            assert isinstance(message["offset"], int) and 0 < message["offset"] < 2**53
             assert message["name"] == alice
             assert (
                 isinstance(message["ts"], int) and before - 1000 <= message["ts"] <= time.time() * 1000 + 1000
@@ -161,37 +181,47 @@ def sync(ws: ClientConnection) -> Message:
     return expect_type(ws, "history")
 
 
-def test_the_history_gives_the_offset_of_its_last_message_and_each_message_adds_one(chat: ChatServer) -> None:
+def test_the_history_gives_the_offset_of_its_last_message_and_each_message_carries_its_own(
+    chat: ChatServer,
+) -> None:
     first, second, third = unique("counted"), unique("counted"), unique("counted")
     with joined(chat, unique("counter")) as ws:
         say(ws, first)
-        expect(ws, said(first))
+        offset = expect(ws, said(first))["offset"]
         history = sync(ws)
         assert history["messages"][-1]["text"] == first and history["reloaded"] is False
-        offset = history["offset"]
-        assert isinstance(offset, int) and 0 < offset < 2**53
+        assert history["offset"] == offset and isinstance(offset, int) and 0 < offset < 2**53
         say(ws, second)
         say(ws, third)
-        expect(ws, said(third))
+        assert expect(ws, said(second))["offset"] == offset + 1
+        assert expect(ws, said(third))["offset"] == offset + 2
         again = sync(ws)
         assert again["offset"] == offset + 2
         assert [m["text"] for m in again["messages"][-3:]] == [first, second, third]
 
 
-def test_join_since_an_offset_replays_what_was_missed_then_resumed(chat: ChatServer) -> None:
+@pytest.mark.parametrize("where", ["join", "url"])
+def test_join_since_an_offset_replays_what_was_missed_then_resumed(chat: ChatServer, where: str) -> None:
+    """``since`` in the join, or in the URL as takeover.js adds it on a reconnect."""
+    from websockets.sync.client import connect
+
     name, other_name, missed = unique("returning"), unique("other"), [unique("missed"), unique("missed")]
     with joined(chat, name) as ws:
-        say(ws, unique("before"))
-        offset = sync(ws)["offset"]
+        text = unique("before")
+        say(ws, text)
+        offset = expect(ws, said(text))["offset"]
     with joined(chat, other_name) as other:
         for text in missed:
             say(other, text)
         expect(other, said(missed[-1]))
-    with client(chat) as ws:
-        send(ws, {"type": "join", "name": name, "since": offset})
+    url, join_message = chat.ws_url, {"type": "join", "name": name, "since": offset}
+    if where == "url":
+        url, join_message = f"{url}?since={offset}", {"type": "join", "name": name}
+    with connect(url, open_timeout=WAIT, close_timeout=WAIT) as ws:
+        send(ws, join_message)
         replayed = [receive(ws), receive(ws)]
-        assert [(m["type"], m["name"], m["text"]) for m in replayed] == [
-            ("message", other_name, text) for text in missed
+        assert [(m["type"], m["name"], m["text"], m["offset"]) for m in replayed] == [
+            ("message", other_name, text, offset + 1 + n) for n, text in enumerate(missed)
         ]
         assert receive(ws) == {"type": "resumed", "since": offset}
         expect(ws, lambda m: m["type"] == "presence" and name in m["names"])
@@ -303,7 +333,7 @@ def _flood_client(chat_module: ModuleType) -> tuple[Any, Any, FakeClock, FakeWeb
 
 def test_flood_rule_in_process(chat_module: ModuleType) -> None:
     room, flooder, _, fake = _flood_client(chat_module)
-    typing = '{"type": "typing"}'
+    typing = '{"type": "message", "text": "spam"}'  # the flooder is no member: nothing comes back
     for _ in range(20):
         room.receive(flooder, typing)
     assert fake.drain() == [] and fake.closed is None
@@ -316,7 +346,7 @@ def test_flood_rule_in_process(chat_module: ModuleType) -> None:
 
 def test_a_quiet_spell_forgives_an_earlier_flood(chat_module: ModuleType) -> None:
     room, flooder, clock, fake = _flood_client(chat_module)
-    typing = '{"type": "typing"}'
+    typing = '{"type": "message", "text": "spam"}'  # the flooder is no member: nothing comes back
     for _ in range(21 + 5):  # 20 pass, 6 dropped (one error)
         room.receive(flooder, typing)
     assert len(fake.drain()) == 1

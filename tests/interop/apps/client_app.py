@@ -3,7 +3,8 @@
 ``/`` is the page: it imports ``/takeover.js`` (served with the documented one-liner),
 opens a ``ResumingSocket`` on ``?ws=`` (a WebSocket URL; by default this server's
 ``/ws?room=`` the page's ``room``) and records in ``window`` what it receives
-(``seen``: ``[offset, data]``), its ``resync`` events and its opens. ``/ws`` joins
+(``seen``: ``[offset, data]``), its ``resync`` events and its opens; ``?since=``
+is the client's ``since`` option. ``/ws`` joins
 the room with ``envelope=True`` and the ``since`` the client sends. The hub is on
 ``TAKEOVER_HUB`` (a Redis URL: it outlives this server's restarts).
 """
@@ -33,7 +34,8 @@ const url = params.get("ws") || "/ws?room=" + encodeURIComponent(params.get("roo
 window.seen = [];
 window.resyncs = [];
 window.opens = 0;
-const socket = new ResumingSocket(url, { minDelay: 50, maxDelay: 400 });
+const since = params.get("since") === null ? null : Number(params.get("since"));
+const socket = new ResumingSocket(url, { minDelay: 50, maxDelay: 400, since });
 socket.addEventListener("open", () => { window.opens += 1; });
 socket.addEventListener("message", (event) => { window.seen.push([event.offset, event.data]); });
 socket.addEventListener("resync", (e) => { window.resyncs.push([e.reason, e.first, e.last]); });
