@@ -6,6 +6,7 @@ import statistics
 from typing import Any
 
 from bench.config import BENCH
+from bench.drops import drops_markdown
 from bench.fanout_report import fanout_markdown
 from bench.measure import QUIET
 from bench.specs import REFERENCE, SCENARIO_BY_KEY, SERVERS
@@ -324,6 +325,8 @@ def markdown(report: dict[str, Any]) -> str:
     parts = [servers_markdown(report)] if report["config"]["scenarios"] else []
     if report.get("fanout"):
         parts.append(fanout_markdown(report["fanout"]))
+    if report.get("drops"):
+        parts.append(drops_markdown(report["drops"]))
     return "\n".join(parts)
 
 
@@ -465,7 +468,7 @@ def machine_markdown(report: dict[str, Any]) -> str:
                 f"python-socketio {info['python-socketio']}, python-engineio {info['python-engineio']}, "
                 f"socket.io-client {info['socket.io-client']}"
             ]
-            if report.get("fanout")
+            if report.get("fanout") or report.get("drops")
             else []
         ),
         f"- command: `{config['command']}`; {config['rounds']} round(s), {config['duration']:g} s per "
@@ -476,4 +479,6 @@ def machine_markdown(report: dict[str, Any]) -> str:
         lines.append(f"  - {SCENARIO_BY_KEY[key].title}: {config['scenario_descriptions'][key]}")
     if report.get("fanout"):
         lines.append(f"  - fan-out: {report['fanout']['description']}")
+    if report.get("drops"):
+        lines.append(f"  - drops: {report['drops']['description']}")
     return "\n".join(lines) + "\n"

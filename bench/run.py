@@ -3,6 +3,7 @@
     python -m bench [--quick] [--rounds N] [--duration S] [--servers A,B] [--scenarios X,Y]
                     [--baseline REV]
     python -m bench --scenarios fan-out     (the fan-out scenario alone)
+    python -m bench --scenarios drops       (the drops scenario alone)
 
 Each measurement starts the server as its own process (a fresh one per measurement),
 waits for its ready line, runs the Node load generator (bench/node/loadgen.js) for one
@@ -11,7 +12,8 @@ every server, then scenario 2 on every server, ...; then round 2 does the same, 
 from the next server (the order rotates so no server always runs first). The figure
 reported is the median over the rounds. The fan-out scenario has rows of its own
 (multi-process servers with Redis, bench/fanout.py); it runs after the others, in as
-many rounds, and has its own table.
+many rounds, and has its own table. So has the drops scenario (bench/drops.py: a proxy
+cutting every connection, clients resuming; counts, not speeds), which runs last.
 
 ``BENCH_QUICK=1`` in the environment is ``--quick``: one round of 1 s with fewer
 connections, for a fast check. ``--baseline REV`` (or ``BENCH_BASELINE=REV``) adds
@@ -44,12 +46,14 @@ from typing import Any
 
 from bench.baseline import Baseline, interleave
 from bench.config import LOGS, RESULTS, ROOT
+from bench.drops import DROPS, run_drops
 from bench.fanout import FANOUT, run_fanout
 from bench.loadgen import raise_nofile
 from bench.machine import git_commit, machine, takeover_fingerprint
 from bench.measure import QUIET, RETRIES, measure, wait_for_quiet
 from bench.report import before_after, evaluate_targets, evaluate_threaded, fmt, machine_markdown, markdown
 from bench.specs import (
+    DROPS_SERVERS,
     FANOUT_SERVERS,
     REFERENCE,
     SCENARIOS,
@@ -74,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         help="comma-separated keys: " + ",".join(s.key for s in SERVERS)
-        + "; fan-out rows: " + ",".join(s.key for s in FANOUT_SERVERS),
+        + "; fan-out rows: " + ",".join(s.key for s in FANOUT_SERVERS)
+        + "; drops rows: " + ",".join(s.key for s in DROPS_SERVERS),
     )
     parser.add_argument("--scenarios", help="comma-separated keys: " + ",".join(s.key for s in SCENARIOS))
     parser.add_argument(
@@ -108,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s for s in SERVERS if not args.servers or s.key in args.servers.split(",")]
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.key in args.scenarios.split(",")]
     fanout = [s for s in FANOUT_SERVERS if not args.servers or s.key in args.servers.split(",")]
+    drops = [s for s in DROPS_SERVERS if not args.servers or s.key in args.servers.split(",")]
     if any(s.key == FANOUT for s in scenarios) and not fanout:
         print("note: no fan-out rows among the servers, so the fan-out scenario has none", file=sys.stderr)
-    if any(s.key != FANOUT for s in scenarios) and not any(s.key == REFERENCE for s in servers):
+    if any(s.key == DROPS for s in scenarios) and not drops:
+        print("note: no drops rows among the servers, so the drops scenario has none", file=sys.stderr)
+    if any(s.key not in (FANOUT, DROPS) for s in scenarios) and not any(s.key == REFERENCE for s in servers):
         print(
             "note: takeover (socket mode) is not among the servers, so there are no ratios", file=sys.stderr
         )
@@ -154,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         return _run(
-            args, quick, rounds, duration, warmup, settle, servers, scenarios, fanout, pin, pinning, baseline
+            args, quick, rounds, duration, warmup, settle, servers, scenarios, fanout, drops, pin, pinning,
+            baseline,
         )
     finally:
         if baseline is not None:
@@ -182,6 +191,7 @@ def _run(
     servers: list[ServerSpec],
     scenarios: list[Scenario],
     fanout_rows: list[FanoutSpec],
+    drops_rows: list[FanoutSpec],
     pin: dict[str, set[int] | None],
     pinning: str,
     baseline: Baseline | None,
@@ -189,7 +199,8 @@ def _run(
     """The rounds, then the report."""
     argv = args.argv
     with_fanout = any(s.key == FANOUT for s in scenarios) and bool(fanout_rows)
-    scenarios = [s for s in scenarios if s.key != FANOUT]  # the server loop's scenarios
+    with_drops = any(s.key == DROPS for s in scenarios) and bool(drops_rows)
+    scenarios = [s for s in scenarios if s.key not in (FANOUT, DROPS)]  # the server loop's scenarios
     if not scenarios:
         servers = []
     for server in servers:
@@ -212,7 +223,8 @@ def _run(
     print(
         f"bench: {len(servers)} servers x {len(scenarios)} scenarios x {rounds} round(s), "
         f"{duration:g} s each ({'quick' if quick else 'full'}); pinning: {pinning if scenarios else '-'}"
-        + (f"; then fan-out: {len(fanout_rows)} rows x {rounds} round(s), not pinned" if with_fanout else ""),
+        + (f"; then fan-out: {len(fanout_rows)} rows x {rounds} round(s), not pinned" if with_fanout else "")
+        + (f"; then drops: {len(drops_rows)} rows x {rounds} round(s), not pinned" if with_drops else ""),
         flush=True,
     )
     for server in servers:
@@ -273,6 +285,7 @@ def _run(
         for log in logs.values():
             log.close()
     fanout = run_fanout(fanout_rows, quick, rounds, duration, warmup, LOGS) if with_fanout else None
+    drops = run_drops(drops_rows, quick, rounds, LOGS) if with_drops else None
     runtime = time.monotonic() - started
     sources_changed = takeover_fingerprint() != sources_at_start
     if sources_changed:
@@ -323,7 +336,7 @@ def _run(
             "duration": duration,
             "warmup": warmup,
             "settle": settle,
-            "pinning": pinning if scenarios else "none (the fan-out scenario is not pinned)",
+            "pinning": pinning if scenarios else "none (the fan-out and drops scenarios are not pinned)",
             "pin": {
                 "requested": {True: "--pin", False: "--no-pin", None: "default"}[args.pin],
                 "server_cpus": sorted(pin["server"]) if scenarios and pin["server"] else None,
@@ -342,6 +355,7 @@ def _run(
         },
         "baseline": baseline.describe() if baseline is not None else None,
         "fanout": fanout,
+        "drops": drops,
         "runtime_seconds": runtime,
         "takeover_at_start": {"commit": commit_at_start, "sources": sources_at_start},
         "takeover_sources_changed_during_run": sources_changed,

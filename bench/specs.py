@@ -68,6 +68,15 @@ SCENARIOS = [
         {"scenario": "broadcast", "connections": 1000, "batch": 20, "openConcurrency": 64},
         {"scenario": "broadcast", "connections": 200, "batch": 20, "openConcurrency": 64},
     ),
+    # Not run by the server loop: bench/drops.py runs it, on DROPS_SERVERS (counts, not speeds).
+    Scenario(
+        "drops",
+        "drops",
+        "% delivered",
+        True,
+        {"clients": 60, "rate": 40, "duration": 20, "cutEvery": 5, "refuseFor": 2, "drain": 10},
+        {"clients": 20, "rate": 40, "duration": 8, "cutEvery": 3, "refuseFor": 1, "drain": 8},
+    ),
     # Not run by the server loop: bench/fanout.py runs it, on FANOUT_SERVERS.
     Scenario(
         "fan-out",
@@ -102,6 +111,15 @@ def describe_scenario(scenario: Scenario, params: dict[str, Any], duration: floa
         return (
             f"{params['connections']} idle connections: (server RSS after - before) / "
             f"{params['connections']}, in KB (1024 bytes)"
+        )
+    if scenario.key == "drops":
+        return (
+            f"{params['clients']} WebSocket clients in one room over two workers, behind a proxy that "
+            f"cuts every connection every {params['cutEvery']:g} s and refuses new ones for "
+            f"{params['refuseFor']:g} s; one publisher (not cut) of numbered messages at "
+            f"{params['rate']:g}/s for {params['duration']:g} s, then up to {params['drain']:g} s to "
+            f"catch up: messages delivered (distinct, of published x clients), duplicates, out of "
+            f"order, reconnects, gaps reported"
         )
     if scenario.key == "fan-out":
         rates = ", ".join(f"{rate:g}" for rate in params["rates"])
@@ -474,3 +492,53 @@ def check_available(server: ServerSpec | FanoutSpec) -> str:
             last = (probe.stderr.strip().splitlines() or ["import failed"])[-1]
             return f"{code} failed: {last}"
     return ""
+
+
+# -- the drops scenario's servers (bench/drops.py) ---------------------------------------------
+
+DROPS_WORKERS = 2
+DROPS_SERVERS = [
+    FanoutSpec(
+        "drops-hub-gevent",
+        f"takeover Hub on Redis, gunicorn -k takeover.gunicorn.Worker -w {DROPS_WORKERS}",
+        DROPS_WORKERS,
+        "takeover",
+        "bench.servers.hub_fanout:app",
+        True,
+        "ws",
+        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
+        "bench/servers/hub_fanout.py (Hub(redis_url, history=100)); members join with envelope=True "
+        "and reconnect with since=<the last offset they got>",
+        ROOT,
+    ),
+    FanoutSpec(
+        "drops-hub-gthread",
+        f"takeover Hub on Redis, gunicorn -k gthread -w {DROPS_WORKERS}",
+        DROPS_WORKERS,
+        "gthread",
+        "bench.servers.hub_fanout:app",
+        True,
+        "ws",
+        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
+        "the same app on gunicorn's threaded worker (16 threads): each WebSocket handed over to "
+        "takeover's I/O thread",
+        ROOT,
+    ),
+    FanoutSpec(
+        "drops-flask-socketio",
+        f"Flask-SocketIO, Redis message_queue, gunicorn -w {DROPS_WORKERS}",
+        DROPS_WORKERS,
+        "geventwebsocket",
+        "bench.servers.socketio_fanout:app",
+        True,
+        "socket.io",
+        [
+            "flask_socketio", "redis", "geventwebsocket", "gunicorn", "redis-server", "node",
+            "node:socket.io-client",
+        ],
+        "bench/servers/socketio_fanout.py on GeventWebSocketWorker; socket.io-client members reconnecting "
+        "by themselves (its defaults: 1 s doubling to 5 s, jitter 0.5) and emitting join at each connect; "
+        "Flask-SocketIO cannot resume, so what is published while a member is away is lost to it",
+        None,
+    ),
+]

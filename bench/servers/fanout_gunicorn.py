@@ -5,7 +5,8 @@
 
 ``--worker takeover`` is ``takeover.gunicorn.Worker`` (gunicorn's gevent worker);
 ``geventwebsocket`` is gevent-websocket's ``GeventWebSocketWorker``, the one
-Flask-SocketIO's deployment guide names for gunicorn with gevent. Prints one line
+Flask-SocketIO's deployment guide names for gunicorn with gevent; ``gthread`` is gunicorn's
+threaded worker (16 threads), where takeover hands each WebSocket over to its I/O thread. Prints one line
 once gunicorn listens (the harness's ready line), then one ``fanout-worker-ready
 pid=PID`` line per worker once it has loaded the app.
 """
@@ -21,7 +22,9 @@ from bench.servers._gunicorn import EmbeddedGunicorn
 WORKERS = {
     "takeover": "takeover.gunicorn.Worker",
     "geventwebsocket": "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+    "gthread": "gthread",
 }
+THREADS = 16  # gthread's request threads per worker (a handed-over WebSocket gives its thread back)
 WORKER_READY = "fanout-worker-ready"
 
 
@@ -47,6 +50,8 @@ def main() -> None:
         # One write(2) of a few bytes to the shared pipe: workers starting together do not interleave.
         "post_worker_init": lambda worker: os.write(1, f"{WORKER_READY} pid={os.getpid()}\n".encode()),
     }
+    if args.worker == "gthread":
+        options["threads"] = THREADS
     EmbeddedGunicorn(args.app, options).run()
 
 

@@ -4,7 +4,9 @@
     BENCH_HUB_URL=memory:// gunicorn -k takeover.gunicorn.Worker -w 1 bench.servers.hub_fanout:app
 
 (the harness starts it with bench/servers/fanout_gunicorn.py). ``/ws``: each client's
-view is ``upgrade_websocket(request)``, ``hub.join(ws, ROOM)``, ``return response``;
+view is ``upgrade_websocket(request)``, ``hub.join(ws, ROOM)``, ``return response``
+(the drops scenario's members add ``?envelope=1`` and, on a reconnect, ``?since=N``: the
+join's ``envelope`` and ``since``);
 once open, the client gets one text message, ``joined:<this worker's pid>``. ``/pub``:
 the publisher's WebSocket; each message it sends is ``hub.publish(ROOM, message)``.
 The Hub is made at import, in each worker (gunicorn imports the app after forking).
@@ -28,7 +30,9 @@ app = Flask(__name__)
 @app.route("/ws", websocket=True)  # Werkzeug routes WebSocket requests only to such rules
 def member():  # type: ignore[no-untyped-def]
     ws, response = upgrade_websocket(request)
-    hub.join(ws, ROOM)
+    # The drops scenario's members: ?envelope=1, and ?since=<the last offset> on a reconnect.
+    since, envelope = request.args.get("since", type=int), request.args.get("envelope") == "1"
+    hub.join(ws, ROOM, since=since, envelope=envelope)
     joined = f"joined:{os.getpid()}"
     ws.add_event_listener("open", lambda event: ws.send(joined))
     return response
