@@ -386,11 +386,12 @@ class FanoutSpec:
     needs: list[str]
     notes: str
     takeover_root: Path | None
+    history: int = 100  # the Hub's history=, on Redis (BENCH_HUB_HISTORY)
 
     def server(self, redis_url: str | None) -> ServerSpec:
         """The ServerSpec that starts this row's gunicorn (bench/loadgen.py's ServerProcess runs
         a spec's ``echo`` command for any scenario but broadcast)."""
-        env = {"BENCH_HUB_URL": redis_url or "memory://"}
+        env = {"BENCH_HUB_URL": redis_url or "memory://", "BENCH_HUB_HISTORY": str(self.history)}
         if redis_url:
             env["BENCH_REDIS_URL"] = redis_url
         return ServerSpec(
@@ -497,6 +498,7 @@ def check_available(server: ServerSpec | FanoutSpec) -> str:
 # -- the drops scenario's servers (bench/drops.py) ---------------------------------------------
 
 DROPS_WORKERS = 2
+DROPS_HISTORY = 1000  # messages a room keeps: a member away 10 s (the client's longest backoff) misses 400
 DROPS_SERVERS = [
     FanoutSpec(
         "drops-hub-gevent",
@@ -507,9 +509,10 @@ DROPS_SERVERS = [
         True,
         "ws",
         ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
-        "bench/servers/hub_fanout.py (Hub(redis_url, history=100)); members join with envelope=True "
-        "and reconnect with since=<the last offset they got>",
+        "bench/servers/hub_fanout.py (Hub(redis_url, history=1000): 25 s at 40/s, more than a member "
+        "is away); members join with envelope=True and reconnect with since=<the last offset they got>",
         ROOT,
+        DROPS_HISTORY,
     ),
     FanoutSpec(
         "drops-hub-gthread",
@@ -523,6 +526,7 @@ DROPS_SERVERS = [
         "the same app on gunicorn's threaded worker (16 threads): each WebSocket handed over to "
         "takeover's I/O thread",
         ROOT,
+        DROPS_HISTORY,
     ),
     FanoutSpec(
         "drops-flask-socketio",

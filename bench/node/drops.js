@@ -30,8 +30,8 @@
 // Each measured message is "m<n>" (n = 0, 1, ... in publish order). Before them, probes
 // ("p") are published until every member got one (every worker has subscribed). Per member
 // the driver counts distinct messages received, duplicates (an n received again), messages
-// out of order (an n below one already received), reconnects (opens after the first) and gap
-// envelopes. It reports
+// out of order (an n below one already received), reconnects (opens after the first), gap
+// envelopes and reconnects the server could not resume ("not-resumed": trimmed history). It reports
 // the sums: delivered / expected (= published x members), and the same per connection.
 //
 // Progress goes to stdout as JSON lines: {"event":"open"} once the members have joined,
@@ -137,8 +137,10 @@ class Tally {
     this.highest = -1;
     this.reconnects = 0;
     this.gaps = 0;
+    this.notResumed = 0;
     this.probed = false;
     this.joined = false;
+    this.state = () => ({}); // how its connection stands, for a member that ends incomplete
   }
   record(data) {
     if (typeof data !== "string") return;
@@ -174,6 +176,8 @@ function wsMember(port, tally, onJoined) {
     let url = `ws://127.0.0.1:${port}${params.path}?envelope=1`;
     if (lastOffset !== null) url += `&since=${lastOffset}`;
     const ws = new WebSocket(url, WS_OPTIONS);
+    const began = Date.now();
+    tally.state = () => ({ readyState: ws.readyState, attempt, opened, lastOffset, ms: Date.now() - began });
     ws.on("open", () => {
       if (opened > 0) tally.reconnects += 1;
       opened += 1;
@@ -182,6 +186,10 @@ function wsMember(port, tally, onJoined) {
     ws.on("message", (raw, isBinary) => {
       if (isBinary) return;
       const text = raw.toString();
+      if (text === "not-resumed") {
+        tally.notResumed += 1; // the server said so: what it missed is lost to it, and it knows
+        return;
+      }
       if (text.startsWith("joined:")) {
         if (!tally.joined) {
           tally.joined = true;
@@ -325,8 +333,14 @@ async function main() {
     reordered: sum("reordered"),
     reconnects: sum("reconnects"),
     gaps: sum("gaps"),
+    not_resumed: sum("notResumed"),
     complete_members: tallies.filter((tally) => tally.distinct >= count).length,
     min_member_delivered: Math.min(...tallies.map((tally) => tally.distinct)),
+    // Up to 5 members that did not get everything: what they got, and their connection's state.
+    incomplete: tallies
+      .filter((tally) => tally.distinct < count)
+      .slice(0, 5)
+      .map((tally) => Object.assign({ distinct: tally.distinct, highest: tally.highest }, tally.state())),
   };
   for (const socket of sockets) socket.close();
   publisher.close();

@@ -7,7 +7,8 @@
 view is ``upgrade_websocket(request)``, ``hub.join(ws, ROOM)``, ``return response``
 (the drops scenario's members add ``?envelope=1`` and, on a reconnect, ``?since=N``: the
 join's ``envelope`` and ``since``);
-once open, the client gets one text message, ``joined:<this worker's pid>``. ``/pub``:
+once open, the client gets one text message, ``joined:<this worker's pid>`` (or
+``not-resumed`` when the room no longer keeps what followed its ``since``). ``/pub``:
 the publisher's WebSocket; each message it sends is ``hub.publish(ROOM, message)``.
 The Hub is made at import, in each worker (gunicorn imports the app after forking).
 """
@@ -23,7 +24,8 @@ from takeover import Hub, upgrade_websocket
 
 ROOM = "room"
 URL = os.environ.get("BENCH_HUB_URL", "memory://")
-hub = Hub(URL, history=100) if URL.startswith("redis") else Hub(URL)
+HISTORY = int(os.environ.get("BENCH_HUB_HISTORY", "100"))
+hub = Hub(URL, history=HISTORY) if URL.startswith("redis") else Hub(URL)
 app = Flask(__name__)
 
 
@@ -32,8 +34,9 @@ def member():  # type: ignore[no-untyped-def]
     ws, response = upgrade_websocket(request)
     # The drops scenario's members: ?envelope=1, and ?since=<the last offset> on a reconnect.
     since, envelope = request.args.get("since", type=int), request.args.get("envelope") == "1"
-    hub.join(ws, ROOM, since=since, envelope=envelope)
-    joined = f"joined:{os.getpid()}"
+    resumed = hub.join(ws, ROOM, since=since, envelope=envelope)
+    # "not-resumed": what followed since is no longer kept (a real app sends fresh state).
+    joined = f"joined:{os.getpid()}" if resumed else "not-resumed"
     ws.add_event_listener("open", lambda event: ws.send(joined))
     return response
 
