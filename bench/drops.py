@@ -29,7 +29,8 @@ from bench.specs import SCENARIO_BY_KEY, FanoutSpec, check_available, describe_s
 
 DROPS = "drops"
 COUNTS = (
-    "expected", "delivered", "duplicates", "reordered", "reconnects", "gaps", "not_resumed", "cuts", "published",
+    "expected", "delivered", "duplicates", "reordered", "reconnects", "gaps", "not_resumed", "cuts",
+    "published",
 )
 
 
