@@ -1,10 +1,11 @@
 """takeover.js in Chromium (issue 20): a page that reconnects and resumes, losing and doubling nothing.
 
 A real redis-server, ``takeover serve`` running tests/interop/apps/client_app.py
-on it, headless Chromium, and a publisher on redis-py (``takeover.publish``) that
-keeps publishing numbered messages to the page's room. The server is restarted,
-and separately the page's connection is cut through a TCP proxy (new connections
-refused for a while); every message shows up in the page once, in order.
+on it, headless Chromium, and another page that keeps publishing numbered
+messages to the first page's room (``POST /publish``, each after the one before,
+again while the server is away). The server is restarted, and separately the
+page's connection is cut through a TCP proxy (new connections refused for a
+while); every message shows up in the page once, in order.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
 from takeover import publish
@@ -23,7 +23,7 @@ from tests.processes import OutputLines, free_port, stop_process
 from tests.redis_server import RedisServer
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 HOST = "127.0.0.1"
 COUNT = 120
@@ -42,21 +42,14 @@ def start_app(port: int, hub_url: str) -> subprocess.Popen[bytes]:
 
 
 class Publisher:
-    """Publishes m0, m1, ... to ``room`` from a thread, paced, until ``COUNT`` or stopped."""
+    """Another page of the same app that publishes m0, m1, ... ``COUNT`` messages to ``room``."""
 
-    def __init__(self, url: str, room: str) -> None:
-        self.url, self.room = url, room
-        self.sent = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+    def __init__(self, context: BrowserContext, port: int, room: str) -> None:
+        self.page = context.new_page()
+        self.page.goto(f"http://{HOST}:{port}/publisher?room={room}&count={COUNT}", timeout=WAIT_MS)
 
-    def _run(self) -> None:
-        for n in range(COUNT):
-            if self.stop.wait(0.03):  # the pace of the publisher, not a synchronisation
-                return
-            publish(self.url, self.room, f"m{n}", history=1000)
-            self.sent = n + 1
+    def close(self) -> None:
+        self.page.close()
 
 
 def received(page: Page) -> list[str]:
@@ -85,16 +78,17 @@ def test_a_server_restart_is_resumed_with_since(browser: Browser, redis_server: 
         page = context.new_page()
         page.goto(f"http://{HOST}:{port}/?room=restart", timeout=WAIT_MS)
         wait_for(page, "window.opens === 1")
-        publisher = Publisher(redis_server.url, "restart")
+        publisher = Publisher(context, port, "restart")
         wait_for(page, "window.seen.length >= 20")
         stop_process(app, 15)  # the page's connection closes; it reconnects with backoff
         app = start_app(port, redis_server.url)
         assert_all_once_in_order(page)
+        assert publisher.page.evaluate("window.retries") > 0  # it published across the restart
         assert page.evaluate("window.opens") >= 2
         assert page.evaluate("window.socket.connects") >= 2
     finally:
         if publisher is not None:
-            publisher.stop.set()
+            publisher.close()
         context.close()
         stop_process(app, 15)
 
@@ -110,7 +104,7 @@ def test_a_cut_connection_is_resumed_with_since(browser: Browser, redis_server: 
         ws_url = f"ws://{HOST}:{proxy.port}/ws?room=cut"
         page.goto(f"http://{HOST}:{port}/?ws={ws_url}", timeout=WAIT_MS)
         wait_for(page, "window.opens === 1")
-        publisher = Publisher(redis_server.url, "cut")
+        publisher = Publisher(context, port, "cut")
         for round_ in range(3):
             wait_for(page, f"window.seen.length >= {20 * (round_ + 1)}")
             proxy.cut()  # the connection drops; new ones are refused...
@@ -120,7 +114,7 @@ def test_a_cut_connection_is_resumed_with_since(browser: Browser, redis_server: 
         assert_all_once_in_order(page)
     finally:
         if publisher is not None:
-            publisher.stop.set()
+            publisher.close()
         context.close()
         proxy.close()
         stop_process(app, 15)

@@ -5,8 +5,11 @@ opens a ``ResumingSocket`` on ``?ws=`` (a WebSocket URL; by default this server'
 ``/ws?room=`` the page's ``room``) and records in ``window`` what it receives
 (``seen``: ``[offset, data]``), its ``resync`` events and its opens; ``?since=``
 is the client's ``since`` option. ``/ws`` joins
-the room with ``envelope=True`` and the ``since`` the client sends. The hub is on
-``TAKEOVER_HUB`` (a Redis URL: it outlives this server's restarts).
+the room with ``envelope=True`` and the ``since`` the client sends. ``/publisher`` is
+the other page: it publishes ``m0``, ``m1``, ... ``m<count - 1>`` to its ``room``, one
+``POST /publish`` at a time every 30 ms, trying a message again while the server is away
+(``window.published`` counts them). The hub is on ``TAKEOVER_HUB`` (a Redis URL: it
+outlives this server's restarts).
 """
 
 from __future__ import annotations
@@ -44,9 +47,47 @@ window.socket = socket;
 """
 
 
+PUBLISHER = """<!doctype html>
+<meta charset="utf-8">
+<title>publisher</title>
+<script type="module">
+const params = new URLSearchParams(location.search);
+const room = params.get("room"), count = Number(params.get("count"));
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+window.published = 0;
+window.retries = 0;
+for (let n = 0; n < count; n += 1) {
+  // One message at a time, in order; while the server is away, the same one again (bounded).
+  for (let attempt = 0; attempt < 1000; attempt += 1) {
+    try {
+      const url = "/publish?room=" + encodeURIComponent(room);
+      const response = await fetch(url, { method: "POST", body: "m" + n });
+      if (response.ok) break;
+    } catch {}
+    window.retries += 1;
+    await sleep(50);
+  }
+  window.published = n + 1;
+  await sleep(30);
+}
+</script>
+"""
+
+
 @app.route("/")
 def page() -> Any:
     return PAGE
+
+
+@app.route("/publisher")
+def publisher() -> Any:
+    return PUBLISHER
+
+
+@app.post("/publish")
+def publish() -> Any:
+    hub.publish(request.args["room"], request.get_data(as_text=True))
+    return "", 204
 
 
 @app.route("/ws", websocket=True)
