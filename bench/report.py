@@ -115,6 +115,20 @@ THREADED = [
         "32 B echo: takeover.flask_sock (gthread) / Flask-Sock (gthread)",
     ),
     (
+        "small",
+        "thread-floor",
+        "flask-sock-gthread",
+        None,
+        "32 B echo: a thread per connection at its floor (no server, no queue) / Flask-Sock (gthread)",
+    ),
+    (
+        "small",
+        "takeover-flask-sock-gthread",
+        "thread-floor",
+        None,
+        "32 B echo: takeover.flask_sock (gthread) / a thread per connection at its floor",
+    ),
+    (
         "handshake",
         "gunicorn-gthread",
         "flask-sock-gthread",

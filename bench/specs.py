@@ -365,6 +365,18 @@ SERVERS = [
         "'handshake' is connect + one 32-byte round trip + close",
         no_broadcast_reason="no WebSocket, nothing to broadcast",
     ),
+    ServerSpec(
+        "thread-floor",
+        "a thread per connection, at its floor (no server)",
+        "ws",
+        module_server("bench.servers.thread_echo_floor"),
+        None,
+        notes="bench/servers/thread_echo_floor.py: an OS thread per connection doing only blocking recv, "
+        "takeover's frame parser and sendall, with a bare-bones handshake: what a blocking route "
+        "(Flask-Sock's, takeover.flask_sock's) costs per message at best",
+        no_broadcast_reason="a reference for the per-message cost of a thread, nothing to broadcast",
+        not_applicable={"idle": "a reference for the per-message cost of a thread"},
+    ),
 ]
 REFERENCE = "takeover"
 
