@@ -27,11 +27,11 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from takeover._io.loop import Loop, loop_for_caller, loop_of
-from takeover.hub._broker import Broker, GapListener, Settings, check_url, make_broker
+from takeover.hub._broker import Broker, GapListener, Settings, check_urls, make_broker
 from takeover.hub._local import Locals
 from takeover.hub._types import Member, Message, Publication, check_data, check_room, check_since, dump_meta
 from takeover.hub.publisher import publish
@@ -52,14 +52,18 @@ class _Process:
         self.pid = os.getpid()
         self.home = home
         self.locals = Locals(hub._opened, hub._closed)
-        self.broker: Broker = make_broker(hub.url, hub.settings, self.locals, hub._gap)
+        self.broker: Broker = make_broker(hub.urls, hub.settings, self.locals, hub._gap)
 
 
 class Hub:
     """Rooms of WebSockets, with presence and history, on ``memory://`` or Redis.
 
-    ``url`` is ``memory://`` (one process; the default) or a Redis URL
-    (``redis://``, ``rediss://``, ``unix://``). ``history`` messages of each
+    ``url`` is ``memory://`` (one process; the default), a Redis URL
+    (``redis://``, ``rediss://``, ``unix://``), or a list of Redis URLs, one per
+    server: each room then lives on one of them, chosen by a hash of its name
+    that every process given the same servers agrees on, whatever the list's
+    order (:meth:`shard`; docs/guides/scaling.rst, "Several Redis servers").
+    ``history`` messages of each
     room are kept, for ``history_ttl`` seconds after its last message, for
     :meth:`history` and ``join(since=...)``; 0 keeps none (and publishes get
     no offset). A process that dies without leaving loses its members from
@@ -75,7 +79,7 @@ class Hub:
 
     def __init__(
         self,
-        url: str = "memory://",
+        url: str | Sequence[str] = "memory://",
         *,
         history: int = 100,
         history_ttl: float = 300.0,
@@ -84,7 +88,10 @@ class Hub:
         timeout: float = 1.0,
         prefix: str = "takeover",
     ) -> None:
-        self.url = check_url(url)
+        #: The broker's URLs: one, or one per Redis server.
+        self.urls: tuple[str, ...] = check_urls(url)
+        #: The URL, or the servers' URLs joined with ", ".
+        self.url = ", ".join(self.urls)
         if not isinstance(history, int) or isinstance(history, bool) or history < 0:
             raise ValueError(f"history must be an int >= 0, not {history!r}")
         for name, value in (
@@ -284,8 +291,21 @@ class Hub:
 
     @property
     def healthy(self) -> bool:
-        """Whether the broker can be reached (always True on ``memory://``)."""
+        """Whether the broker can be reached (always True on ``memory://``); with several
+        Redis servers, whether every one can (:meth:`health` says which cannot)."""
         return self._here().broker.healthy
+
+    def health(self) -> dict[str, bool]:
+        """Whether each Redis server can be reached, by its address (``"redis 10.0.0.5:6379/0"``).
+
+        A server that is away affects its own rooms only: the others keep
+        delivering. On ``memory://``: ``{"memory://": True}``.
+        """
+        return self._here().broker.health()
+
+    def shard(self, room: str) -> str:
+        """The address of the Redis server ``room`` lives on (as :meth:`health` names it)."""
+        return self._here().broker.shard(check_room(room))
 
     def on(self, event: str, listener: GapListener) -> None:
         """Call ``listener(room, first_lost, last_lost)`` for messages of a room that cannot be recovered.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -12,7 +12,7 @@ from takeover.hub._types import Member, Message, Publication
 if TYPE_CHECKING:
     from takeover.websocket import WebSocket
 
-__all__ = ["Broker", "GapListener", "Settings"]
+__all__ = ["Broker", "GapListener", "Settings", "check_url", "check_urls", "make_broker"]
 
 GapListener = Callable[[str, int, int], object]
 
@@ -34,6 +34,12 @@ class Broker(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+    def health(self) -> dict[str, bool]:
+        """Whether each server can be reached, by its address."""
+
+    def shard(self, room: str) -> str:
+        """The address of the server ``room`` lives on."""
 
     def start(self) -> None: ...
 
@@ -59,17 +65,40 @@ class Broker(Protocol):
 
 
 def make_broker(
-    url: str, settings: Settings, locals_: Locals, gap: Callable[[str, int, int], None]
+    urls: Sequence[str], settings: Settings, locals_: Locals, gap: Callable[[str, int, int], None]
 ) -> Broker:
-    """The broker for ``url`` (already checked by :func:`check_url`)."""
-    if url.startswith("memory:"):
+    """The broker for ``urls`` (already checked by :func:`check_urls`): one, or one per Redis server."""
+    if urls[0].startswith("memory:"):
         from takeover.hub.memory import MemoryBroker
 
         return MemoryBroker(settings, locals_)
     from takeover.hub._resp import parse_url
     from takeover.hub.redis import RedisBroker
 
-    return RedisBroker(parse_url(url), settings, locals_, gap)
+    if len(urls) == 1:
+        return RedisBroker(parse_url(urls[0]), settings, locals_, gap)
+    from takeover.hub.sharded import ShardedBroker
+
+    return ShardedBroker([parse_url(url) for url in urls], settings, locals_, gap)
+
+
+def check_urls(url: object) -> tuple[str, ...]:
+    """The broker URLs in ``url``: one URL, or a list of Redis URLs (one per server); else an error."""
+    if isinstance(url, str):
+        return (check_url(url),)
+    if not isinstance(url, (list, tuple)):
+        raise TypeError(f"url must be a str or a list of str, not {type(url).__name__}")
+    if not url:
+        raise ValueError("the list of Redis URLs is empty: give one URL per Redis server")
+    urls = tuple(check_url(item) for item in url)
+    if len(urls) > 1 and any(item.startswith("memory:") for item in urls):
+        raise ValueError("memory:// is one process's broker: it cannot be one of several servers")
+    if len(urls) > 1:
+        from takeover.hub._resp import parse_url
+        from takeover.hub._shards import ShardMap
+
+        ShardMap([parse_url(item) for item in urls])  # the same server twice: ValueError
+    return urls
 
 
 def check_url(url: object) -> str:

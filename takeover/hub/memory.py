@@ -49,6 +49,12 @@ class MemoryBroker:
     def start(self) -> None:
         pass
 
+    def health(self) -> dict[str, bool]:
+        return {"memory://": True}
+
+    def shard(self, room: str) -> str:
+        return "memory://"
+
     def subscribe(self, room: str, local: LocalRoom, first: bool) -> None:
         pass
 

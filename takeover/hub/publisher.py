@@ -7,6 +7,7 @@ monkey-patching, one redis-py client per URL (made on first use, reused).
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from takeover.hub._scripts import PUBLISH, keys
@@ -15,6 +16,7 @@ from takeover.hub._types import Publication, check_data, check_room
 __all__ = ["publish"]
 
 _clients: dict[tuple[str, int], tuple[Any, Any]] = {}
+_maps: dict[tuple[str, ...], Any] = {}  # the servers' ShardMap, by their URLs
 _lock = threading.Lock()
 
 
@@ -34,20 +36,40 @@ def _client(url: str) -> tuple[Any, Any]:
         return made
 
 
+def _server(urls: tuple[str, ...], room: str) -> str:
+    """The URL of the server ``room`` lives on, of ``urls`` (as the hubs choose it)."""
+    if len(urls) == 1:
+        return urls[0]
+    with _lock:
+        shards = _maps.get(urls)
+        if shards is None:
+            from takeover.hub._resp import parse_url
+            from takeover.hub._shards import ShardMap
+
+            shards = _maps[urls] = ShardMap([parse_url(url) for url in urls])
+    return urls[shards.index(room)]
+
+
 def publish(
-    url: str, room: str, data: str | bytes, *, history: int = 100, history_ttl: float = 300.0,
-    prefix: str = "takeover",
+    url: str | Sequence[str], room: str, data: str | bytes, *, history: int = 100,
+    history_ttl: float = 300.0, prefix: str = "takeover",
 ) -> Publication:
     """Publish ``data`` to ``room`` of the hubs on the Redis at ``url``; what the broker did with it.
 
-    ``history``, ``history_ttl`` and ``prefix`` must be the hubs' own (their
-    defaults are). If Redis cannot be reached within a second, nothing is
-    sent and the result says ``remote=False``.
+    ``url`` is the hubs' own: one Redis URL, or the list of their Redis servers
+    (in any order), of which the room's own gets it. ``history``,
+    ``history_ttl`` and ``prefix`` must be the hubs' own (their defaults are).
+    If Redis cannot be reached within a second, nothing is sent and the result
+    says ``remote=False``.
     """
+    from takeover.hub._broker import check_urls
+
     room = check_room(room)
     data = check_data(data)
-    if url.startswith("memory:"):
+    urls = check_urls(url)
+    if urls[0].startswith("memory:"):
         raise ValueError("publish() reaches hubs of other processes through Redis: memory:// has none")
+    url = _server(urls, room)
     import redis
 
     client, script = _client(url)

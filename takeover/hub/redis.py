@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from takeover.hub._broker import Settings
@@ -72,10 +73,19 @@ def _entries(raw: list[Any], tokens: dict[int, bytes] | None = None) -> list[Mes
 class RedisBroker:
     """A hub's link to Redis: commands, the subscription and its health."""
 
-    def __init__(self, address: Address, settings: Settings, locals_: Locals, gap: Any) -> None:
+    def __init__(
+        self,
+        address: Address,
+        settings: Settings,
+        locals_: Locals,
+        gap: Any,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
         import gevent.event
 
         self.address = address
+        #: Whether a room is this server's (several servers: :mod:`takeover.hub.sharded`); None: all.
+        self.owns = owns
         self.settings = settings
         self.locals = locals_
         self._gap = gap
@@ -98,6 +108,17 @@ class RedisBroker:
     @property
     def healthy(self) -> bool:
         return self._healthy
+
+    def health(self) -> dict[str, bool]:
+        return {str(self.address): self._healthy}
+
+    def shard(self, room: str) -> str:
+        return str(self.address)
+
+    def _rooms(self) -> dict[str, LocalRoom]:
+        """This process's rooms that live on this server."""
+        rooms, owns = self.locals.rooms, self.owns
+        return dict(rooms) if owns is None else {room: local for room, local in rooms.items() if owns(room)}
 
     def start(self) -> None:
         import gevent
@@ -319,7 +340,7 @@ class RedisBroker:
         sub = Subscription(self.address, self.settings.timeout)
         sub.connect()
         self._sub = sub
-        rooms = self.locals.rooms
+        rooms = self._rooms()
         waiting = {self._channel(room) for room in rooms}
         sub.subscribe(*waiting)
         early: list[Any] = []
@@ -329,7 +350,7 @@ class RedisBroker:
                 waiting.discard(reply[1])
             self._handle_early(reply, early)
         self._restore()
-        for room in tuple(rooms):
+        for room in rooms:
             self._catch_up(room)
         for reply in early:
             self._handle(reply)
@@ -339,7 +360,7 @@ class RedisBroker:
         self._list_unlisted()
         self._warned = False
         self._tried.set()
-        for local in rooms.values():
+        for local in self._rooms().values():  # rooms joined meanwhile too
             event = local.subscribed
             if event is not None:
                 event.set()  # type: ignore[attr-defined]
@@ -370,7 +391,7 @@ class RedisBroker:
     def _restore(self) -> None:
         """Put this process's members back in the presence lists (Redis may have lost them)."""
         commands: list[tuple[Any, ...]] = [self._beat_command()]
-        for room in self.locals.rooms:
+        for room in self._rooms():
             commands += self._presence_commands(room, self.locals.members_here(room))
         for room, member_id in self._stale:
             commands.append(("HDEL", keys(self.settings.prefix, room)[3], member_id))
@@ -402,7 +423,7 @@ class RedisBroker:
         """Refresh this process's key and its rooms' presence hashes (every ``presence_ttl / 3``)."""
         ttl = int(self.settings.presence_ttl * 2000)
         commands = [self._beat_command()]
-        commands += [("PEXPIRE", keys(self.settings.prefix, room)[3], ttl) for room in self.locals.rooms]
+        commands += [("PEXPIRE", keys(self.settings.prefix, room)[3], ttl) for room in self._rooms()]
         try:
             self.commands.pipeline(commands)
         except BrokerError:

@@ -1,6 +1,7 @@
 """The app the hub tests run in several server processes: a room per WebSocket, HTTP to drive it.
 
-The hub comes from the environment: ``TAKEOVER_HUB`` (the URL), ``HUB_HISTORY``,
+The hub comes from the environment: ``TAKEOVER_HUB`` (the URL, or several Redis URLs
+separated by commas: one per server), ``HUB_HISTORY``,
 ``HUB_PRESENCE_TTL`` and ``HUB_CHECK`` (the health check interval);
 ``MAX_BUFFERED`` is the WebSockets' ``max_buffered_amount``.
 
@@ -12,7 +13,8 @@ The hub comes from the environment: ``TAKEOVER_HUB`` (the URL), ``HUB_HISTORY``,
   (answered ``{"rooms": [...]}``, its rooms after that) and ``{"rooms": null}``.
 * ``POST /publish?room=R[&binary=1]`` (the body, as text or bytes): ``{"offset": ..., "remote": ...}``.
 * ``GET /presence?room=R``: the member names, sorted; ``GET /history?room=R[&since=N]``:
-  ``[[offset, data], ...]``; ``GET /healthy``: ``{"healthy": ..., "pid": ...}``;
+  ``[[offset, data], ...]``; ``GET /healthy``: ``{"healthy": ..., "pid": ...}``; ``GET /health``:
+  ``hub.health()``; ``GET /shard?room=R``: ``hub.shard(R)``;
   ``GET /gaps``: the ``"gap"`` events this process saw, ``[[room, first, last], ...]``.
 """
 
@@ -26,8 +28,9 @@ from flask import Flask, Response, request
 
 from takeover import Hub, MessageEvent, upgrade_websocket
 
+URL = os.environ.get("TAKEOVER_HUB", "memory://")
 hub = Hub(
-    os.environ.get("TAKEOVER_HUB", "memory://"),
+    URL.split(",") if "," in URL else URL,
     history=int(os.environ.get("HUB_HISTORY", "100")),
     presence_ttl=float(os.environ.get("HUB_PRESENCE_TTL", "30")),
     health_check_interval=float(os.environ.get("HUB_CHECK", "1")),
@@ -85,6 +88,16 @@ def history() -> Response:
 @app.get("/healthy")
 def healthy() -> Response:
     return _json({"healthy": hub.healthy, "pid": os.getpid()})
+
+
+@app.get("/health")
+def health() -> Response:
+    return _json(hub.health())
+
+
+@app.get("/shard")
+def shard() -> Response:
+    return _json(hub.shard(request.args["room"]))
 
 
 @app.get("/gaps")
