@@ -73,8 +73,11 @@ def make_broker(
 
         return MemoryBroker(settings, locals_)
     from takeover.hub._resp import parse_url
+    from takeover.hub.cluster import ClusterBroker, is_cluster_url, parse_cluster_url
     from takeover.hub.redis import RedisBroker
 
+    if is_cluster_url(urls[0]):
+        return ClusterBroker(parse_cluster_url(urls[0]), settings, locals_, gap)
     if len(urls) == 1:
         return RedisBroker(parse_url(urls[0]), settings, locals_, gap)
     from takeover.hub.sharded import ShardedBroker
@@ -93,6 +96,13 @@ def check_urls(url: object) -> tuple[str, ...]:
     urls = tuple(check_url(item) for item in url)
     if len(urls) > 1 and any(item.startswith("memory:") for item in urls):
         raise ValueError("memory:// is one process's broker: it cannot be one of several servers")
+    from takeover.hub.cluster import is_cluster_url
+
+    if len(urls) > 1 and any(is_cluster_url(item) for item in urls):
+        raise ValueError(
+            "a Redis Cluster is one URL listing its seed nodes (redis+cluster://HOST:PORT,HOST:PORT), "
+            "not one of several servers"
+        )
     if len(urls) > 1:
         from takeover.hub._resp import parse_url
         from takeover.hub._shards import ShardMap
@@ -102,13 +112,18 @@ def check_urls(url: object) -> tuple[str, ...]:
 
 
 def check_url(url: object) -> str:
-    """``url`` if it names a broker: ``memory://`` or a Redis URL; else ``ValueError``."""
+    """``url`` if it names a broker: ``memory://``, a Redis URL or a Redis Cluster's; else ``ValueError``."""
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
     if url in ("memory://", "memory:"):
         return url
     if url.startswith("memory:"):
         raise ValueError(f"the memory broker's URL is memory://, not {url!r}")
+    from takeover.hub.cluster import is_cluster_url, parse_cluster_url
+
+    if is_cluster_url(url):
+        parse_cluster_url(url)
+        return url
     from takeover.hub._resp import parse_url
 
     parse_url(url)

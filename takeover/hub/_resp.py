@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["Address", "BrokerError", "Commands", "ReplyError", "Subscription", "parse_url"]
+__all__ = ["Address", "BrokerError", "Commands", "Redirect", "ReplyError", "Subscription", "parse_url"]
 
 Reply = Any  # bytes | int | list[Reply] | ReplyError | None
 
@@ -35,6 +35,19 @@ class BrokerError(ConnectionError):
 
 class ReplyError(Exception):
     """An error reply from Redis (``-ERR ...``)."""
+
+
+class Redirect(ReplyError):
+    """A Redis Cluster node's answer that a key is served elsewhere or not now (``MOVED``, ``ASK``,
+    ``TRYAGAIN``, ``CLUSTERDOWN``): the caller refreshes its map of the slots and tries again."""
+
+    @property
+    def moved(self) -> bool:
+        return str(self).startswith(("MOVED ", "CLUSTERDOWN"))
+
+
+#: The error replies that are a :class:`Redirect` (Redis Cluster specification, "Redirection").
+REDIRECTS = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,8 @@ def _parse(buf: bytearray, pos: int) -> tuple[Reply, int]:
     if kind == 43:  # + simple string
         return bytes(line), pos
     if kind == 45:  # - error
-        return ReplyError(line.decode("utf-8", "replace")), pos
+        text = line.decode("utf-8", "replace")
+        return (Redirect if text.startswith(REDIRECTS) else ReplyError)(text), pos
     raise BrokerError("Redis sent a reply this client does not understand: "
         f"{bytes(buf[pos - 2 : pos + 20])!r}")
 
@@ -292,6 +306,9 @@ class Commands:
             if isinstance(reply, BrokerError):
                 raise reply
             replies.append(reply)
+        for reply in replies:
+            if isinstance(reply, Redirect):  # a cluster's slots moved: no reply of it is to be trusted
+                raise reply
         return replies
 
     def _connected(self) -> _Wire:
@@ -335,14 +352,24 @@ class Commands:
 
 
 class Subscription(_Wire):
-    """A connection in pub/sub mode: SUBSCRIBE, UNSUBSCRIBE and PING from any greenlet; one reader."""
+    """A connection in pub/sub mode: SUBSCRIBE, UNSUBSCRIBE and PING from any greenlet; one reader.
+
+    ``sharded``: Redis Cluster's sharded pub/sub (``SSUBSCRIBE``, Redis >= 7), one command per
+    channel, since the channels of one command must share a slot.
+    """
+
+    sharded = False
 
     def subscribe(self, *channels: bytes) -> None:
-        if channels:
+        if channels and self.sharded:
+            self.write(b"".join(pack(b"SSUBSCRIBE", channel) for channel in channels))
+        elif channels:
             self.write(pack(b"SUBSCRIBE", *channels))
 
     def unsubscribe(self, *channels: bytes) -> None:
-        if channels:
+        if channels and self.sharded:
+            self.write(b"".join(pack(b"SUNSUBSCRIBE", channel) for channel in channels))
+        elif channels:
             self.write(pack(b"UNSUBSCRIBE", *channels))
 
     def ping(self) -> None:

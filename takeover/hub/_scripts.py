@@ -26,7 +26,7 @@ JavaScript too.
 
 from __future__ import annotations
 
-__all__ = ["PUBLISH", "READ", "keys"]
+__all__ = ["PUBLISH", "READ", "SPUBLISH", "KeyScheme", "keys"]
 
 #: KEYS: meta, log. ARGV: channel, history, ttl in ms, kind (t or b), data, and optionally the
 #: publisher's token (publish(exclude=)). Returns the offset.
@@ -59,6 +59,9 @@ end
 return offset
 """
 
+#: The same for a Redis Cluster: the channel is a shard channel of the room's slot (sharded pub/sub).
+SPUBLISH = PUBLISH.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
 #: KEYS: meta, log. ARGV: first offset, last offset (or '+').
 #: Returns {the room's last offset or false, the entries, its epoch's first offset or false}.
 READ = """
@@ -76,3 +79,35 @@ def keys(prefix: str, room: str) -> tuple[str, str, str, str]:
 
 def process_key(prefix: str, process_id: str) -> str:
     return f"{prefix}:process:{process_id}"
+
+
+class KeyScheme:
+    """A hub's key names: :func:`keys` and :func:`process_key`, or, on a Redis Cluster, the same
+    with the room as a hash tag (``P:meta:{R}``, ...) so that a room's keys and shard channel
+    share one slot and its publish stays one script on one node; a process's liveness key is
+    then one per room (``P:process:{R}:ID``), on the node of the room's presence hash."""
+
+    def __init__(self, prefix: str, cluster: bool = False) -> None:
+        if cluster and ("{" in prefix or "}" in prefix):
+            raise ValueError(f"on a Redis Cluster the prefix must not hold braces (a hash tag): {prefix!r}")
+        self.prefix = prefix
+        self.cluster = cluster
+        self.channel_prefix = f"{prefix}:room:{{".encode() if cluster else f"{prefix}:room:".encode()
+
+    def keys(self, room: str) -> tuple[str, str, str, str]:
+        """The room's meta hash, stream, channel and presence hash."""
+        if not self.cluster:
+            return keys(self.prefix, room)
+        p, tag = self.prefix, "{" + room + "}"
+        return f"{p}:meta:{tag}", f"{p}:log:{tag}", f"{p}:room:{tag}", f"{p}:presence:{tag}"
+
+    def process(self, process_id: str, room: str | None = None) -> str | None:
+        """A live process's key (for ``room``, on a cluster; None there without a room)."""
+        if not self.cluster:
+            return process_key(self.prefix, process_id)
+        return None if room is None else f"{self.prefix}:process:{{{room}}}:{process_id}"
+
+    def room_of(self, channel: bytes) -> str:
+        """The room whose channel is ``channel``."""
+        name = channel[len(self.channel_prefix) :]
+        return (name[:-1] if self.cluster else name).decode("utf-8")

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from takeover.hub._broker import Settings
 from takeover.hub._local import LocalRoom, Locals
-from takeover.hub._resp import Address, BrokerError, Commands, ReplyError, Subscription
-from takeover.hub._scripts import PUBLISH, READ, keys, process_key
+from takeover.hub._resp import Address, BrokerError, Commands, Redirect, ReplyError, Subscription
+from takeover.hub._scripts import PUBLISH, READ, SPUBLISH, KeyScheme
 from takeover.hub._types import Member, Message, Publication
 
 if TYPE_CHECKING:
@@ -80,12 +80,17 @@ class RedisBroker:
         locals_: Locals,
         gap: Any,
         owns: Callable[[str], bool] | None = None,
+        cluster: Callable[[str], object] | None = None,
     ) -> None:
         import gevent.event
 
         self.address = address
         #: Whether a room is this server's (several servers: :mod:`takeover.hub.sharded`); None: all.
         self.owns = owns
+        #: On a Redis Cluster node (:mod:`takeover.hub.cluster`): called with what happened when
+        #: the slots seem to have moved (a redirect, a shard channel unsubscribed by the node).
+        self.slots_moved = cluster
+        self.scheme = KeyScheme(settings.prefix, cluster is not None)
         self.settings = settings
         self.locals = locals_
         self._gap = gap
@@ -96,7 +101,6 @@ class RedisBroker:
         self._closed = False
         self._wake = gevent.event.Event()
         self._tried = gevent.event.Event()  # set once the first connection attempt has ended
-        self._prefix_len = len(f"{settings.prefix}:room:")
         #: Presence entries whose removal did not reach Redis: removed after reconnecting.
         self._stale: set[tuple[str, str]] = set()
         self._unlisted: dict[tuple[str, str], str] = {}  # (room, member id) -> meta, joined while away
@@ -104,6 +108,7 @@ class RedisBroker:
         self._excluding: dict[bytes, tuple[WebSocket, ...]] = {}
         self._tokens = itertools.count(1)
         self._next_beat = 0.0
+        self._restarting = False
 
     @property
     def healthy(self) -> bool:
@@ -142,7 +147,7 @@ class RedisBroker:
 
         ``tokens`` gets the publishers' tokens of the messages that have one, by offset.
         """
-        meta, log, _, _ = keys(self.settings.prefix, room)
+        meta, log, _, _ = self.scheme.keys(room)
         current, raw, epoch = self._script(READ, [meta, log], [first, last])
         return (int(current) if current else None), _entries(raw, tokens), (int(epoch) if epoch else None)
 
@@ -160,21 +165,25 @@ class RedisBroker:
     def publish(self, room: str, data: str | bytes, exclude: tuple[WebSocket, ...] = ()) -> Publication:
         self._starting()
         if self._healthy:
-            meta, log, channel, _ = keys(self.settings.prefix, room)
+            meta, log, channel, _ = self.scheme.keys(room)
             kind, payload = (b"t", data.encode("utf-8")) if isinstance(data, str) else (b"b", data)
             token = self._exclude(exclude)
             try:
                 if not self.settings.history:
+                    command = "SPUBLISH" if self.scheme.cluster else "PUBLISH"
                     if token:
-                        self.commands.call("PUBLISH", channel, kind.upper() + b" " + token + b" " + payload)
+                        self.commands.call(command, channel, kind.upper() + b" " + token + b" " + payload)
                     else:
-                        self.commands.call("PUBLISH", channel, kind + b" " + payload)
+                        self.commands.call(command, channel, kind + b" " + payload)
                     return Publication(None, True)
                 args = [channel, self.settings.history, int(self.settings.history_ttl * 1000), kind, payload]
                 if token:
                     args.append(token)
-                offset = self._script(PUBLISH, [meta, log], args)
+                offset = self._script(SPUBLISH if self.scheme.cluster else PUBLISH, [meta, log], args)
                 return Publication(int(offset), True)
+            except Redirect:  # a cluster's slot moved: the cluster broker tries its new node
+                self._excluding.pop(token, None)
+                raise
             except (BrokerError, ReplyError) as error:
                 self._excluding.pop(token, None)
                 self._lost(error)
@@ -199,6 +208,8 @@ class RedisBroker:
     def since(self, room: str, since: int) -> tuple[bool, list[Message]]:
         try:
             current, messages, _ = self._read(room, since + 1, "+")
+        except Redirect:
+            raise
         except (BrokerError, ReplyError):
             return False, []  # cannot tell what is retained: the client needs fresh state
         if current is None or since > current:
@@ -213,6 +224,8 @@ class RedisBroker:
         self._starting()
         try:
             _, messages, _ = self._read(room, since + 1 if since is not None else 0, "+")
+        except Redirect:
+            raise
         except ReplyError as error:
             raise BrokerError(f"{self.address} refused to read the history of {room!r}: {error}") from None
         return messages[-self.settings.history :] if self.settings.history else []
@@ -220,7 +233,7 @@ class RedisBroker:
     # -- subscriptions -----------------------------------------------------------
 
     def _channel(self, room: str) -> bytes:
-        return keys(self.settings.prefix, room)[2].encode("utf-8")
+        return self.scheme.keys(room)[2].encode("utf-8")
 
     def subscribe(self, room: str, local: LocalRoom, first: bool) -> None:
         import gevent.event
@@ -266,17 +279,21 @@ class RedisBroker:
             pass
 
     def _presence_commands(self, room: str, members: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
-        presence = keys(self.settings.prefix, room)[3]
+        presence = self.scheme.keys(room)[3]
         fields: list[str] = []
         for member_id, meta in members:
             fields += (member_id, f"{self.locals.process_id} {meta}")
         ttl = int(self.settings.presence_ttl * 2000)
         # The process key too: a member must never be listed under a process that looks dead
         # (after a FLUSHALL, say, until the next heartbeat).
-        return [("HSET", presence, *fields), ("PEXPIRE", presence, ttl), self._beat_command()]
+        beat = self._beat_command(room)
+        return [("HSET", presence, *fields), ("PEXPIRE", presence, ttl), *([beat] if beat else [])]
 
-    def _beat_command(self) -> tuple[Any, ...]:
-        key = process_key(self.settings.prefix, self.locals.process_id)
+    def _beat_command(self, room: str | None = None) -> tuple[Any, ...] | None:
+        """Refresh this process's liveness key (on a cluster: the one for ``room``, None without one)."""
+        key = self.scheme.process(self.locals.process_id, room)
+        if key is None:
+            return None
         return ("SET", key, "1", "PX", int(self.settings.presence_ttl * 1000))
 
     def remove_presence(self, room: str, member_id: str) -> None:
@@ -284,13 +301,13 @@ class RedisBroker:
         try:
             if not self._healthy:
                 raise BrokerError("not connected")
-            self.commands.call("HDEL", keys(self.settings.prefix, room)[3], member_id)
+            self.commands.call("HDEL", self.scheme.keys(room)[3], member_id)
         except BrokerError:
             self._stale.add((room, member_id))
 
     def presence(self, room: str) -> list[Member]:
         self._starting()
-        presence_key = keys(self.settings.prefix, room)[3]
+        presence_key = self.scheme.keys(room)[3]
         try:
             raw = self.commands.call("HGETALL", presence_key)
             entries: dict[str, tuple[str, str]] = {}
@@ -300,11 +317,14 @@ class RedisBroker:
             processes = sorted({process for process, _ in entries.values()})
             alive: dict[str, bool] = {}
             if processes:
-                found = self.commands.call("MGET", *(process_key(self.settings.prefix, p) for p in processes))
+                names = [self.scheme.process(p, room) or "" for p in processes]
+                found = self.commands.call("MGET", *names)
                 alive = {p: value is not None for p, value in zip(processes, found, strict=True)}
             dead = [member_id for member_id, (process, _) in entries.items() if not alive.get(process)]
             if dead:  # members of processes that died without leaving: gone after presence_ttl
                 self.commands.call("HDEL", presence_key, *dead)
+        except Redirect:
+            raise
         except BrokerError:
             # Redis cannot be reached: this process's own members are all it knows.
             return [Member(member_id, json.loads(meta)) for member_id, meta in self.locals.members_here(room)]
@@ -318,6 +338,8 @@ class RedisBroker:
             try:
                 self._serve()
             except (BrokerError, ReplyError, TimeoutError, OSError, ValueError) as error:
+                if isinstance(error, Redirect) and self.slots_moved is not None:
+                    self.slots_moved(f"{self.address}: {error}")
                 self._lost(error)
             self._tried.set()
             if self._closed:
@@ -325,12 +347,25 @@ class RedisBroker:
             self._wake.wait(delay)
             delay = min(delay * 2, BACKOFF[1]) if not self._healthy else BACKOFF[0]
 
+    def restart(self) -> None:
+        """Subscribe again from the start: the rooms this server owns changed (a cluster's slots
+        moved). The new ones are subscribed and caught up from their streams, as after a reconnect."""
+        self._restarting = True
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()  # the subscriber's read fails, and it connects again at once
+
     def _lost(self, error: BaseException) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
             sub.close()
         if self._closed:
             return  # closed on purpose: nothing to warn about
+        if self._restarting:
+            self._restarting = False
+            logger.info("hub: subscribing again at %s: the cluster's slots moved", self.address)
+            self._healthy = False
+            return
         if self._healthy or not self._warned:
             logger.warning("hub: Redis at %s cannot be reached (%s); reconnecting", self.address, error)
             self._warned = True
@@ -338,6 +373,7 @@ class RedisBroker:
 
     def _serve(self) -> None:
         sub = Subscription(self.address, self.settings.timeout)
+        sub.sharded = self.scheme.cluster
         sub.connect()
         self._sub = sub
         rooms = self._rooms()
@@ -346,7 +382,7 @@ class RedisBroker:
         early: list[Any] = []
         while waiting:  # confirmed before the streams are read: nothing falls between the two
             reply = sub.read(self.settings.timeout)
-            if isinstance(reply, list) and reply[0] == b"subscribe":
+            if isinstance(reply, list) and reply[0] in (b"subscribe", b"ssubscribe"):
                 waiting.discard(reply[1])
             self._handle_early(reply, early)
         self._restore()
@@ -369,7 +405,7 @@ class RedisBroker:
     def _handle_early(self, reply: Any, early: list[Any]) -> None:
         if isinstance(reply, ReplyError):
             raise reply
-        if isinstance(reply, list) and reply[0] == b"message":
+        if isinstance(reply, list) and reply[0] in (b"message", b"smessage"):
             early.append(reply)
 
     def _list_unlisted(self) -> None:
@@ -390,11 +426,12 @@ class RedisBroker:
 
     def _restore(self) -> None:
         """Put this process's members back in the presence lists (Redis may have lost them)."""
-        commands: list[tuple[Any, ...]] = [self._beat_command()]
+        beat = self._beat_command()
+        commands: list[tuple[Any, ...]] = [beat] if beat else []
         for room in self._rooms():
             commands += self._presence_commands(room, self.locals.members_here(room))
         for room, member_id in self._stale:
-            commands.append(("HDEL", keys(self.settings.prefix, room)[3], member_id))
+            commands.append(("HDEL", self.scheme.keys(room)[3], member_id))
         self.commands.pipeline(commands)
         self._stale.clear()
         self._next_beat = time.monotonic() + self.settings.presence_ttl / 3
@@ -422,8 +459,13 @@ class RedisBroker:
     def _beat(self) -> None:
         """Refresh this process's key and its rooms' presence hashes (every ``presence_ttl / 3``)."""
         ttl = int(self.settings.presence_ttl * 2000)
-        commands = [self._beat_command()]
-        commands += [("PEXPIRE", keys(self.settings.prefix, room)[3], ttl) for room in self._rooms()]
+        beat = self._beat_command()
+        commands: list[tuple[Any, ...]] = [beat] if beat else []
+        for room in self._rooms():
+            commands.append(("PEXPIRE", self.scheme.keys(room)[3], ttl))
+            room_beat = self._beat_command(room) if self.scheme.cluster else None
+            if room_beat:
+                commands.append(room_beat)
         try:
             self.commands.pipeline(commands)
         except BrokerError:
@@ -433,9 +475,9 @@ class RedisBroker:
         if isinstance(reply, ReplyError):
             raise reply
         kind = reply[0]
-        if kind == b"message":
+        if kind == b"message" or kind == b"smessage":
             channel, payload = reply[1], reply[2]
-            room = channel[self._prefix_len :].decode("utf-8")
+            room = self.scheme.room_of(channel)
             space = payload.index(b" ")
             kind, body = payload[:1], payload[space + 1 :]
             exclude: tuple[WebSocket, ...] = ()
@@ -452,8 +494,13 @@ class RedisBroker:
             if local is not None and local.last is not None and offset > local.last + 1:
                 self._fill(room, local.last + 1, offset - 1)
             self.locals.deliver(room, offset, data, exclude)
-        elif kind == b"subscribe":
-            local = self.locals.rooms.get(reply[1][self._prefix_len :].decode("utf-8"))
+        elif kind == b"sunsubscribe" and self.slots_moved is not None:
+            # The node let go of the channel: its slot moved (Redis 7 unsubscribes the shard
+            # channels of a slot it loses). Still ours to deliver? Then the map is stale.
+            if self.scheme.room_of(reply[1]) in self.locals.rooms:
+                self.slots_moved(f"{self.address} unsubscribed the shard channel {reply[1]!r}")
+        elif kind == b"subscribe" or kind == b"ssubscribe":
+            local = self.locals.rooms.get(self.scheme.room_of(reply[1]))
             if local is not None and local.subscribed is not None:
                 local.subscribed.set()  # type: ignore[attr-defined]
 

@@ -30,7 +30,7 @@ from takeover import Hub, MessageEvent, upgrade_websocket
 
 URL = os.environ.get("TAKEOVER_HUB", "memory://")
 hub = Hub(
-    URL.split(",") if "," in URL else URL,
+    URL.split(",") if "," in URL and "+cluster:" not in URL else URL,
     history=int(os.environ.get("HUB_HISTORY", "100")),
     presence_ttl=float(os.environ.get("HUB_PRESENCE_TTL", "30")),
     health_check_interval=float(os.environ.get("HUB_CHECK", "1")),
