@@ -301,11 +301,14 @@ class Hub:
         A server that is away affects its own rooms only: the others keep
         delivering. On ``memory://``: ``{"memory://": True}``.
         """
-        return self._here().broker.health()
+        process = self._here()
+        return self._call(process, process.broker.health)
 
     def shard(self, room: str) -> str:
         """The address of the Redis server ``room`` lives on (as :meth:`health` names it)."""
-        return self._here().broker.shard(check_room(room))
+        room = check_room(room)
+        process = self._here()
+        return self._call(process, process.broker.shard, room)
 
     def on(self, event: str, listener: GapListener) -> None:
         """Call ``listener(room, first_lost, last_lost)`` for messages of a room that cannot be recovered.

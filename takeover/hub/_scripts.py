@@ -26,7 +26,7 @@ JavaScript too.
 
 from __future__ import annotations
 
-__all__ = ["PUBLISH", "READ", "SPUBLISH", "KeyScheme", "keys"]
+__all__ = ["ADVANCE", "PUBLISH", "READ", "SPUBLISH", "KeyScheme", "keys"]
 
 #: KEYS: meta, log. ARGV: channel, history, ttl in ms, kind (t or b), data, and optionally the
 #: publisher's token (publish(exclude=)). Returns the offset.
@@ -61,6 +61,15 @@ return offset
 
 #: The same for a Redis Cluster: the channel is a shard channel of the room's slot (sharded pub/sub).
 SPUBLISH = PUBLISH.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
+#: KEYS: meta. ARGV: an offset. Moves the room's last offset up to it, never down.
+ADVANCE = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'o') or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'o', ARGV[1])
+end
+return current
+"""
 
 #: KEYS: meta, log. ARGV: first offset, last offset (or '+').
 #: Returns {the room's last offset or false, the entries, its epoch's first offset or false}.

@@ -245,6 +245,7 @@ class ClusterBroker:
         return found or {str(seed): False for seed in self.seeds}
 
     def shard(self, room: str) -> str:
+        self._mapped.wait(self.settings.timeout)  # a hub's first call: the map is being read
         node = self._node(room)
         return str(self._address(node)) if node is not None else "?"
 

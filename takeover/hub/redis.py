@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from takeover.hub._broker import Settings
 from takeover.hub._local import LocalRoom, Locals
 from takeover.hub._resp import Address, BrokerError, Commands, Redirect, ReplyError, Subscription
-from takeover.hub._scripts import PUBLISH, READ, SPUBLISH, KeyScheme
+from takeover.hub._scripts import ADVANCE, PUBLISH, READ, SPUBLISH, KeyScheme
 from takeover.hub._types import Member, Message, Publication
 
 if TYPE_CHECKING:
@@ -361,14 +361,15 @@ class RedisBroker:
             sub.close()
         if self._closed:
             return  # closed on purpose: nothing to warn about
-        if self._restarting:
+        if self._restarting:  # not a loss: commands go on, the subscriber comes back at once
             self._restarting = False
             logger.info("hub: subscribing again at %s: the cluster's slots moved", self.address)
-            self._healthy = False
             return
         if self._healthy or not self._warned:
             logger.warning("hub: Redis at %s cannot be reached (%s); reconnecting", self.address, error)
             self._warned = True
+            if self.slots_moved is not None:  # a cluster node: a replica may be taking over its slots
+                self.slots_moved(f"{self.address} cannot be reached")
         self._healthy = False
 
     def _serve(self) -> None:
@@ -509,6 +510,8 @@ class RedisBroker:
         tokens: dict[int, bytes] = {}
         current, messages, epoch = self._read(room, first, last if last is not None else "+", tokens)
         if last is None:
+            if current is not None and current < first - 1:
+                self._rolled_back(room, current, first - 1)
             if current is None or current < first:
                 return
             last = current
@@ -532,6 +535,19 @@ class RedisBroker:
             expected = message.offset + 1
         if expected <= last:
             self._gap(room, expected, last)
+
+    def _rolled_back(self, room: str, current: int, delivered: int) -> None:
+        """Redis is behind what this process delivered: a replica took over before it had the last
+        messages (replication is asynchronous), or a snapshot was restored. Move the room's offset
+        up to ``delivered``, so that no offset is given twice to different messages; processes that
+        never got the lost ones find them missing, and report them through ``"gap"``."""
+        logger.warning(
+            "hub: room %r at %s is at offset %d, behind the %d delivered here (a failover lost the "
+            "last messages): its next offsets start after %d",
+            room, self.address, current, delivered, delivered,
+        )
+        meta = self.scheme.keys(room)[0]
+        self._script(ADVANCE, [meta], [delivered])
 
     def _catch_up(self, room: str) -> None:
         local = self.locals.rooms.get(room)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,3 +156,36 @@ def eventually(check: Callable[[], Any], timeout: float = WAIT, interval: float 
     if not result:
         raise AssertionError(f"still {result!r} after {timeout} s")
     return result
+
+
+def exchange(
+    one: AppServer, workers: AppServer, room: str, count: int = 6
+) -> tuple[list[HubClient], list[Any]]:
+    """Members of ``room`` on ``one`` and on both ``workers``; ``count`` messages published through
+    the two servers in turn, each with an offset one more than the one before, and each member got
+    them all, in order. Returns the members (open) and the publications."""
+    members = [one.client(room, "s"), *clients_on_every_worker(workers, room, 2, "g")]
+    results = [(one if n % 2 else workers).publish(room, f"m{n}") for n in range(count)]
+    assert all(result["remote"] for result in results), results
+    first = results[0]["offset"]
+    assert [result["offset"] for result in results] == list(range(first, first + count))
+    for member in members:
+        assert member.receive(count) == [f"m{n}" for n in range(count)]
+    return members, results
+
+
+@contextlib.contextmanager
+def serve_and_gunicorn(
+    serve_url: str, gunicorn_url: str, **settings: str
+) -> Iterator[tuple[AppServer, AppServer]]:
+    """``takeover serve`` on ``serve_url`` and gunicorn gthread (2 workers) on ``gunicorn_url``,
+    each healthy; stopped at the end."""
+    serve = takeover_serve(serve_url, **settings)
+    workers = gunicorn(gunicorn_url, workers=2, **settings)
+    try:
+        for app in (serve, workers):
+            eventually(lambda app=app: app.get("/healthy")["healthy"] or None)  # type: ignore[misc]
+        yield serve, workers
+    finally:
+        serve.stop()
+        workers.stop()

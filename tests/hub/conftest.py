@@ -1,4 +1,4 @@
-"""Fixtures of the hub tests: a real redis-server per module."""
+"""Fixtures of the hub tests: a real redis-server per module, and a Redis Cluster where asked."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer
 
 
@@ -15,3 +16,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 masters (tests/redis_cluster.py)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"), masters=3)
+    cluster.start()
+    yield cluster
+    cluster.kill()

@@ -1,7 +1,8 @@
 """The hub's API in one process, the same tests on ``memory://`` and on Redis.
 
 One ``takeover serve`` process runs tests/hub/app.py with each backend; a
-real redis-server for the Redis one.
+real redis-server for the Redis one, a real Redis Cluster (3 masters) for the
+cluster one.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ CLOSE = 0x8
 SETTINGS = {"HUB_HISTORY": "5", "HUB_CHECK": "0.5", "MAX_BUFFERED": str(1 << 20)}
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=["memory", "redis", "cluster"])
 def server(request: pytest.FixtureRequest, redis_server: RedisServer) -> Iterator[AppServer]:
     url = "memory://" if request.param == "memory" else redis_server.url
+    if request.param == "cluster":  # a Redis Cluster of 3 masters (issue 21)
+        url = request.getfixturevalue("redis_cluster").url
     server = takeover_serve(url, **SETTINGS)
-    if request.param == "redis":
+    if request.param != "memory":
         eventually(lambda: server.get("/healthy")["healthy"] or None)
     yield server
     server.stop()

@@ -22,7 +22,7 @@ import pytest
 from takeover import Hub, publish
 from takeover.hub._resp import parse_url
 from takeover.hub._shards import ShardMap
-from tests.hub.cluster import AppServer, clients_on_every_worker, eventually, gunicorn, takeover_serve
+from tests.hub.cluster import AppServer, eventually, exchange, serve_and_gunicorn
 from tests.redis_server import RedisServer
 
 SETTINGS = {"HUB_HISTORY": "50", "HUB_CHECK": "0.5", "HUB_PRESENCE_TTL": "5"}
@@ -120,15 +120,9 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RedisServe
 @pytest.fixture(scope="module")
 def apps(shards: list[RedisServer]) -> Iterator[tuple[AppServer, AppServer]]:
     urls = [server.url for server in shards]
-    serve = takeover_serve(",".join(urls), **SETTINGS)
-    workers = gunicorn(",".join(reversed(urls)), workers=2, **SETTINGS)  # another order, the same map
-    try:
-        for app in (serve, workers):
-            eventually(lambda app=app: app.get("/healthy")["healthy"] or None)  # type: ignore[misc]
-        yield serve, workers
-    finally:
-        serve.stop()
-        workers.stop()
+    # gunicorn gets the servers in another order: the same map.
+    with serve_and_gunicorn(",".join(urls), ",".join(reversed(urls)), **SETTINGS) as both:
+        yield both
 
 
 def rooms_on_each(shards: list[RedisServer], per_server: int, prefix: str) -> dict[int, list[str]]:
@@ -163,13 +157,8 @@ def test_each_room_lives_on_its_server_and_reaches_every_member_once_in_order(
         for room in rooms:
             for app in (serve, workers):
                 assert app.get(f"/shard?room={room}") == f"redis 127.0.0.1:{shards[index].port}/0"
-            members = [serve.client(room, "s"), *clients_on_every_worker(workers, room, 2, "g")]
-            results = [(serve if n % 2 else workers).publish(room, f"m{n}") for n in range(6)]
-            assert all(result["remote"] for result in results)
-            first = results[0]["offset"]
-            assert [result["offset"] for result in results] == list(range(first, first + 6))
+            members, _ = exchange(serve, workers, room)
             for member in members:
-                assert member.receive(6) == [f"m{n}" for n in range(6)]
                 member.close()
             assert [keys_on(server, room) for server in shards] == [n == index for n in range(3)]
 

@@ -1,0 +1,182 @@
+"""The hub on a real Redis Cluster (issue 21): sharded pub/sub, a migrated slot, a failover under traffic.
+
+Debian's redis-server 7.0, joined with ``redis-cli --cluster create``
+(tests/redis_cluster.py). ``takeover serve`` and gunicorn gthread (2 workers)
+run tests/hub/app.py with ``redis+cluster://`` and two seed nodes. The hub's
+API tests also run on a cluster (tests/hub/test_api.py's ``cluster`` case).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.crc import key_slot
+
+from tests.hub.cluster import (
+    AppServer,
+    HubClient,
+    clients_on_every_worker,
+    eventually,
+    exchange,
+    serve_and_gunicorn,
+)
+from tests.redis_cluster import HOST, RedisCluster, redis_cli
+
+SETTINGS = {"HUB_HISTORY": "500", "HUB_CHECK": "0.5", "HUB_PRESENCE_TTL": "5"}
+COUNT = 120  # messages published under traffic
+
+
+def slot_of(room: str) -> int:
+    return int(key_slot(f"takeover:meta:{{{room}}}".encode()))
+
+
+def room_in(prefix: str, ranges: list[tuple[int, int]], exact: int | None = None) -> str:
+    """A room name whose slot is in ``ranges`` (or is ``exact``)."""
+    for n in range(500_000):
+        room = f"{prefix}-{n}"
+        slot = slot_of(room)
+        if exact is not None and slot == exact:
+            return room
+        if exact is None and any(start <= slot <= end for start, end in ranges):
+            return room
+    raise AssertionError("no such room name")
+
+
+def apps(url: str) -> contextlib.AbstractContextManager[tuple[AppServer, AppServer]]:
+    return serve_and_gunicorn(url, url, **SETTINGS)
+
+
+class Publisher:
+    """Publishes m0, m1, ... through ``app`` from a thread; remembers what Redis took (``remote``)."""
+
+    def __init__(self, app: AppServer, room: str) -> None:
+        self.app, self.room = app, room
+        self.remote: list[str] = []
+        self.local: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for n in range(COUNT):
+                data = f"m{n}"
+                (self.remote if self.app.publish(self.room, data)["remote"] else self.local).append(data)
+                self.done.wait(0.02)  # the pace of the traffic, not a synchronisation
+        finally:
+            self.done.set()
+
+    def wait(self) -> None:
+        assert self.done.wait(60), "the publisher did not finish"
+        self.thread.join(10)
+
+
+def until(member: HubClient, last: str, limit: int = 10 * COUNT) -> list[str | bytes]:
+    """What ``member`` receives up to and including ``last``."""
+    got: list[str | bytes] = []
+    for _ in range(limit):
+        (message,) = member.receive(1)
+        got.append(message)
+        if message == last:
+            return got
+    raise AssertionError(f"no {last!r} in {limit} messages")
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_cluster: RedisCluster) -> RedisCluster:
+    return redis_cluster  # 3 masters (tests/hub/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def servers(cluster: RedisCluster) -> Iterator[tuple[AppServer, AppServer]]:
+    with apps(cluster.url) as both:
+        yield both
+
+
+def test_each_room_lives_on_the_master_of_its_slot_and_reaches_every_member(
+    cluster: RedisCluster, servers: tuple[AppServer, AppServer]
+) -> None:
+    import redis
+
+    serve, workers = servers
+    masters = cluster.masters()
+    assert len(masters) == 3
+    for node, ranges in masters.values():
+        room = room_in(f"on-{node.port}", ranges)
+        for app in (serve, workers):
+            assert app.get(f"/shard?room={room}") == f"redis {HOST}:{node.port}/0"
+        members, results = exchange(serve, workers, room)
+        late = workers.client(room, "late", since=results[2]["offset"])
+        assert late.joined and late.replayed == ["m3", "m4", "m5"]
+        names = sorted(["s", "late", *(f"g{n}" for n in range(len(members) - 1))])
+        for app in (serve, workers):
+            eventually(lambda app=app, room=room, names=names: app.get(f"/presence?room={room}") == names)
+        for member in (*members, late):
+            member.close()
+        client = redis.Redis(host=HOST, port=node.port)
+        try:  # the room's keys are on that master (a key of another node's slot would be MOVED)
+            assert client.exists(f"takeover:meta:{{{room}}}", f"takeover:log:{{{room}}}") == 2
+        finally:
+            client.close()
+
+
+def test_a_slot_migrated_under_traffic(cluster: RedisCluster, servers: tuple[AppServer, AppServer]) -> None:
+    """``redis-cli --cluster reshard`` moves the room's slot while messages flow: none lost or doubled."""
+    serve, workers = servers
+    masters = cluster.masters()
+    (source_id, (source, ranges)), (target_id, (target, _)) = list(masters.items())[:2]
+    first_slot = min(start for start, _ in ranges)  # reshard moves the source's lowest slots first
+    room = room_in("moving", [], exact=first_slot)
+    members = [serve.client(room, "s"), *clients_on_every_worker(workers, room, 2, "g")]
+    publisher = Publisher(workers, room)
+    eventually(lambda: len(publisher.remote) >= COUNT // 3 or None)
+    redis_cli(
+        "--cluster", "reshard", f"{HOST}:{source.port}", "--cluster-from", source_id,
+        "--cluster-to", target_id, "--cluster-slots", "1", "--cluster-yes",
+    )
+    publisher.wait()
+    assert cluster.master_of(first_slot)[0] == target_id
+    assert publisher.local == [], workers.out.output[-3000:]  # the cluster took every message
+    for member in members:
+        assert member.receive(COUNT) == [f"m{n}" for n in range(COUNT)]
+        member.close()
+    for app in (serve, workers):
+        eventually(lambda app=app: app.get(f"/shard?room={room}") == f"redis {HOST}:{target.port}/0")
+    assert serve.get("/gaps") == [] and workers.get("/gaps") == []
+
+
+def test_a_master_fails_over_under_traffic(tmp_path: Path) -> None:
+    """3 masters with a replica each; the room's master is killed while messages flow. Each member
+    gets every message the cluster took, once and in order, or the hub reports what it lost."""
+    cluster = RedisCluster(tmp_path, masters=3, replicas=1)
+    cluster.start()
+    try:
+        with apps(cluster.url) as (serve, workers):
+            master, ranges = next(iter(cluster.masters().values()))
+            room = room_in("failover", ranges)
+            members = [serve.client(room, "s"), serve.client(room, "t")]
+            publisher = Publisher(workers, room)  # another process than the members'
+            eventually(lambda: len(publisher.remote) >= COUNT // 4 or None)
+            master.kill()
+            publisher.wait()
+            cluster.wait_ok()
+            for app in (serve, workers):
+                try:
+                    eventually(lambda app=app: app.get("/healthy")["healthy"] or None, timeout=20)
+                except AssertionError:
+                    raise AssertionError(f"{app.get('/health')}\n{app.out.output[-3000:]}") from None
+            assert workers.publish(room, "after")["remote"], "the room's slot has a master again"
+            expected = [*publisher.remote, "after"]
+            lost = {n for gap in serve.get("/gaps") for n in range(gap[1], gap[2] + 1)}
+            for member in members:
+                got = until(member, "after")
+                # Once and in order: what came is what the cluster took, less what it lost and said so.
+                assert len(got) == len(set(got)) and got == [m for m in expected if m in got]
+                assert len(expected) - len(got) <= len(lost), (expected, got, lost)
+                member.close()
+    finally:
+        cluster.kill()
