@@ -53,8 +53,9 @@ demo: $(DEMO_STAMP)
 # The same chat room across processes and servers (examples/chat/cluster.py): Redis on
 # 127.0.0.1:6390 without persistence, the chat on gunicorn with 4 workers at
 # http://127.0.0.1:8000/ and on takeover serve at http://127.0.0.1:8001/. Ctrl-C stops them all.
+# make demo-cluster REDIS_CLUSTER=1: the same on a Redis Cluster of 3 masters (ports 6390-6392).
 demo-cluster: $(CLUSTER_STAMP) redis-server
-	$(PY) -m examples.chat.cluster
+	$(PY) -m examples.chat.cluster $(if $(REDIS_CLUSTER),--redis-cluster)
 
 # Debian's redis-server, for demo-cluster and the bench's fan-out scenario: installed
 # when missing if we run as root, else a message saying what to install.

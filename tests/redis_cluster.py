@@ -28,13 +28,14 @@ def _free(port: int) -> bool:
     return True
 
 
-def node_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too: both below 65536."""
+def node_port(count: int = 1) -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, both below 65536; with
+    ``count``, the first of that many such ports in a row."""
     for _ in range(1000):
-        port = random.randrange(20000, 30000)
-        if _free(port) and _free(port + 10000):
+        port = random.randrange(20000, 30000 - count)
+        if all(_free(port + n) and _free(port + n + 10000) for n in range(count)):
             return port
-    raise RuntimeError("no free port pair for a cluster node")
+    raise RuntimeError("no free ports for a cluster node")
 
 
 def redis_cli(*args: str, timeout: float = 60) -> str:

@@ -3,6 +3,7 @@
 ::
 
     python -m examples.chat.cluster [--redis-port 6390] [--port 8000] [--second-port 8001] [--workers 4]
+                                    [--redis-cluster]
 
 starts, from the repository's root:
 
@@ -13,7 +14,11 @@ starts, from the repository's root:
 * the chat on ``takeover serve`` on 127.0.0.1:8001, standing in for another
   machine;
 
-both servers with ``TAKEOVER_HUB=redis://127.0.0.1:6390/0``. Open
+both servers with ``TAKEOVER_HUB=redis://127.0.0.1:6390/0``. With
+``--redis-cluster`` (``make demo-cluster REDIS_CLUSTER=1``) Redis is a Redis
+Cluster of three masters on 127.0.0.1:6390-6392 instead, joined with
+``redis-cli --cluster create``, and the hub's URL is
+``redis+cluster://127.0.0.1:6390,127.0.0.1:6391``. Open
 http://127.0.0.1:8000/ and http://127.0.0.1:8001/: the pages talk to each
 other and see one presence list, whichever process serves them. Each line of
 output is prefixed with the process it came from. Ctrl-C (or SIGTERM) stops
@@ -167,6 +172,39 @@ def start_redis(port: int, directory: Path, *, echo: TextIO | None = None) -> Ch
     return ready(child, REDIS_READY)
 
 
+def start_redis_cluster(ports: Sequence[int], directory: Path, *, echo: TextIO | None = None) -> list[Child]:
+    """A Redis Cluster of ``len(ports)`` masters (three at least), nothing on disk, its slots assigned."""
+    nodes = []
+    try:
+        for port in ports:
+            node_dir = directory / f"node-{port}"
+            node_dir.mkdir(exist_ok=True)
+            command = [
+                redis_server(), "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--dir", str(node_dir), "--daemonize", "no", "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+            ]
+            nodes.append(ready(Child(f"redis :{port}", port, command, echo=echo), REDIS_READY))
+        cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        addresses = [f"{HOST}:{port}" for port in ports]
+        create = [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+        done = subprocess.run(create, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+        deadline = time.monotonic() + START_TIMEOUT
+        for port in ports:  # until every node has heard of every slot's owner
+            info = [cli, "-h", HOST, "-p", str(port), "cluster", "info"]
+            while "cluster_state:ok" not in subprocess.run(info, capture_output=True, text=True).stdout:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Redis Cluster is not ok after {START_TIMEOUT:g} s")
+                time.sleep(0.1)  # the cluster's own gossip: nothing here to wait on
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
 def start_gunicorn(port: int, hub: str, *, workers: int = WORKERS, echo: TextIO | None = None) -> Child:
     """The chat on gunicorn's gevent workers (takeover's), with ``TAKEOVER_HUB=hub``, listening."""
     command = [
@@ -213,15 +251,26 @@ class Cluster:
         self.directory = directory
         self.echo = echo
         self.redis: Child | None = None
+        self.cluster_nodes: list[Child] = []  # with redis_cluster=True
         self.servers: dict[str, Child] = {}
 
     @property
     def hub(self) -> str:
+        if self.cluster_nodes:
+            return "redis+cluster://" + ",".join(f"{HOST}:{node.port}" for node in self.cluster_nodes[:2])
         assert self.redis is not None
         return hub_url(self.redis.port)
 
-    def start(self, redis_port: int, port: int, second_port: int, *, workers: int = WORKERS) -> None:
-        self.redis = start_redis(redis_port, self.directory, echo=self.echo)
+    def start(
+        self, redis_port: int, port: int, second_port: int, *, workers: int = WORKERS,
+        redis_cluster: bool = False,
+    ) -> None:
+        """Redis (or a Redis Cluster on ``redis_port`` and the two ports after it), then the servers."""
+        if redis_cluster:
+            ports = [redis_port, redis_port + 1, redis_port + 2]
+            self.cluster_nodes = start_redis_cluster(ports, self.directory, echo=self.echo)
+        else:
+            self.redis = start_redis(redis_port, self.directory, echo=self.echo)
         self.servers["gunicorn"] = start_gunicorn(port, self.hub, workers=workers, echo=self.echo)
         self.servers["serve"] = start_serve(second_port, self.hub, echo=self.echo)
 
@@ -239,6 +288,8 @@ class Cluster:
                 child.process.terminate()
         for child in servers:
             child.stop()
+        for node in self.cluster_nodes:
+            node.stop()
         if self.redis is not None:
             self.redis.stop()
 
@@ -259,6 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--second-port", type=int, default=SECOND_PORT, help=f"takeover serve's (default {SECOND_PORT})"
     )
     parser.add_argument("--workers", type=int, default=WORKERS, help=f"gunicorn's (default {WORKERS})")
+    parser.add_argument(
+        "--redis-cluster", action="store_true",
+        help="a Redis Cluster of 3 masters on --redis-port and the two ports after it, instead of one Redis",
+    )
     args = parser.parse_args(argv)
     for signum in (signal.SIGINT, signal.SIGTERM):  # also Ctrl-C where a shell made background jobs ignore it
         signal.signal(signum, signal.default_int_handler)
@@ -266,12 +321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(directory), echo=sys.stdout
     ) as cluster:
         try:
-            ports = (args.redis_port, args.port, args.second_port)
+            redis_ports = [args.redis_port + n for n in range(3 if args.redis_cluster else 1)]
+            ports = (*redis_ports, args.port, args.second_port)
             if len(set(ports)) < len(ports):
-                raise RuntimeError(f"Redis and the two servers need three different ports, not {ports}")
+                raise RuntimeError(f"Redis and the two servers need different ports, not {ports}")
             for port in ports:
                 check_free(port)
-            cluster.start(args.redis_port, args.port, args.second_port, workers=args.workers)
+            cluster.start(
+                args.redis_port, args.port, args.second_port, workers=args.workers,
+                redis_cluster=args.redis_cluster,
+            )
             print(
                 f"\nOne chat room on {cluster.hub}:\n"
                 f"  http://{HOST}:{args.port}/  gunicorn, {args.workers} workers\n"
@@ -279,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "Open both; Ctrl-C stops everything.\n",
                 flush=True,
             )
-            children = [cluster.redis, *cluster.servers.values()]
+            children = [cluster.redis, *cluster.cluster_nodes, *cluster.servers.values()]
             ended = threading.Event()
             for child in children:
                 assert child is not None

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from takeover.hub._scripts import PUBLISH, keys
+from takeover.hub._scripts import PUBLISH, SPUBLISH, KeyScheme
 from takeover.hub._types import Publication, check_data, check_room
 
 __all__ = ["publish"]
@@ -31,8 +31,20 @@ def _client(url: str) -> tuple[Any, Any]:
                 import redis
             except ImportError:
                 raise ImportError("takeover.publish needs redis-py: pip install 'takeover[redis]'") from None
-            client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-            made = _clients[key] = (client, client.register_script(PUBLISH))
+            from takeover.hub.cluster import is_cluster_url, parse_cluster_url
+
+            if is_cluster_url(url):  # redis-py's own cluster client: this is plain blocking code
+                seeds = parse_cluster_url(url)
+                node: Any = redis.cluster.ClusterNode
+                nodes = [node(seed.host, seed.port) for seed in seeds]
+                client: Any = redis.RedisCluster(
+                    startup_nodes=nodes, username=seeds[0].username, password=seeds[0].password,
+                    ssl=seeds[0].tls, socket_timeout=1.0, socket_connect_timeout=1.0,
+                )
+                made = _clients[key] = (client, client.register_script(SPUBLISH))
+            else:
+                client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+                made = _clients[key] = (client, client.register_script(PUBLISH))
         return made
 
 
@@ -72,14 +84,17 @@ def publish(
     url = _server(urls, room)
     import redis
 
+    from takeover.hub.cluster import is_cluster_url
+
     client, script = _client(url)
-    meta, log, channel, _ = keys(prefix, room)
+    cluster = is_cluster_url(url)
+    meta, log, channel, _ = KeyScheme(prefix, cluster).keys(room)
     kind, payload = ("t", data.encode("utf-8")) if isinstance(data, str) else ("b", data)
     try:
         if not history:
-            client.publish(channel, kind.encode() + b" " + payload)
+            (client.spublish if cluster else client.publish)(channel, kind.encode() + b" " + payload)
             return Publication(None, True)
         offset = script(keys=[meta, log], args=[channel, history, int(history_ttl * 1000), kind, payload])
-    except (redis.ConnectionError, redis.TimeoutError):
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError):
         return Publication(None, False)
     return Publication(int(offset), True)

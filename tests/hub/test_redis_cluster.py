@@ -180,3 +180,44 @@ def test_a_master_fails_over_under_traffic(tmp_path: Path) -> None:
                 member.close()
     finally:
         cluster.kill()
+
+
+def test_make_demo_cluster_runs_the_chat_on_a_redis_cluster(tmp_path: Path) -> None:
+    """``make demo-cluster REDIS_CLUSTER=1``: the chat on gunicorn and takeover serve, one Redis Cluster."""
+    from websockets.sync.client import connect
+
+    from examples.chat import cluster as demo
+    from tests.chat_protocol import expect, join, said, say, unique
+    from tests.processes import free_port
+    from tests.redis_cluster import node_port
+
+    first = node_port(3)  # three ports in a row, each with its cluster bus port free
+    with demo.Cluster(tmp_path) as started:
+        started.start(first, free_port(), free_port(), workers=2, redis_cluster=True)
+        assert started.hub.startswith("redis+cluster://")
+        urls = [f"ws://{HOST}:{started.servers[name].port}/ws" for name in ("gunicorn", "serve")]
+        with connect(urls[0], open_timeout=10) as alice, connect(urls[1], open_timeout=10) as bob:
+            join(alice, unique("alice"))
+            join(bob, unique("bob"))
+            text = unique("across the cluster")
+            say(alice, text)
+            for ws in (alice, bob):
+                assert isinstance(expect(ws, said(text))["offset"], int)
+
+
+
+def test_takeover_publish_to_a_redis_cluster(
+    cluster: RedisCluster, servers: tuple[AppServer, AppServer]
+) -> None:
+    """From any process, with redis-py's own cluster client: the room's master, the hubs' offsets."""
+    from takeover import publish
+
+    serve, _ = servers
+    for node, ranges in cluster.masters().values():
+        room = room_in(f"pub-{node.port}", ranges)
+        member = serve.client(room, "m")
+        offsets = [publish(cluster.url, room, f"p{n}", history=500).offset for n in range(3)]
+        assert offsets[0] is not None and offsets == [offsets[0], offsets[0] + 1, offsets[0] + 2]
+        assert member.receive(3) == ["p0", "p1", "p2"]
+        assert serve.get(f"/history?room={room}") == [[o, f"p{n}"] for n, o in enumerate(offsets)]
+        member.close()
