@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from takeover._io.batch import Batch
 from takeover.websocket import broadcast
 
 if TYPE_CHECKING:
@@ -135,6 +136,28 @@ class Locals:
         self._ids = itertools.count(1)
         self._on_open = on_open  # the WebSocket's listeners: the hub routes them to its home
         self._on_close = on_close
+        #: While set, live deliveries are held and written per socket at :meth:`flush` (issue 21).
+        self.batch: Batch | None = None
+
+    # -- batching ---------------------------------------------------------
+
+    def hold(self) -> None:
+        """From now to :meth:`flush`, what :meth:`deliver` sends goes out in one write per socket."""
+        if self.batch is None:
+            self.batch = Batch()
+
+    def flush(self) -> None:
+        """Write what was held (one write per socket) and stop holding."""
+        batch, self.batch = self.batch, None
+        if batch:
+            batch.flush()
+
+    def _send(self, websockets: tuple[WebSocket, ...], data: str | bytes) -> None:
+        batch = self.batch
+        if batch is None:
+            broadcast(websockets, data)
+        else:
+            batch.add(websockets, data)
 
     # -- membership -------------------------------------------------------
 
@@ -231,9 +254,9 @@ class Locals:
                 if floor <= offset:
                     del ahead[ws]  # caught up with the room: everything after is new to it
         if plain:
-            broadcast(plain, data)
+            self._send(plain, data)
         if wrapped:
-            broadcast(wrapped, envelope(room, offset, data))  # built once for them all
+            self._send(wrapped, envelope(room, offset, data))  # built once for them all
 
     def gap(self, room: str, first: int, last: int) -> None:
         """Tell the members of ``room`` here that take envelopes of a loss: ``{"room", "gap"}``."""

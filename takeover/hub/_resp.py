@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["Address", "BrokerError", "Commands", "Redirect", "ReplyError", "Subscription", "parse_url"]
+__all__ = [
+    "NOTHING", "Address", "BrokerError", "Commands", "Redirect", "ReplyError", "Subscription", "parse_url",
+]
 
 Reply = Any  # bytes | int | list[Reply] | ReplyError | None
 
@@ -115,6 +117,10 @@ def pack(*args: bytes | str | int) -> bytes:
 
 class _Incomplete(Exception):
     pass
+
+
+#: What :meth:`_Wire.read_buffered` returns when no whole reply is buffered.
+NOTHING = object()
 
 
 def _parse(buf: bytearray, pos: int) -> tuple[Reply, int]:
@@ -250,6 +256,16 @@ class _Wire:
                 self.close()
                 raise BrokerError(f"{self.address} closed the connection")
             buf += data
+
+    def read_buffered(self) -> Reply:
+        """The next reply if it was read already, whole; :data:`NOTHING` otherwise (no system call)."""
+        if self._pos < len(self._buf):
+            try:
+                reply, self._pos = _parse(self._buf, self._pos)
+                return reply
+            except _Incomplete:
+                pass
+        return NOTHING
 
     def close(self) -> None:
         sock, self.sock = self.sock, None

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from takeover.hub._broker import Settings
 from takeover.hub._local import LocalRoom, Locals
-from takeover.hub._resp import Address, BrokerError, Commands, Redirect, ReplyError, Subscription
+from takeover.hub._resp import NOTHING, Address, BrokerError, Commands, Redirect, ReplyError, Subscription
 from takeover.hub._scripts import ADVANCE, PUBLISH, READ, SPUBLISH, KeyScheme
 from takeover.hub._types import Member, Message, Publication
 
@@ -43,6 +43,9 @@ __all__ = ["RedisBroker"]
 logger = logging.getLogger("takeover.hub")
 #: Messages with members left out (publish(exclude=)) that may not have come back yet.
 MAX_EXCLUDING = 10_000
+
+#: Replies delivered together at most (the loop fell behind): written in one piece per member.
+MAX_BATCH = 256
 
 #: Seconds between reconnection attempts: doubling from the first to the last.
 BACKOFF = (0.05, 2.0)
@@ -450,7 +453,7 @@ class RedisBroker:
                 pinged = True
                 continue
             pinged = False
-            self._handle(reply)
+            self._handle_batch(reply, sub)
             if time.monotonic() >= self._next_beat:
                 self._next_beat = time.monotonic() + self.settings.presence_ttl / 3
                 import gevent
@@ -471,6 +474,25 @@ class RedisBroker:
             self.commands.pipeline(commands)
         except BrokerError:
             pass  # the subscriber notices, and restores presence when back
+
+    def _handle_batch(self, reply: Any, sub: Subscription) -> None:
+        """``reply`` and the replies already read with it, delivered in one write per member.
+
+        The loop was behind if more than one is waiting: sending them together costs
+        nothing in latency and saves a system call per member per message (issue 21).
+        Only what was read together is held; it is written before anything else runs.
+        """
+        locals_ = self.locals
+        locals_.hold()
+        try:
+            self._handle(reply)
+            for _ in range(MAX_BATCH):
+                more = sub.read_buffered()
+                if more is NOTHING:
+                    break
+                self._handle(more)
+        finally:
+            locals_.flush()
 
     def _handle(self, reply: Any) -> None:
         if isinstance(reply, ReplyError):
@@ -493,6 +515,7 @@ class RedisBroker:
             offset = int(payload[1:space])
             local = self.locals.rooms.get(room)
             if local is not None and local.last is not None and offset > local.last + 1:
+                self.locals.flush()  # what came before goes first; the gap's fill waits for Redis
                 self._fill(room, local.last + 1, offset - 1)
             self.locals.deliver(room, offset, data, exclude)
         elif kind == b"sunsubscribe" and self.slots_moved is not None:
