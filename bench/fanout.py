@@ -30,7 +30,7 @@ from bench.fanout_report import evaluate_fanout_targets
 from bench.loadgen import READY_TIMEOUT, ServerProcess, run_loadgen
 from bench.measure import QUIET, RETRIES, wait_for_quiet
 from bench.proc import cpu_seconds, machine_busy_seconds
-from bench.redisproc import RedisServer
+from bench.redisproc import Brokers
 from bench.specs import SCENARIO_BY_KEY, FanoutSpec, check_available, describe_scenario
 
 FANOUT = "fan-out"
@@ -80,7 +80,7 @@ def measure_fanout(
     """One row, every rate: start Redis (if the row has it) and the server, run the driver, stop
     both. Returns the driver's result with CPU shares per rate and the worker pids.
     ``observe`` sees the driver's events as they come (bench/profile.py starts py-spy so)."""
-    redis = RedisServer(log) if spec.redis else None
+    redis = Brokers(spec.brokers, log) if spec.redis else None
     try:
         if redis is not None:
             redis.wait_ready()
@@ -98,7 +98,7 @@ def measure_fanout(
                     marks[(event["rate"], event["event"])] = {
                         "time": time.monotonic(),
                         "server": cpu_seconds(server.process.pid),
-                        "redis": cpu_seconds(redis.pid) if redis is not None else 0.0,
+                        "redis": sum(cpu_seconds(pid) for pid in redis.pids) if redis is not None else 0.0,
                         "client": cpu_seconds(driver.pid),
                         "all": machine_busy_seconds(),
                     }

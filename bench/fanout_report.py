@@ -71,6 +71,15 @@ def _verdict(cell: dict[str, Any]) -> str:
     return text + ")"
 
 
+def micros_per_delivery(cell: dict[str, Any]) -> float | None:
+    """The server's CPU time per delivery, in µs: its share of a core over the counted window
+    (all its workers together) / deliveries per second."""
+    share, rate = cell.get("server_cpu"), cell.get("deliveries_per_second")
+    if share is None or not rate:
+        return None
+    return float(share) / float(rate) * 1e6
+
+
 def fanout_markdown(fanout: dict[str, Any]) -> str:
     """The fan-out section of ``latest.md``."""
     params = fanout["params"]
@@ -83,33 +92,36 @@ def fanout_markdown(fanout: dict[str, Any]) -> str:
         "driver share the CPUs). deliveries/s: messages received by all clients together in the "
         "counted window; latency: from the publisher's send to a client's receipt, both on the "
         "driver's clock, over the counted messages; lost: counted publishes x clients - received "
-        f"by the end of the drain (at most {params['drain']:g} s). Medians over the rounds; lost "
-        "is summed over them.",
+        f"by the end of the drain (at most {params['drain']:g} s); µs/delivery: the server's CPU "
+        "time (all its workers) over the counted window / deliveries in it. Medians over the "
+        "rounds; lost is summed over them.",
         "",
-        "| row | publishes/s | deliveries/s (target) | p50 (ms) | p99 (ms) | lost | "
+        "| row | publishes/s | deliveries/s (target) | µs/delivery | p50 (ms) | p99 (ms) | lost | "
         "CPU: server / redis / driver / other |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     notes = []
     for key in fanout["rows"]:
-        row = summary[key]
+        row = summary.get(key, {"status": "not run"})
         if row.get("status") != "ok":
-            out.append(f"| {labels[key]} | - | {row.get('status')} | - | - | - | - |")
+            out.append(f"| {labels[key]} | - | {row.get('status')} | - | - | - | - | - |")
             notes += [f"- {labels[key]}: {row.get('reason') or '; '.join(row.get('errors', []))}"]
             continue
         for rate in rates:
             cell = row["rates"].get(str(rate))
             if cell is None:
-                out.append(f"| {labels[key]} | {rate:g} | not measured | - | - | - | - |")
+                out.append(f"| {labels[key]} | {rate:g} | not measured | - | - | - | - | - |")
                 continue
             cpu = "-"
             if cell.get("server_cpu") is not None:
                 cpu = " / ".join(f"{cell[share]:.0%}" for share in ("server_cpu", "redis_cpu", "client_cpu"))
                 cpu += f" / {cell['foreign_cpu']:.0%}"
             mark = " !" if cell["problems"] else ""
+            cost = micros_per_delivery(cell)
             out.append(
                 f"| {labels[key]} | {rate:g} | {cell['deliveries_per_second']:,.0f} "
-                f"({cell['target_deliveries_per_second']:,.0f}){mark} | {_ms(cell['p50_ms'])} | "
+                f"({cell['target_deliveries_per_second']:,.0f}){mark} | "
+                f"{'-' if cost is None else f'{cost:.2f}'} | {_ms(cell['p50_ms'])} | "
                 f"{_ms(cell['p99_ms'])} | {cell['lost']:,} of {cell['expected']:,} | {cpu} |"
             )
             notes += [f"- {labels[key]}, {rate:g}/s: {problem}" for problem in cell["problems"]]
@@ -117,7 +129,7 @@ def fanout_markdown(fanout: dict[str, Any]) -> str:
         notes += [f"- {labels[key]}: {error}" for error in row.get("errors", [])]
     out += ["", "Clients per worker (each server answers the join with its pid), by round:", ""]
     for key in fanout["rows"]:
-        row = summary[key]
+        row = summary.get(key, {})
         if row.get("status") == "ok":
             rounds = "; ".join(", ".join(f"{n:,}" for n in counts) for counts in row["per_worker"])
             opened = ", ".join(f"{seconds:.1f}" for seconds in row["open_seconds"])

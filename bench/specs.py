@@ -399,13 +399,14 @@ class FanoutSpec:
     notes: str
     takeover_root: Path | None
     history: int = 100  # the Hub's history=, on Redis (BENCH_HUB_HISTORY)
+    brokers: str = "one"  # one redis-server, "shards" (three, Hub([...])) or "cluster" (3 masters)
 
     def server(self, redis_url: str | None) -> ServerSpec:
         """The ServerSpec that starts this row's gunicorn (bench/loadgen.py's ServerProcess runs
         a spec's ``echo`` command for any scenario but broadcast)."""
         env = {"BENCH_HUB_URL": redis_url or "memory://", "BENCH_HUB_HISTORY": str(self.history)}
         if redis_url:
-            env["BENCH_REDIS_URL"] = redis_url
+            env["BENCH_REDIS_URL"] = redis_url.split(",")[0]
         return ServerSpec(
             self.key,
             self.label,
@@ -443,6 +444,36 @@ FANOUT_SERVERS = [
         "hub = Hub(redis_url, history=100); hub.join(ws, 'room') in the view; the publisher's "
         "messages are hub.publish('room', data) in the worker it connected to",
         ROOT,
+    ),
+    FanoutSpec(
+        "hub-shards",
+        f"takeover Hub on 3 Redis servers, gunicorn -w {FANOUT_WORKERS}",
+        FANOUT_WORKERS,
+        "takeover",
+        "bench.servers.hub_fanout:app",
+        True,
+        "ws",
+        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
+        "the same app with Hub([url1, url2, url3]): each room on one of three redis-servers by "
+        "rendezvous hashing (one room here, so one server carries it; the others carry the "
+        "processes' liveness)",
+        ROOT,
+        brokers="shards",
+    ),
+    FanoutSpec(
+        "hub-cluster",
+        f"takeover Hub on a Redis Cluster (3 masters), gunicorn -w {FANOUT_WORKERS}",
+        FANOUT_WORKERS,
+        "takeover",
+        "bench.servers.hub_fanout:app",
+        True,
+        "ws",
+        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
+        "the same app with Hub('redis+cluster://...'): a cluster of three masters made with "
+        "redis-cli --cluster create; the room's publish ends in SPUBLISH, each worker SSUBSCRIBEs "
+        "on the room's master",
+        ROOT,
+        brokers="cluster",
     ),
     FanoutSpec(
         "hub-memory",

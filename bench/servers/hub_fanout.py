@@ -25,7 +25,9 @@ from takeover import Hub, upgrade_websocket
 ROOM = "room"
 URL = os.environ.get("BENCH_HUB_URL", "memory://")
 HISTORY = int(os.environ.get("BENCH_HUB_HISTORY", "100"))
-hub = Hub(URL, history=HISTORY) if URL.startswith("redis") else Hub(URL)
+# Several redis-servers: their URLs joined with commas (a cluster's URL has its own commas).
+URLS = URL.split(",") if "," in URL and "+cluster:" not in URL else URL
+hub = Hub(URLS, history=HISTORY) if URL.startswith("redis") else Hub(URL)
 app = Flask(__name__)
 
 

@@ -143,8 +143,10 @@ def test_the_table_has_a_line_per_row_and_rate_and_the_targets() -> None:
     }
     table = fanout_markdown(fanout)
     label = {spec.key: spec.label for spec in FANOUT_SERVERS}
-    assert f"| {label['hub-redis']} | 100 | 360,000 (400,000) | 150 | 300 | 0 of 1,200,000 |" in table
-    assert f"| {label['flask-socketio']} | 100 | 170,000 (400,000) | 1,500 | 3,000 |" in table
+    # µs/delivery: the server's share of a core (0.5 in summary_of's rounds) / deliveries per second.
+    assert f"| {label['hub-redis']} | 100 | 360,000 (400,000) | 1.39 | 150 | 300 | 0 of 1,200,000 |" in table
+    assert f"| {label['flask-socketio']} | 100 | 170,000 (400,000) | 2.94 | 1,500 | 3,000 |" in table
+    assert f"| {label['hub-cluster']} | - | not run |" in table
     assert f"- {label['hub-redis']}: 4,000 (all connected and joined in 1.5 s)" in table
     assert "| PASS (3.33x; p99 20.0 vs 400 ms) | FAIL (2.12x; p99 300 vs 3,000 ms) |" in table
 
