@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from bench.capacity import redis_markdown
 from bench.config import BENCH
 from bench.drops import drops_markdown
 from bench.fanout_report import fanout_markdown
@@ -341,6 +342,8 @@ def markdown(report: dict[str, Any]) -> str:
         parts.append(fanout_markdown(report["fanout"]))
     if report.get("drops"):
         parts.append(drops_markdown(report["drops"]))
+    if report.get("redis"):
+        parts.append(redis_markdown(report["redis"]))
     return "\n".join(parts)
 
 

@@ -4,6 +4,7 @@
                     [--baseline REV]
     python -m bench --scenarios fan-out     (the fan-out scenario alone)
     python -m bench --scenarios drops       (the drops scenario alone)
+    python -m bench --scenarios redis       (what one Redis carries for a hub)
 
 Each measurement starts the server as its own process (a fresh one per measurement),
 waits for its ready line, runs the Node load generator (bench/node/loadgen.js) for one
@@ -45,6 +46,7 @@ import time
 from typing import Any
 
 from bench.baseline import Baseline, interleave
+from bench.capacity import REDIS, run_redis
 from bench.config import LOGS, RESULTS, ROOT
 from bench.drops import DROPS, run_drops
 from bench.fanout import FANOUT, run_fanout
@@ -118,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         print("note: no fan-out rows among the servers, so the fan-out scenario has none", file=sys.stderr)
     if any(s.key == DROPS for s in scenarios) and not drops:
         print("note: no drops rows among the servers, so the drops scenario has none", file=sys.stderr)
-    if any(s.key not in (FANOUT, DROPS) for s in scenarios) and not any(s.key == REFERENCE for s in servers):
+    if any(s.key not in (FANOUT, DROPS, REDIS) for s in scenarios) and not any(
+        s.key == REFERENCE for s in servers
+    ):
         print(
             "note: takeover (socket mode) is not among the servers, so there are no ratios", file=sys.stderr
         )
@@ -200,7 +204,8 @@ def _run(
     argv = args.argv
     with_fanout = any(s.key == FANOUT for s in scenarios) and bool(fanout_rows)
     with_drops = any(s.key == DROPS for s in scenarios) and bool(drops_rows)
-    scenarios = [s for s in scenarios if s.key not in (FANOUT, DROPS)]  # the server loop's scenarios
+    with_redis = any(s.key == REDIS for s in scenarios)
+    scenarios = [s for s in scenarios if s.key not in (FANOUT, DROPS, REDIS)]  # the server loop's scenarios
     if not scenarios:
         servers = []
     for server in servers:
@@ -286,6 +291,7 @@ def _run(
             log.close()
     fanout = run_fanout(fanout_rows, quick, rounds, duration, warmup, LOGS) if with_fanout else None
     drops = run_drops(drops_rows, quick, rounds, LOGS) if with_drops else None
+    capacity = run_redis(rounds, LOGS) if with_redis else None
     runtime = time.monotonic() - started
     sources_changed = takeover_fingerprint() != sources_at_start
     if sources_changed:
@@ -356,6 +362,7 @@ def _run(
         "baseline": baseline.describe() if baseline is not None else None,
         "fanout": fanout,
         "drops": drops,
+        "redis": capacity,
         "runtime_seconds": runtime,
         "takeover_at_start": {"commit": commit_at_start, "sources": sources_at_start},
         "takeover_sources_changed_during_run": sources_changed,

@@ -68,6 +68,8 @@ SCENARIOS = [
         {"scenario": "broadcast", "connections": 1000, "batch": 20, "openConcurrency": 64},
         {"scenario": "broadcast", "connections": 200, "batch": 20, "openConcurrency": 64},
     ),
+    # Not run by the server loop: bench/capacity.py measures one redis-server for the hub.
+    Scenario("redis", "Redis capacity", "µs/publish", False, {}, {}),
     # Not run by the server loop: bench/drops.py runs it, on DROPS_SERVERS (counts, not speeds).
     Scenario(
         "drops",
