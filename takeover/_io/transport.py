@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["GeventTransport", "no_delay", "peer_address", "peer_name"]
 
 READ_SIZE = 256 * 1024
+#: Bytes of queued frames the writer greenlet joins into one write, at most.
+COALESCE = 64 * 1024
 
 
 class GeventTransport:
@@ -230,6 +232,15 @@ class GeventTransport:
                         self._inflight = 0
                         break
                     chunk = pending.popleft()
+                    if pending and len(chunk) < COALESCE:
+                        # Frames queued behind the one in flight (a fan-out to a member that
+                        # reads slower than the room talks) leave in one write, not one each.
+                        parts, size = [chunk], len(chunk)
+                        while pending and size + len(pending[0]) <= COALESCE:
+                            part = pending.popleft()
+                            parts.append(part)
+                            size += len(part)
+                        chunk = b"".join(parts)
                     self._inflight = len(chunk)
         except (OSError, ValueError):  # ValueError: the socket object was closed
             self._break()
