@@ -188,6 +188,9 @@ def test_a_server_that_goes_away_takes_only_its_rooms(
     rooms = rooms_on_each(shards, 1, "away")
     away = shards[2]
     name = f"redis 127.0.0.1:{away.port}/0"
+    follower = serve.client(rooms[2][0], "follower")  # follows the room that goes away
+    before = [workers.publish(rooms[2][0], f"before{n}")["offset"] for n in range(2)]
+    assert follower.receive(2) == ["before0", "before1"]
     away.kill()
     try:
         eventually(lambda: serve.get("/health")[name] is False or None, timeout=5)
@@ -211,7 +214,12 @@ def test_a_server_that_goes_away_takes_only_its_rooms(
     eventually(lambda: workers.get("/healthy")["healthy"] or None, timeout=10)
     assert workers.publish(room, "back again")["remote"]
     assert member.receive(1) == ["back again"]
-    member.close()
+    # The server came back empty: what followed the follower's last offset is unknown, and said so.
+    assert follower.receive(2) == ["lost", "back again"]  # "lost" reached this process's members only
+    gaps = eventually(lambda: [gap for gap in serve.get("/gaps") if gap[0] == room] or None)
+    assert gaps[0][1] == before[-1] + 1
+    for other in (member, follower):
+        other.close()
 
 
 def test_hub_health_and_shard_in_process(tmp_path: Path) -> None:
