@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -49,16 +50,23 @@ def redis_cli(*args: str, timeout: float = 60) -> str:
 class RedisCluster:
     """``masters`` masters with ``replicas`` replicas each; ``url`` is the hub's (two seed nodes)."""
 
-    def __init__(self, directory: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self, directory: Path, masters: int = 3, replicas: int = 0, *,
+        tls: ssl.SSLContext | None = None, tls_args: tuple[str, ...] = (), cli_args: tuple[str, ...] = (),
+    ) -> None:
+        """``tls``: every node speaks TLS only, to clients and to each other (``tls_args`` name the
+        certificates; ``cli_args`` are what redis-cli then needs, such as ``--tls --cacert F``)."""
         self.nodes: list[RedisServer] = []
         for n in range(masters * (1 + replicas)):
             (directory / f"node{n}").mkdir()
             args = (
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--cluster-require-full-coverage", "no",
+                *(("--tls-cluster", "yes", "--tls-replication", "yes") if tls else ()), *tls_args,
             )
-            self.nodes.append(RedisServer(directory / f"node{n}", node_port(), args=args))
+            self.nodes.append(RedisServer(directory / f"node{n}", node_port(), tls=tls, args=args))
         self.replicas = replicas
+        self.cli_args = cli_args
 
     @property
     def url(self) -> str:
@@ -69,7 +77,8 @@ class RedisCluster:
             node.start()
         addresses = [f"{HOST}:{node.port}" for node in self.nodes]
         replicas = str(self.replicas)
-        redis_cli("--cluster", "create", *addresses, "--cluster-replicas", replicas, "--cluster-yes")
+        create = ("--cluster", "create", *addresses, "--cluster-replicas", replicas, "--cluster-yes")
+        redis_cli(*self.cli_args, *create)
         self.wait_ok()
         self.wait_replicas()
 
@@ -85,7 +94,7 @@ class RedisCluster:
                 time.sleep(0.1)  # replication's own progress: nothing to wait on from here
 
     def info(self, node: RedisServer, *command: str) -> str:
-        return redis_cli("-h", HOST, "-p", str(node.port), *command, timeout=10)
+        return redis_cli(*self.cli_args, "-h", HOST, "-p", str(node.port), *command, timeout=10)
 
     def alive(self) -> list[RedisServer]:
         return [node for node in self.nodes if node.process is not None]

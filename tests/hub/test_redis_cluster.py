@@ -221,3 +221,38 @@ def test_takeover_publish_to_a_redis_cluster(
         assert member.receive(3) == ["p0", "p1", "p2"]
         assert serve.get(f"/history?room={room}") == [[o, f"p{n}"] for n, o in enumerate(offsets)]
         member.close()
+
+
+def test_a_tls_cluster_with_a_password(tmp_path: Path) -> None:
+    """``rediss+cluster://:PASSWORD@HOST:PORT?ssl_ca_certs=F``: TLS only (tls-cluster), a password."""
+    import ssl
+
+    from takeover import Hub
+    from tests.certs import make_certs
+
+    ca_file, cert_file, key_file = make_certs(tmp_path)
+    tls_args = (
+        "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+        "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no",
+        "--requirepass", "s3cret", "--masterauth", "s3cret",
+    )
+    secure = RedisCluster(
+        tmp_path, masters=3, tls=ssl.create_default_context(cafile=str(ca_file)), tls_args=tls_args,
+        cli_args=("--tls", "--cacert", str(ca_file), "-a", "s3cret", "--no-auth-warning"),
+    )
+    secure.start()
+    seeds = ",".join(f"{HOST}:{node.port}" for node in secure.nodes[:2])
+    url = f"rediss+cluster://:s3cret@{seeds}?ssl_ca_certs={ca_file}"
+    hub = Hub(url, history=10, health_check_interval=0.5)
+    try:
+        eventually(lambda: hub.healthy or None)
+        assert len(hub.health()) == 3 and all(hub.health().values())
+        for node, ranges in secure.masters().values():
+            room = room_in(f"tls-{node.port}", ranges)
+            assert hub.shard(room) == f"rediss {HOST}:{node.port}/0"
+            first = hub.publish(room, "one")
+            assert first.remote and hub.publish(room, "two").offset == first.offset + 1  # type: ignore[operator]
+            assert [m.data for m in hub.history(room)] == ["one", "two"]
+    finally:
+        hub.close()
+        secure.kill()

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from takeover import Hub, publish
+from tests.certs import make_certs
 from tests.hub.cluster import eventually
 from tests.redis_server import HOST, RedisServer
 
@@ -21,12 +21,7 @@ from tests.redis_server import HOST, RedisServer
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, Path]]:
     directory = tmp_path_factory.mktemp("redis-tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert(HOST)
-    ca_file, cert_file, key_file = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
+    ca_file, cert_file, key_file = make_certs(directory)
     probe = ssl.create_default_context(cafile=str(ca_file))
     server = RedisServer(directory, tls=probe, args=(
         "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
