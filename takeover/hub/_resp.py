@@ -25,7 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
-    "NOTHING", "Address", "BrokerError", "Commands", "Redirect", "ReplyError", "Subscription", "parse_url",
+    "NOTHING", "Address", "BrokerError", "Commands", "Redirect", "ReplyError", "Subscription", "asking",
+    "parse_url",
 ]
 
 Reply = Any  # bytes | int | list[Reply] | ReplyError | None
@@ -46,6 +47,33 @@ class Redirect(ReplyError):
     @property
     def moved(self) -> bool:
         return str(self).startswith(("MOVED ", "CLUSTERDOWN"))
+
+    @property
+    def ask(self) -> tuple[str, int] | None:
+        """For ``ASK <slot> <host>:<port>``, the node to ask (once, after ``ASKING``), else None."""
+        parts = str(self).split()
+        if len(parts) != 3 or parts[0] != "ASK":
+            return None
+        host, _, port = parts[2].rpartition(":")
+        return host, int(port)
+
+
+_asking: Any = None  # a gevent.local.local: whether this greenlet's commands go after ASKING
+
+
+def asking(on: bool) -> None:
+    """From now on, each command this greenlet sends is preceded by ``ASKING`` (or no longer):
+    what a cluster node answering ``ASK`` wants (Redis Cluster specification, "ASK redirection")."""
+    global _asking
+    if _asking is None:
+        import gevent.local
+
+        _asking = gevent.local.local()
+    _asking.on = on
+
+
+def _asking_now() -> bool:
+    return _asking is not None and getattr(_asking, "on", False)
 
 
 #: The error replies that are a :class:`Redirect` (Redis Cluster specification, "Redirection").
@@ -308,6 +336,8 @@ class Commands:
         """Run ``commands`` in one write; their replies, error replies included, in order."""
         import gevent.event
 
+        if _asking_now():  # each command after its own ASKING, whose +OK is dropped below
+            commands = [part for command in commands for part in ((b"ASKING",), command)]
         wire = self._connected()
         results = [gevent.event.AsyncResult() for _ in commands]
         self._waiting.extend((wire, result) for result in results)
@@ -322,6 +352,8 @@ class Commands:
             if isinstance(reply, BrokerError):
                 raise reply
             replies.append(reply)
+        if _asking_now():
+            replies = replies[1::2]
         for reply in replies:
             if isinstance(reply, Redirect):  # a cluster's slots moved: no reply of it is to be trusted
                 raise reply

@@ -10,10 +10,12 @@ that node owns, with everything a single Redis gives (offsets, exactly once,
 ``since``, gaps, presence, health).
 
 The map of slots to masters comes from ``CLUSTER SLOTS``, asked of any node
-that answers (the seeds first). It is asked again when a node answers
-``MOVED`` (the call is then made again on the new owner), ``ASK``,
-``TRYAGAIN`` or ``CLUSTERDOWN`` (the call is tried again, briefly, while a
-slot migrates or a failover completes), when a node unsubscribes a shard
+that answers (the seeds first). A node that answers ``ASK`` (its slot is
+being migrated and the room's keys have moved) is followed at once: the call
+is made on the importing node, each command after ``ASKING``. The map is
+asked again when a node answers ``MOVED`` (the call is then made again on the
+new owner), ``TRYAGAIN`` or ``CLUSTERDOWN`` (the call is tried again, briefly,
+while a slot migrates or a failover completes), when a node unsubscribes a shard
 channel of a room that still has members here (Redis 7 does so for the slots
 a node loses), and every ``health_check_interval`` while any node is away.
 When a node's rooms change, its broker subscribes again from the start and
@@ -41,7 +43,7 @@ from urllib.parse import parse_qs, unquote
 
 from takeover.hub._broker import Settings
 from takeover.hub._local import LocalRoom, Locals
-from takeover.hub._resp import Address, BrokerError, Commands, Redirect, ReplyError
+from takeover.hub._resp import Address, BrokerError, Commands, Redirect, ReplyError, asking
 from takeover.hub._scripts import KeyScheme
 from takeover.hub._types import Member, Message, Publication
 from takeover.hub.redis import RedisBroker
@@ -271,8 +273,22 @@ class ClusterBroker:
             except Redirect as redirect:
                 if time.monotonic() > deadline:
                     raise BrokerError(f"the Redis Cluster kept redirecting {room!r}: {redirect}") from None
+                target = self.brokers.get(redirect.ask) if redirect.ask is not None else None
+                if target is not None:  # the slot is migrating: its keys that moved are on target
+                    try:
+                        return self._asking(target, method, room, *args)
+                    except Redirect:  # TRYAGAIN (keys half moved), or done meanwhile: a moment, again
+                        pass
                 self._refresh_now(attempt)
         raise BrokerError(f"the Redis Cluster kept redirecting room {room!r}")
+
+    def _asking(self, broker: RedisBroker, method: str, room: str, *args: Any) -> Any:
+        """``broker.method(room, *args)``, each command after ``ASKING`` (an ``ASK`` redirection)."""
+        asking(True)
+        try:
+            return getattr(broker, method)(room, *args)
+        finally:
+            asking(False)
 
     def _refresh_now(self, attempt: int) -> None:
         import gevent

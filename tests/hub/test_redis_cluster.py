@@ -256,3 +256,34 @@ def test_a_tls_cluster_with_a_password(tmp_path: Path) -> None:
     finally:
         hub.close()
         secure.kill()
+
+
+def test_a_slot_half_migrated_is_followed_with_asking(cluster: RedisCluster) -> None:
+    """The room's keys moved to the importing node while its slot is still migrating: the old owner
+    answers ASK, and the hub makes the call there, after ASKING (then, once done, MOVED)."""
+    from takeover import Hub
+
+    masters = list(cluster.masters().items())
+    (source_id, (source, ranges)), (target_id, (target, _)) = masters[0], masters[1]
+    room = room_in("asking", ranges)
+    slot = str(slot_of(room))
+    hub = Hub(cluster.url, history=50, health_check_interval=0.5)
+    try:
+        eventually(lambda: hub.healthy or None)
+        first = hub.publish(room, "before")
+        assert first.remote
+        cluster.info(target, "cluster", "setslot", slot, "importing", source_id)
+        cluster.info(source, "cluster", "setslot", slot, "migrating", target_id)
+        moving = cluster.info(source, "cluster", "getkeysinslot", slot, "100").split()
+        assert len(moving) >= 2  # the room's meta hash and stream
+        cluster.info(source, "migrate", HOST, str(target.port), "", "0", "5000", "keys", *moving)
+        during = hub.publish(room, "during")  # the source answers ASK: made on the target
+        assert during.remote and during.offset == first.offset + 1  # type: ignore[operator]
+        assert [m.data for m in hub.history(room)] == ["before", "during"]
+        for node in (source, target, *(server for _, (server, _) in masters[2:])):
+            cluster.info(node, "cluster", "setslot", slot, "node", target_id)
+        after = hub.publish(room, "after")  # MOVED from the source: the map is read again
+        assert after.offset == first.offset + 2  # type: ignore[operator]
+        assert hub.shard(room) == f"redis {HOST}:{target.port}/0"
+    finally:
+        hub.close()
