@@ -541,9 +541,11 @@ class Room:
 
         Out of the room while the history is read, then joined with ``since``
         at its last offset: the hub sends what was published meanwhile, and
-        nothing the history had. A join that finds that offset gone (over 100
-        messages in between) is tried again; the last attempt joins without
-        an offset (the page then asks again with ``sync``).
+        nothing the history had. An empty room has no offset to join from:
+        the client joins live, and the history is read again; if a message
+        came in between, it starts over with that history. A join that finds
+        the offset gone (over 100 messages in between) is tried again; the
+        last attempt joins without an offset.
         """
         ws = client.ws
         self.messages.leave(ws, ROOM)
@@ -557,7 +559,8 @@ class Room:
             messages = decode_messages(retained)
             client.send({"type": "history", "messages": messages, "offset": last, "reloaded": reloaded})
             if self.messages.join(ws, ROOM, since=last, envelope=True):
-                return
+                if retained or self.messages.history(ROOM) == []:
+                    return  # from its offset on; or the room was empty before the join and after it
             self.messages.leave(ws, ROOM)
 
     def _gap(self, room: str, first: int, last: int) -> None:

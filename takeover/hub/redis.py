@@ -246,6 +246,8 @@ class RedisBroker:
             if self.settings.history and local.last is None:
                 try:
                     local.last = self._baseline(room)  # where this process starts following it
+                except Redirect:
+                    raise  # a cluster node that does not serve the slot (yet): asked again elsewhere
                 except (BrokerError, ReplyError):
                     pass
             sub = self._sub
