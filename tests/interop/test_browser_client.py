@@ -142,3 +142,53 @@ def test_a_since_no_longer_retained_is_a_resync(browser: Browser, redis_server: 
     finally:
         context.close()
         stop_process(app, 15)
+
+
+def test_a_gap_the_server_reports_is_a_resync(browser: Browser, redis_server: RedisServer) -> None:
+    """Redis restarts empty: the server's hub finds the offsets it missed gone and says so in an
+    envelope ``{"room", "gap"}``; the page gets a "gap" resync, then the next message."""
+    port = free_port()
+    app = start_app(port, redis_server.url)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"http://{HOST}:{port}/?room=gapped", timeout=WAIT_MS)
+        wait_for(page, "window.opens === 1")
+        first = publish(redis_server.url, "gapped", "before", history=1000).offset
+        wait_for(page, "window.seen.length >= 1")
+        redis_server.restart()  # empty: a new epoch, and what followed `first` is unknown
+        for _ in range(200):  # the app's hub reconnects with backoff: publish until Redis takes it
+            after = publish(redis_server.url, "gapped", "after", history=1000)
+            if after.remote:
+                break
+        wait_for(page, "window.seen.length >= 2")
+        assert received(page) == ["before", "after"]
+        resyncs = page.evaluate("window.resyncs")
+        assert resyncs and resyncs[0][0] == "gap" and resyncs[0][1] == first + 1, resyncs
+        assert page.evaluate("window.opens") == 1  # told without reconnecting
+    finally:
+        context.close()
+        stop_process(app, 15)
+
+
+def test_sends_while_away_are_kept_up_to_max_buffered_then_refused(browser: Browser) -> None:
+    """With no server, ``send()`` keeps 256 messages; the next are refused, each with "bufferfull"."""
+    nobody, page_port = free_port(), free_port()
+    context = browser.new_context()
+    page_server = start_app(page_port, "memory://")  # serves the page; its WebSocket goes nowhere
+    try:
+        page = context.new_page()
+        page.goto(f"http://{HOST}:{page_port}/?ws=ws://{HOST}:{nobody}/ws", timeout=WAIT_MS)
+        counts = page.evaluate(
+            """() => {
+              window.full = 0;
+              window.socket.addEventListener("bufferfull", () => { window.full += 1; });
+              let refused = 0;
+              for (let n = 0; n < 300; n += 1) if (!window.socket.send("m" + n)) refused += 1;
+              return [refused, window.socket.bufferedCount, window.full, window.socket.readyState];
+            }"""
+        )
+        assert counts == [44, 256, 44, 0]  # CONNECTING: it keeps trying
+    finally:
+        context.close()
+        stop_process(page_server, 15)
