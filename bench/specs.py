@@ -431,64 +431,56 @@ class FanoutSpec:
         return {"url": f"ws://127.0.0.1:{port}/ws", "pubUrl": f"ws://127.0.0.1:{port}/pub"}
 
 
+
+def hub_row(
+    key: str, label: str, workers: int, notes: str, *, worker: str = "takeover", redis: bool = True,
+    brokers: str = "one", history: int = 100,
+) -> FanoutSpec:
+    """A row running bench/servers/hub_fanout.py (takeover's Hub) with the harness's ws members."""
+    needs = ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"]
+    if not redis:
+        needs = ["flask", "gunicorn", "takeover:Hub", "node"]
+    return FanoutSpec(
+        key, label, workers, worker, "bench.servers.hub_fanout:app", redis, "ws", needs, notes, ROOT,
+        history, brokers,
+    )
+
+
 FANOUT_WORKERS = 4
 FANOUT_SERVERS = [
-    FanoutSpec(
+    hub_row(
         "hub-redis",
         f"takeover Hub on Redis, gunicorn -w {FANOUT_WORKERS}",
         FANOUT_WORKERS,
-        "takeover",
-        "bench.servers.hub_fanout:app",
-        True,
-        "ws",
-        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
         f"bench/servers/hub_fanout.py on gunicorn -k takeover.gunicorn.Worker -w {FANOUT_WORKERS}: "
         "hub = Hub(redis_url, history=100); hub.join(ws, 'room') in the view; the publisher's "
         "messages are hub.publish('room', data) in the worker it connected to",
-        ROOT,
     ),
-    FanoutSpec(
+    hub_row(
         "hub-shards",
         f"takeover Hub on 3 Redis servers, gunicorn -w {FANOUT_WORKERS}",
         FANOUT_WORKERS,
-        "takeover",
-        "bench.servers.hub_fanout:app",
-        True,
-        "ws",
-        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
         "the same app with Hub([url1, url2, url3]): each room on one of three redis-servers by "
         "rendezvous hashing (one room here, so one server carries it; the others carry the "
         "processes' liveness)",
-        ROOT,
         brokers="shards",
     ),
-    FanoutSpec(
+    hub_row(
         "hub-cluster",
         f"takeover Hub on a Redis Cluster (3 masters), gunicorn -w {FANOUT_WORKERS}",
         FANOUT_WORKERS,
-        "takeover",
-        "bench.servers.hub_fanout:app",
-        True,
-        "ws",
-        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
         "the same app with Hub('redis+cluster://...'): a cluster of three masters made with "
         "redis-cli --cluster create; the room's publish ends in SPUBLISH, each worker SSUBSCRIBEs "
         "on the room's master",
-        ROOT,
         brokers="cluster",
     ),
-    FanoutSpec(
+    hub_row(
         "hub-memory",
         "takeover Hub memory://, gunicorn -w 1",
         1,
-        "takeover",
-        "bench.servers.hub_fanout:app",
-        False,
-        "ws",
-        ["flask", "gunicorn", "takeover:Hub", "node"],
         "the same app on gunicorn -k takeover.gunicorn.Worker -w 1 with Hub('memory://'): every "
         "client in one process",
-        ROOT,
+        redis=False,
     ),
     FanoutSpec(
         "flask-socketio",
@@ -545,33 +537,22 @@ def check_available(server: ServerSpec | FanoutSpec) -> str:
 DROPS_WORKERS = 2
 DROPS_HISTORY = 1000  # messages a room keeps: a member away 10 s (the client's longest backoff) misses 400
 DROPS_SERVERS = [
-    FanoutSpec(
+    hub_row(
         "drops-hub-gevent",
         f"takeover Hub on Redis, gunicorn -k takeover.gunicorn.Worker -w {DROPS_WORKERS}",
         DROPS_WORKERS,
-        "takeover",
-        "bench.servers.hub_fanout:app",
-        True,
-        "ws",
-        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
         "bench/servers/hub_fanout.py (Hub(redis_url, history=1000): 25 s at 40/s, more than a member "
         "is away); members join with envelope=True and reconnect with since=<the last offset they got>",
-        ROOT,
-        DROPS_HISTORY,
+        history=DROPS_HISTORY,
     ),
-    FanoutSpec(
+    hub_row(
         "drops-hub-gthread",
         f"takeover Hub on Redis, gunicorn -k gthread -w {DROPS_WORKERS}",
         DROPS_WORKERS,
-        "gthread",
-        "bench.servers.hub_fanout:app",
-        True,
-        "ws",
-        ["flask", "gunicorn", "redis", "takeover:Hub", "redis-server", "node"],
         "the same app on gunicorn's threaded worker (16 threads): each WebSocket handed over to "
         "takeover's I/O thread",
-        ROOT,
-        DROPS_HISTORY,
+        worker="gthread",
+        history=DROPS_HISTORY,
     ),
     FanoutSpec(
         "drops-flask-socketio",

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from takeover._io.batch import encode_data, frame_for
 from takeover._io.closing import IDLE_TIMEOUT_REASON, OVERFLOW_REASON
 from takeover._io.loop import Loop, loop_for_caller
 from takeover._io.registry import Registry
@@ -32,7 +33,7 @@ from takeover.events import CloseEvent, ErrorEvent, Event, EventTarget, MessageE
 from takeover.options import DEFAULT_OPTIONS, WebSocketOptions
 from takeover.protocol.connection import State, check_close_arguments
 from takeover.protocol.deflate import PerMessageDeflate
-from takeover.protocol.frames import OP_BINARY, OP_PONG, OP_TEXT, RSV1, encode_frame
+from takeover.protocol.frames import OP_PONG
 
 __all__ = ["IDLE_TIMEOUT_REASON", "OVERFLOW_REASON", "WebSocket", "broadcast"]
 
@@ -223,27 +224,10 @@ def broadcast(websockets: Iterable[WebSocket], data: str | bytes | bytearray | m
     own compressor state, which every message it is sent must go through:
     its frame is compressed for it alone.
     """
-    if isinstance(data, str):
-        opcode, payload = OP_TEXT, data.encode("utf-8")
-    else:
-        opcode, payload = OP_BINARY, bytes(data)
-    plain: bytes | None = None
-    shared: dict[tuple[int, int, int], bytes] = {}
+    opcode, payload = encode_data(data)
+    frames: dict[object, bytes] = {}
     sent = 0
     for ws in websockets:
         session = ws.session
-        deflate = session.deflate
-        if deflate is None or len(payload) < deflate.threshold:
-            if plain is None:
-                plain = encode_frame(opcode, payload)
-            sent += session.write(opcode, payload, plain)
-            continue
-        key = deflate.shared_key
-        if key is None:
-            sent += session.write(opcode, payload)
-            continue
-        frame = shared.get(key)
-        if frame is None:
-            frame = shared[key] = encode_frame(opcode, deflate.compress(payload), rsv=RSV1)
-        sent += session.write(opcode, payload, frame)
+        sent += session.write(opcode, payload, frame_for(session, opcode, payload, frames))
     return sent

@@ -24,7 +24,34 @@ if TYPE_CHECKING:
     from takeover._io.session import Session
     from takeover.websocket import WebSocket
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "encode_data", "frame_for"]
+
+
+def frame_for(session: Session, opcode: int, payload: bytes, frames: dict[object, bytes]) -> bytes | None:
+    """The frame of a message shared by every session that can take the same bytes, made once
+    and kept in ``frames``: uncompressed, or compressed once per shared compressor setting
+    (``server_no_context_takeover``). None for a session with a compressor of its own (context
+    takeover), whose frame is made in the wire's order by :meth:`Session.write` itself."""
+    deflate = session.deflate
+    if deflate is None or len(payload) < deflate.threshold:
+        frame = frames.get(None)
+        if frame is None:
+            frame = frames[None] = encode_frame(opcode, payload)
+        return frame
+    key = deflate.shared_key
+    if key is None:
+        return None
+    frame = frames.get(key)
+    if frame is None:
+        frame = frames[key] = encode_frame(opcode, deflate.compress(payload), rsv=RSV1)
+    return frame
+
+
+def encode_data(data: str | bytes | bytearray | memoryview) -> tuple[int, bytes]:
+    """A message's opcode and payload: text as UTF-8, anything else as binary."""
+    if isinstance(data, str):
+        return OP_TEXT, data.encode("utf-8")
+    return OP_BINARY, bytes(data)
 
 
 class Batch:
@@ -37,30 +64,16 @@ class Batch:
 
     def add(self, websockets: Iterable[WebSocket], data: str | bytes) -> None:
         """``broadcast(websockets, data)``, written at :meth:`flush` (context takeover: now)."""
-        if isinstance(data, str):
-            opcode, payload = OP_TEXT, data.encode("utf-8")
-        else:
-            opcode, payload = OP_BINARY, bytes(data)
-        plain: bytes | None = None
-        shared: dict[tuple[int, int, int], bytes] = {}
+        opcode, payload = encode_data(data)
+        shared: dict[object, bytes] = {}
         frames = self._frames
         for ws in websockets:
             session = ws.session
-            deflate = session.deflate
-            if deflate is None or len(payload) < deflate.threshold:
-                if plain is None:
-                    plain = encode_frame(opcode, payload)
-                frame = plain
-            else:
-                key = deflate.shared_key
-                if key is None:  # its own compressor: in the wire's order, so now
-                    self._flush_one(session)
-                    session.write(opcode, payload)
-                    continue
-                compressed = shared.get(key)
-                if compressed is None:
-                    compressed = shared[key] = encode_frame(opcode, deflate.compress(payload), rsv=RSV1)
-                frame = compressed
+            frame = frame_for(session, opcode, payload, shared)
+            if frame is None:  # its own compressor: in the wire's order, so now
+                self._flush_one(session)
+                session.write(opcode, payload)
+                continue
             queued = frames.get(session)
             if queued is None:
                 frames[session] = [frame]

@@ -16,7 +16,7 @@ from takeover.hub._types import Publication, check_data, check_room
 __all__ = ["publish"]
 
 _clients: dict[tuple[str, int], tuple[Any, Any]] = {}
-_maps: dict[tuple[str, ...], Any] = {}  # the servers' ShardMap, by their URLs
+_maps: dict[tuple[str, ...], Any] = {}  # checked URLs: their ShardMap (None for one server)
 _lock = threading.Lock()
 
 
@@ -48,18 +48,25 @@ def _client(url: str) -> tuple[Any, Any]:
         return made
 
 
-def _server(urls: tuple[str, ...], room: str) -> str:
-    """The URL of the server ``room`` lives on, of ``urls`` (as the hubs choose it)."""
-    if len(urls) == 1:
-        return urls[0]
+def _server(url: str | Sequence[str], room: str) -> str:
+    """The URL of the server ``room`` lives on, of ``url`` (as the hubs choose it). The URLs are
+    checked, and their map made, once per list."""
+    key = (url,) if isinstance(url, str) else tuple(url)
     with _lock:
-        shards = _maps.get(urls)
-        if shards is None:
-            from takeover.hub._resp import parse_url
-            from takeover.hub._shards import ShardMap
+        checked = key in _maps
+        shards = _maps.get(key)
+    if not checked:
+        from takeover.hub._broker import check_urls
+        from takeover.hub._resp import parse_url
+        from takeover.hub._shards import ShardMap
 
-            shards = _maps[urls] = ShardMap([parse_url(url) for url in urls])
-    return urls[shards.index(room)]
+        urls = check_urls(url)
+        if urls[0].startswith("memory:"):
+            raise ValueError("publish() reaches hubs of other processes through Redis: memory:// has none")
+        shards = None if len(urls) == 1 else ShardMap([parse_url(item) for item in urls])
+        with _lock:
+            _maps[key] = shards
+    return key[0] if shards is None else key[shards.index(room)]
 
 
 def publish(
@@ -74,14 +81,9 @@ def publish(
     If Redis cannot be reached within a second, nothing is sent and the result
     says ``remote=False``.
     """
-    from takeover.hub._broker import check_urls
-
     room = check_room(room)
     data = check_data(data)
-    urls = check_urls(url)
-    if urls[0].startswith("memory:"):
-        raise ValueError("publish() reaches hubs of other processes through Redis: memory:// has none")
-    url = _server(urls, room)
+    url = _server(url, room)
     import redis
 
     from takeover.hub.cluster import is_cluster_url
