@@ -27,6 +27,7 @@ from werkzeug.wrappers import Request, Response
 from takeover._io import handover
 from takeover._io.ending import access_logger
 from takeover._io.registry import DEFAULT_REGISTRY, REGISTRY_KEY, Registry
+from takeover._io.stats import STATS
 from takeover.adapters import take_over
 from takeover.errors import HandshakeError, InvalidStateError
 from takeover.options import (
@@ -218,6 +219,7 @@ def _body_disturbed(request: Request | None, environ: Environ) -> bool:
 
 def _log_refusal(environ: Environ, error: HandshakeError) -> None:
     """One access-log line per refused upgrade: a browser shows its page only 1006."""
+    STATS.rejected(error.status)
     if access_logger.isEnabledFor(logging.INFO):
         peer = (environ.get("REMOTE_ADDR") or "-", environ.get("REMOTE_PORT") or "-")
         access_logger.info(

@@ -83,13 +83,13 @@ class Batch:
     def _flush_one(self, session: Session) -> None:
         queued = self._frames.pop(session, None)
         if queued:
-            session.write(OP_BINARY, b"", queued[0] if len(queued) == 1 else b"".join(queued))
+            session.write(OP_BINARY, b"", queued[0] if len(queued) == 1 else b"".join(queued), len(queued))
 
     def flush(self) -> None:
         """Write what is held: one write per session."""
         frames, self._frames = self._frames, {}
         for session, queued in frames.items():
-            session.write(OP_BINARY, b"", queued[0] if len(queued) == 1 else b"".join(queued))
+            session.write(OP_BINARY, b"", queued[0] if len(queued) == 1 else b"".join(queued), len(queued))
 
     def __bool__(self) -> bool:
         return bool(self._frames)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from takeover._io.closing import CLOSINGS, Closing, Flush, Frame, Reason
+from takeover._io.stats import STATS
 from takeover.events import CloseEvent, ErrorEvent, Event, MessageEvent
 from takeover.protocol.connection import State
 from takeover.protocol.frames import OP_CLOSE, encode_close, encode_frame
@@ -24,7 +25,7 @@ from takeover.protocol.frames import OP_CLOSE, encode_close, encode_frame
 if TYPE_CHECKING:
     from takeover._io.inbox import Inbox
     from takeover._io.listeners import Mailbox
-    from takeover._io.loop import Loop
+    from takeover._io.loop import Loop, TimerHandle
     from takeover._io.registry import Registry
     from takeover._io.transport import GeventTransport
     from takeover._io.waiting import Waiters
@@ -45,7 +46,7 @@ class Ending:
     """The closing routine (see the module's docstring); the state it reads is the session's."""
 
     __slots__ = (
-        "_close_requested", "_registered", "close_event", "closing", "dispatched_close", "finished",
+        "_close_requested", "_registered", "_timer", "close_event", "closing", "dispatched_close", "finished",
         "handler", "ws",
     )
 
@@ -63,6 +64,7 @@ class Ending:
     handler: Callable[[WebSocket], object] | None
     opened_at: float
     _close_requested: tuple[Reason, int | None, str] | None
+    _timer: TimerHandle | None
     _registered: Any
     _state_lock: Any
     _done: Waiters | None
@@ -78,14 +80,20 @@ class Ending:
     def dispatch(self, event: Event | MessageEvent | CloseEvent | ErrorEvent) -> None:
         raise NotImplementedError
 
+    # -- the one timer: the idle check, or the wait for the peer's close -------
+
     def _set_timer(self, delay: float, callback: Callable[[], object]) -> None:
-        raise NotImplementedError
+        self._cancel_timer()
+        self._timer = self.loop.call_later(max(delay, 0.0), callback)
 
     def _cancel_timer(self) -> None:
-        raise NotImplementedError
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _on_close_timeout(self) -> None:
-        raise NotImplementedError
+        self._timer = None
+        self.close(Reason.CLOSE_TIMEOUT)
 
     # -- closing: one routine, driven by CLOSINGS ------------------------------
 
@@ -188,6 +196,8 @@ class Ending:
         with self._state_lock:  # a first receive() may be making the inbox now: it sees the close
             self.close_event = close
             inbox = self.inbox
+        if self.opened_at:
+            STATS.closed(self, close.code)  # type: ignore[arg-type]
         if self.opened_at and access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
                 "WebSocket closed %s peer=%s code=%d%s duration=%.3fs",

@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from takeover._io.stats import STATS
+
 if TYPE_CHECKING:
     from takeover._io.registry import Registry
     from takeover._io.session import Session
@@ -109,6 +111,7 @@ class TakeoverBody:
     def take(self) -> None:
         found = self.found
         sock, head = found.take()
+        STATS.handed_over()
         self.session.attach(
             sock, head, inline=found.inline, owns_socket=found.owns_socket, registry=found.registry
         )

@@ -79,6 +79,13 @@ class ListenerPool:
                 raise ValueError(f"listener_threads must be 1 or more, not {max_threads!r}")
             self.max_threads = max_threads
 
+    def state(self) -> dict[str, int]:
+        """Its threads, how many are busy, and the mailboxes waiting for one (read without the lock)."""
+        return {
+            "threads": len(self._threads), "busy": self._awake, "queued": len(self._ready),
+            "max_threads": self.max_threads,
+        }
+
     def schedule_from_loop(self, mailbox: Mailbox, loop: Loop) -> None:
         """Queue ``mailbox`` at the end of this turn of ``loop``, with the others made ready in it.
 

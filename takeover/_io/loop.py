@@ -310,3 +310,11 @@ def io_loop() -> Loop:
 def stop_io_loop(timeout: float = EXIT_TIMEOUT) -> None:
     """Close the I/O loop's WebSockets with 1001 and end its thread (a server's exit hook)."""
     _io_thread.stop(timeout)
+
+
+def io_loop_state() -> dict[str, int] | None:
+    """The I/O loop's listener pool, for the status page: None where the process has not started it."""
+    loop = _io_thread.loop
+    if loop is None or _io_thread._pid != os.getpid() or loop.listener_pool is None:
+        return None
+    return loop.listener_pool.state()

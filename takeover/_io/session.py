@@ -51,6 +51,7 @@ from takeover._io.ending import Ending, access_logger
 from takeover._io.inbox import Inbox
 from takeover._io.listeners import Mailbox, run_listeners
 from takeover._io.registry import DEFAULT_REGISTRY, Registry
+from takeover._io.stats import STATS
 from takeover._io.transport import GeventTransport, no_delay, peer_address, peer_name
 from takeover._io.waiting import Waiters, real_lock
 from takeover.errors import InvalidStateError
@@ -92,9 +93,9 @@ class Session(Ending):
 
     __slots__ = (
         "_done", "_may_park", "_ping_sent_at", "_remote_address", "_sending_paused",
-        "_state_lock", "_timer", "claimed", "conn", "context", "deflate", "handshake_response", "inbox",
-        "last_activity", "loop", "mailbox", "opened_at", "options", "registry", "response_headers",
-        "transport", "url",
+        "_state_lock", "bytes_in", "bytes_out", "claimed", "conn", "context", "deflate",
+        "handshake_response", "inbox", "last_activity", "loop", "mailbox", "messages_in", "messages_out",
+        "opened_at", "options", "registry", "response_headers", "transport", "url",
     )
 
     def __init__(
@@ -156,6 +157,8 @@ class Session(Ending):
         self._done: Waiters | None = None
         self._may_park = False
         self._registered: Any = None
+        # Plain counts, summed when asked (takeover._io.stats); bytes as on the wire.
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
 
     # -- what the facade asks (from any thread) ---------------------------------
 
@@ -268,14 +271,15 @@ class Session(Ending):
             return
         self.write(opcode, payload)
 
-    def write(self, opcode: int, payload: bytes, frame: bytes | None = None) -> bool:
+    def write(self, opcode: int, payload: bytes, frame: bytes | None = None, messages: int = 1) -> bool:
         """The one write of a frame, from any thread; False unless the session :meth:`is_open`.
 
         ``payload`` (encoded: UTF-8 for text) is framed here (messages compressed
         when negotiated; control frames never, RFC 7692 §6.1), under the transport's
         lock, so that frames leave in the order the compressor saw them (RFC
         7692 §7.2.1, context takeover); ``frame`` is one already framed for
-        this connection (:func:`~takeover.broadcast`'s shared frame). Returns
+        this connection (:func:`~takeover.broadcast`'s shared frame; ``messages``
+        frames joined, from a :class:`~takeover._io.batch.Batch`). Returns
         whether the session is still open after it (an overflow closes it).
         """
         transport = self.transport
@@ -295,6 +299,9 @@ class Session(Ending):
                         frame = encode_frame(opcode, payload)
             except InvalidStateError:  # our close frame was framed meanwhile
                 return False
+            if opcode <= OP_BINARY:
+                self.messages_out += messages
+            self.bytes_out += len(frame)
             transport.write_locked(frame)
             return transport.accepting
 
@@ -302,6 +309,7 @@ class Session(Ending):
         """Write the core's own answer (a pong, the close echo) in its turn, under the same lock."""
         transport = self.transport
         assert transport is not None
+        self.bytes_out += len(frame)
         transport.write(frame)
 
     def wait_for_room(self) -> bool:
@@ -459,6 +467,7 @@ class Session(Ending):
                 max_message_size=self.options.max_message_size, trailing_data=head, extension=self.deflate
             )
             self.last_activity = self.opened_at = time.monotonic()
+            STATS.opened(self)
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info("WebSocket open %s peer=%s", self.path, self.peer)
             self.dispatch(Event("open"))
@@ -509,6 +518,7 @@ class Session(Ending):
                 self._on_eof(conn)
                 return
             self.last_activity = monotonic()
+            self.bytes_in += len(data)
             events = receive_data(data)
             if events:
                 handle(events)
@@ -521,6 +531,7 @@ class Session(Ending):
         mailbox = self.mailbox
         for event in events:
             if type(event) is Message:  # type(), not isinstance: the hot path, and exact
+                self.messages_in += 1
                 data: str | bytes | bytearray = event.data
                 if ws.binary_type == "bytearray" and not isinstance(data, str):
                     data = bytearray(data)
@@ -575,6 +586,7 @@ class Session(Ending):
         """
         if self.finished or self.closing is Reason.OVERFLOW:
             return
+        STATS.backpressure_closed()
         logger.warning(
             "Closing WebSocket %s peer=%s with 1008: the peer is not reading"
             " (max_buffered_amount=%s, send_timeout=%s)",
@@ -582,19 +594,7 @@ class Session(Ending):
         )
         self.close(Reason.OVERFLOW)
 
-    def _set_timer(self, delay: float, callback: Callable[[], object]) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(max(delay, 0.0), callback)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _on_idle_timer(self) -> None:
         self._timer = None
         keepalive.check(self)
 
-    def _on_close_timeout(self) -> None:
-        self._timer = None
-        self.close(Reason.CLOSE_TIMEOUT)

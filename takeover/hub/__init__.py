@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from takeover._io.loop import Loop, loop_for_caller, loop_of
+from takeover._io.stats import STATS
 from takeover.hub._broker import Broker, GapListener, Settings, check_urls, make_broker
 from takeover.hub._local import Locals
 from takeover.hub._types import Member, Message, Publication, check_data, check_room, check_since, dump_meta
@@ -53,6 +54,9 @@ class _Process:
         self.home = home
         self.locals = Locals(hub._opened, hub._closed)
         self.broker: Broker = make_broker(hub.urls, hub.settings, self.locals, hub._gap)
+        self.url = hub.url
+        #: This hub's figures among the process's (takeover._io.stats; takeover.metrics).
+        self.stats = self.locals.stats = STATS.add_hub(self)
 
 
 class Hub:
@@ -329,6 +333,7 @@ class Hub:
         logger.warning("hub: room %r: offsets %d to %d were missed here, not retained", room, first, last)
         process = self._process
         if process is not None:
+            process.stats.gaps += 1
             process.locals.gap(room, first, last)  # members that take envelopes are told too
         for listener in tuple(self._gap_listeners):
             try:
@@ -344,6 +349,7 @@ class Hub:
         process, self._process = self._process, None
         if process is None or process.pid != os.getpid():
             return
+        STATS.remove_hub(process.stats)
 
         def close() -> None:
             for ws in tuple(process.locals.sockets):

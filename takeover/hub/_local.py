@@ -30,6 +30,7 @@ from takeover._io.batch import Batch
 from takeover.websocket import broadcast
 
 if TYPE_CHECKING:
+    from takeover._io.stats import HubStats
     from takeover.websocket import WebSocket
 
 __all__ = ["Delivery", "Gap", "LocalRoom", "Locals", "Member", "envelope", "gap_notice"]
@@ -138,6 +139,8 @@ class Locals:
         self._on_close = on_close
         #: While set, live deliveries are held and written per socket at :meth:`flush` (issue 21).
         self.batch: Batch | None = None
+        #: This hub's figures in the process's (takeover._io.stats), set by the hub.
+        self.stats: HubStats | None = None
 
     # -- batching ---------------------------------------------------------
 
@@ -226,9 +229,14 @@ class Locals:
     # -- delivering -------------------------------------------------------
 
     def deliver(
-        self, room: str, offset: int | None, data: str | bytes, exclude: tuple[WebSocket, ...] = ()
+        self, room: str, offset: int | None, data: str | bytes, exclude: tuple[WebSocket, ...] = (),
+        published_at: float | None = None,
     ) -> None:
-        """Give one message of ``room`` to its members here but ``exclude``: live ones now, others queued."""
+        """Give one message of ``room`` to its members here but ``exclude``: live ones now, others queued.
+
+        ``published_at`` (``time.time()``), when the broker knows it, starts the delivery lag counted
+        in :attr:`stats` (``takeover_hub_delivery_lag_seconds``).
+        """
         local = self.rooms.get(room)
         if local is None:
             return
@@ -257,6 +265,9 @@ class Locals:
             self._send(plain, data)
         if wrapped:
             self._send(wrapped, envelope(room, offset, data))  # built once for them all
+        stats = self.stats
+        if stats is not None and (plain or wrapped):
+            stats.delivered(len(plain) + len(wrapped), published_at)
 
     def gap(self, room: str, first: int, last: int) -> None:
         """Tell the members of ``room`` here that take envelopes of a loss: ``{"room", "gap"}``."""

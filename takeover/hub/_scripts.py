@@ -7,8 +7,10 @@ For a room ``R`` (prefix ``P``, ``takeover`` by default):
 * ``P:log:R``, a stream capped at about ``history`` entries (``XADD MAXLEN
   ~``), entry ``<offset>-1`` with fields ``k`` (``t`` text, ``b`` binary) and
   ``d`` (the data);
-* ``P:room:R``, the channel: ``k<offset> <data>`` (``k<space><data>`` when
-  the hub keeps no history); ``K<offset> <token> <data>`` (the kind in capitals)
+* ``P:room:R``, the channel: ``k<offset>/<time> <data>`` (``k/<time> <data>`` when
+  the hub keeps no history), where ``<time>`` is the publish time in µs since the
+  epoch (Redis's ``TIME``; the publisher's clock without history), the start of the
+  delivery lag that ``takeover.metrics`` reports; ``K<offset>/<time> <token> <data>`` (the kind in capitals)
   when the publishing process excludes some of its own members
   (``publish(exclude=)``): the token, also the entry's field ``x``, tells that
   process which;
@@ -38,6 +40,8 @@ if offset == 1 then
   redis.call('HSET', KEYS[1], 'o', string.format('%.0f', offset), 'e', string.format('%.0f', offset))
 end
 local text = string.format('%.0f', offset)
+local now = redis.call('TIME')
+local stamped = text .. '/' .. now[1] .. string.format('%06d', tonumber(now[2]))
 local token = ARGV[6]
 local entry = {'k', ARGV[4], 'd', ARGV[5]}
 if token then
@@ -52,9 +56,9 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if token then
-  redis.call('PUBLISH', ARGV[1], string.upper(ARGV[4]) .. text .. ' ' .. token .. ' ' .. ARGV[5])
+  redis.call('PUBLISH', ARGV[1], string.upper(ARGV[4]) .. stamped .. ' ' .. token .. ' ' .. ARGV[5])
 else
-  redis.call('PUBLISH', ARGV[1], ARGV[4] .. text .. ' ' .. ARGV[5])
+  redis.call('PUBLISH', ARGV[1], ARGV[4] .. stamped .. ' ' .. ARGV[5])
 end
 return offset
 """

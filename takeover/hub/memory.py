@@ -72,14 +72,14 @@ class MemoryBroker:
 
     def publish(self, room: str, data: str | bytes, exclude: tuple[WebSocket, ...] = ()) -> Publication:
         if not self.settings.history:
-            self.locals.deliver(room, None, data, exclude)
+            self.locals.deliver(room, None, data, exclude, time.time())
             return Publication(None, True)
         log = self._log(room, create=True)
         assert log is not None
         log.last += 1
         log.touched = time.monotonic()
         log.messages.append(Message(log.last, data))
-        self.locals.deliver(room, log.last, data, exclude)
+        self.locals.deliver(room, log.last, data, exclude, time.time())
         return Publication(log.last, True)
 
     def since(self, room: str, since: int) -> tuple[bool, list[Message]]:

@@ -7,6 +7,7 @@ monkey-patching, one redis-py client per URL (made on first use, reused).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,7 +95,8 @@ def publish(
     kind, payload = ("t", data.encode("utf-8")) if isinstance(data, str) else ("b", data)
     try:
         if not history:
-            (client.spublish if cluster else client.publish)(channel, kind.encode() + b" " + payload)
+            stamp = b"/%d" % (time.time() * 1e6)  # the publish time (takeover/hub/_scripts.py)
+            (client.spublish if cluster else client.publish)(channel, kind.encode() + stamp + b" " + payload)
             return Publication(None, True)
         offset = script(keys=[meta, log], args=[channel, history, int(history_ttl * 1000), kind, payload])
     except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError):

@@ -174,10 +174,12 @@ class RedisBroker:
             try:
                 if not self.settings.history:
                     command = "SPUBLISH" if self.scheme.cluster else "PUBLISH"
+                    stamp = b"/%d" % (time.time() * 1e6)
                     if token:
-                        self.commands.call(command, channel, kind.upper() + b" " + token + b" " + payload)
+                        message = kind.upper() + stamp + b" " + token + b" " + payload
+                        self.commands.call(command, channel, message)
                     else:
-                        self.commands.call(command, channel, kind + b" " + payload)
+                        self.commands.call(command, channel, kind + stamp + b" " + payload)
                     return Publication(None, True)
                 args = [channel, self.settings.history, int(self.settings.history_ttl * 1000), kind, payload]
                 if token:
@@ -504,22 +506,27 @@ class RedisBroker:
             channel, payload = reply[1], reply[2]
             room = self.scheme.room_of(channel)
             space = payload.index(b" ")
-            kind, body = payload[:1], payload[space + 1 :]
+            kind, body, head = payload[:1], payload[space + 1 :], payload[1:space]
+            published_at = None
+            stamp = head.find(b"/")
+            if stamp >= 0:  # k<offset>/<publish time, µs> (the delivery lag's start)
+                published_at = int(head[stamp + 1 :]) / 1e6
+                head = head[:stamp]
             exclude: tuple[WebSocket, ...] = ()
             if kind.isupper():  # K<offset> <token> <data>: a publisher's token (publish(exclude=))
                 token, _, body = body.partition(b" ")
                 kind = kind.lower()
                 exclude = self._excluding.pop(token, ())
             data = _decode(kind, body)
-            if space == 1:
-                self.locals.deliver(room, None, data, exclude)
+            if not head:
+                self.locals.deliver(room, None, data, exclude, published_at)
                 return
-            offset = int(payload[1:space])
+            offset = int(head)
             local = self.locals.rooms.get(room)
             if local is not None and local.last is not None and offset > local.last + 1:
                 self.locals.flush()  # what came before goes first; the gap's fill waits for Redis
                 self._fill(room, local.last + 1, offset - 1)
-            self.locals.deliver(room, offset, data, exclude)
+            self.locals.deliver(room, offset, data, exclude, published_at)
         elif kind == b"sunsubscribe" and self.slots_moved is not None:
             # The node let go of the channel: its slot moved (Redis 7 unsubscribes the shard
             # channels of a slot it loses). Still ours to deliver? Then the map is stale.

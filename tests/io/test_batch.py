@@ -32,9 +32,11 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> dict[Session, list[int]]:
     counted: dict[Session, list[int]] = {}
     write = Session.write
 
-    def counting(self: Session, opcode: int, payload: bytes, frame: bytes | None = None) -> bool:
+    def counting(
+        self: Session, opcode: int, payload: bytes, frame: bytes | None = None, messages: int = 1
+    ) -> bool:
         counted.setdefault(self, []).append(len(frame or payload))
-        return write(self, opcode, payload, frame)
+        return write(self, opcode, payload, frame, messages)
 
     monkeypatch.setattr(Session, "write", counting)
     return counted
