@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from takeover._io.stats import STATS
-from takeover.metrics._families import FAMILIES, LAG_HELP, LAG_NAME, lag_histogram, lag_sum
+from takeover.metrics._families import FAMILIES, LAG_HELP, LAG_NAME, lag_histogram, lag_sum, le_label
 from takeover.metrics._processes import Exporter, forget_dead, multiprocess_directory, snapshots
 
 try:
@@ -67,7 +67,7 @@ def families(snapshot: Snapshot) -> Iterator[Any]:
         cumulative, total = [], 0
         for bound, count in buckets:
             total += count
-            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), total))
+            cumulative.append((le_label(bound), total))
         yield HistogramMetricFamily(LAG_NAME, LAG_HELP, buckets=cumulative, sum_value=lag_sum(snapshot))
 
 
@@ -111,8 +111,8 @@ def _metrics_app() -> WSGIApp:
     from prometheus_client import multiprocess
 
     registry = prometheus_client.CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=exporter.directory)
-    exposition = prometheus_client.make_wsgi_app(registry)
+    multiprocess.MultiProcessCollector(registry, path=exporter.directory)  # type: ignore[no-untyped-call]
+    exposition: WSGIApp = prometheus_client.make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         exporter.ensure_running()  # a worker forked after the import starts its own here
@@ -146,7 +146,8 @@ wsgi_app: WSGIApp = _Lazy(_metrics_app, "Prometheus exposition of takeover's met
 def _status_app() -> WSGIApp:
     from takeover.metrics.status import StatusApp
 
-    return StatusApp()
+    app: WSGIApp = StatusApp()
+    return app
 
 
 #: The live status page (HTML; JSON with ``?format=json``; a WebSocket for its updates).

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FAMILIES", "Family", "lag_histogram"]
+__all__ = ["FAMILIES", "Family", "lag_histogram", "lag_sum", "le_label"]
 
 #: One sample's labels as a tuple of values (in the family's ``labels`` order) -> its value.
 Samples = dict[tuple[str, ...], float]
@@ -114,6 +114,11 @@ def lag_histogram(figures: dict[str, Any]) -> Iterator[tuple[float, int]] | None
     bounds = [*hubs[0]["lag"]["bounds"], float("inf")]
     counts = [sum(hub["lag"]["buckets"][index] for hub in hubs) for index in range(len(bounds))]
     return zip(bounds, counts, strict=True)
+
+
+def le_label(bound: float) -> str:
+    """A bucket's ``le`` label as Prometheus writes it (``+Inf``, ``0.005``, ``1.0``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
 def lag_sum(figures: dict[str, Any]) -> float:

@@ -30,7 +30,7 @@ import threading
 from typing import Any
 
 from takeover._io.stats import STATS
-from takeover.metrics._families import FAMILIES, LAG_HELP, LAG_NAME, lag_histogram, lag_sum
+from takeover.metrics._families import FAMILIES, LAG_HELP, LAG_NAME, lag_histogram, lag_sum, le_label
 
 __all__ = ["DEFAULT_INTERVAL", "Exporter", "forget_dead", "multiprocess_directory", "snapshots"]
 
@@ -65,7 +65,7 @@ def forget_dead(directory: str) -> None:
         if match is not None and int(match.group(1)) not in dead and not _alive(int(match.group(1))):
             dead.add(int(match.group(1)))
     for pid in dead:
-        multiprocess.mark_process_dead(pid, directory)
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(directory, f"takeover-status-{pid}.json"))
 
@@ -112,7 +112,7 @@ class Exporter:
         from prometheus_client import multiprocess
 
         with contextlib.suppress(OSError):
-            multiprocess.mark_process_dead(pid, self.directory)
+            multiprocess.mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
             os.remove(os.path.join(self.directory, f"takeover-status-{pid}.json"))
 
     def sync(self) -> dict[str, Any]:
@@ -126,11 +126,9 @@ class Exporter:
                                 family.help, family.mode).set(value)
             buckets = lag_histogram(figures)
             if buckets is not None:
-                from prometheus_client.utils import floatToGoString
-
                 for bound, count in buckets:
                     value = self._value(
-                        "histogram", LAG_NAME, LAG_NAME + "_bucket", ("le",), (floatToGoString(bound),),
+                        "histogram", LAG_NAME, LAG_NAME + "_bucket", ("le",), (le_label(bound),),
                         LAG_HELP, "",
                     )
                     value.set(count)
