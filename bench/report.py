@@ -158,6 +158,17 @@ THREADED = [
         "1 MiB echo: takeover.flask_sock (gthread) / Flask-Sock (gthread)",
     ),
 ]
+#: Issue 22: the 32 B echo with takeover.metrics on (mounted, multiprocess mode, scraped every
+#: second) against the same app without it, within 2%.
+THREADED.append(
+    (
+        "small",
+        "gunicorn-gthread-metrics",
+        "gunicorn-gthread",
+        0.98,
+        "32 B echo: metrics on / off (handed over, gthread; issue 22)",
+    )
+)
 THREADED_ROWS = {key for _, mine, theirs, _, _ in THREADED for key in (mine, theirs)}
 
 
@@ -194,7 +205,7 @@ def threaded_markdown(report: dict[str, Any]) -> str:
     if not rows:
         return ""
     out = [
-        "Threaded servers (issue 19), each ratio of two medians of this run:",
+        "Threaded servers (issue 19) and metrics (issue 22), each ratio of two medians of this run:",
         "",
         "| ratio | medians | ratio (this run) | target | |",
         "|---|---|---|---|---|",

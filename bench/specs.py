@@ -258,6 +258,19 @@ SERVERS = [
         no_broadcast_reason="the broadcast app is for takeover serve",
     ),
     ServerSpec(
+        "gunicorn-gthread-metrics",
+        "takeover on gunicorn gthread (handed over), metrics on",
+        "ws",
+        gunicorn_server("gthread", "flask-echo-metrics"),
+        None,
+        needs=["flask", "gunicorn", "prometheus_client"],
+        notes="the gunicorn-gthread row's app with takeover.metrics.wsgi_app mounted at /metrics "
+        "(bench/servers/metrics_echo.py), PROMETHEUS_MULTIPROC_DIR set (the worker copies its figures "
+        "once a second) and /metrics scraped once a second: metrics on against the row above",
+        takeover_root=ROOT,
+        no_broadcast_reason="the broadcast app is for takeover serve",
+    ),
+    ServerSpec(
         "flask-sock-gthread",
         "Flask-Sock on gunicorn gthread",
         "ws",

@@ -36,7 +36,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 from takeover.appload import AppSpec, CLIError, load_app, load_ssl_context, parse_app_spec
@@ -117,6 +117,8 @@ def serve(
     idle_timeout: float | None = None,
     compression: DeflateOptions | None = None,
     allowed_origins: Sequence[str] | None = None,
+    access_log_format: str = "text",
+    metrics_bind: tuple[str, int] | None = None,
 ) -> int:
     """Import the application, listen, print the banner and serve until SIGINT or SIGTERM."""
     # One line per upgrade and per close from the "takeover.access" logger,
@@ -129,6 +131,10 @@ def serve(
         logging.logThreads = False
         logging.logProcesses = False
         logging.logMultiprocessing = False
+    if access_log_format == "json":
+        from takeover.accesslog import use_json
+
+        use_json()  # "takeover.access" as JSON lines on stderr (takeover.accesslog)
     app = load_app(spec)
 
     import gevent
@@ -143,6 +149,7 @@ def serve(
         **{name: UNSET if value is None else value for name, value in given.items()}
     )
     server = create_server(app, ssl_context=ssl_context, options=options)
+    metrics = _metrics_server(metrics_bind) if metrics_bind is not None else None
 
     stopping = False
 
@@ -150,6 +157,8 @@ def serve(
         nonlocal stopping
         stopping = True
         server.close()
+        if metrics is not None:
+            metrics.close()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stop)
@@ -161,9 +170,39 @@ def serve(
         server.close()
         return 0
     bound_host, bound_port = server.address
+    if metrics is not None:
+        print(f"{PROG} metrics on http://{format_address(*metrics.address)}/metrics (status page: /status)",
+              flush=True)
     print(_banner(spec, bound_host, bound_port, ssl_context is not None), flush=True)
     server.serve_forever()
     return 0
+
+
+def _metrics_server(bind: tuple[str, int]) -> Any:
+    """``--metrics-bind``: /metrics and /status (takeover.metrics) on a port of their own, listening."""
+    try:
+        from takeover import metrics
+    except ImportError as error:
+        raise CLIError(str(error)) from None
+    from takeover import create_server
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return metrics.wsgi_app(environ, start_response)
+        if path == "/status" or path.startswith("/status/"):
+            return metrics.status_app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"takeover metrics: /metrics (Prometheus) or /status (the status page)\n"]
+
+    server = create_server(app)
+    host, port = bind
+    try:
+        server.listen(port, host)
+    except OSError as error:
+        address = format_address(host, port)
+        raise CLIError(f"cannot listen on {address} for --metrics-bind: {_reason(error)}") from None
+    return server
 
 
 def watch_roots(spec: AppSpec, cwd: str) -> list[str]:
@@ -330,6 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
         "takeover.Hub, memory:// or redis://HOST:PORT/DB, for apps that read it (as examples/chat does)",
     )
     serve_parser.add_argument(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        type=_bind,
+        help="also serve Prometheus metrics at /metrics and the status page at /status on this address "
+        "(takeover.metrics; needs pip install 'takeover[metrics]'). Keep it private: bind it to "
+        "127.0.0.1 or a network only your monitoring reaches",
+    )
+    serve_parser.add_argument(
+        "--access-log-format",
+        choices=["text", "json"],
+        default="text",
+        help="the access log's lines on stderr (open, close, refused upgrade; never one per message): "
+        "text, or one JSON object per line (default: text)",
+    )
+    serve_parser.add_argument(
         "--reload", action="store_true", help="restart when a .py file changes (for development)"
     )
     return parser
@@ -365,6 +419,8 @@ def _serve_command(args: argparse.Namespace) -> int:
             idle_timeout=args.idle_timeout,
             compression=compression,
             allowed_origins=args.allowed_origins,
+            access_log_format=args.access_log_format,
+            metrics_bind=args.metrics_bind,
         )
 
     roots = watch_roots(spec, os.getcwd())
@@ -383,6 +439,9 @@ def _serve_command(args: argparse.Namespace) -> int:
         child_args += ["--compression-threshold", str(args.compression_threshold)]
     for origin in args.allowed_origins or ():
         child_args += ["--allowed-origin", origin]
+    child_args += ["--access-log-format", args.access_log_format]
+    if args.metrics_bind is not None:
+        child_args += ["--metrics-bind", format_address(*args.metrics_bind)]
     return run_reloader(child_args, roots)
 
 

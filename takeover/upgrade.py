@@ -222,9 +222,14 @@ def _log_refusal(environ: Environ, error: HandshakeError) -> None:
     STATS.rejected(error.status)
     if access_logger.isEnabledFor(logging.INFO):
         peer = (environ.get("REMOTE_ADDR") or "-", environ.get("REMOTE_PORT") or "-")
+        path = environ.get("PATH_INFO") or "/"
+        fields = {
+            "event": "rejected", "path": path, "peer": f"{peer[0]}:{peer[1]}", "status": error.status,
+            "reason": str(error),
+        }
         access_logger.info(
-            "WebSocket refused %s peer=%s:%s status=%d: %s",
-            environ.get("PATH_INFO") or "/", *peer, error.status, error,
+            "WebSocket refused %s peer=%s:%s status=%d: %s", path, *peer, error.status, error,
+            extra={"takeover": fields},
         )
 
 

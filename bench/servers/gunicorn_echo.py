@@ -2,7 +2,8 @@
 
     python bench/servers/gunicorn_echo.py --port PORT --worker gthread [--app flask-echo]
 
-``--app flask-echo`` (the default) is examples/flask_echo.py's app;
+``--app flask-echo`` (the default) is examples/flask_echo.py's app; ``flask-echo-metrics``
+is the same with takeover.metrics on (bench/servers/metrics_echo.py), scraped every second;
 ``flask-sock`` and ``takeover-flask-sock`` are bench/servers/flasksock_threaded.py's
 Flask-Sock echo with ``from flask_sock import Sock`` or ``from
 takeover.flask_sock import Sock`` (this sets ``BENCH_FLASK_SOCK`` for it).
@@ -37,7 +38,23 @@ APPS = {
     "flask-echo": ("examples.flask_echo:app", None),
     "flask-sock": ("bench.servers.flasksock_threaded:app", "flask_sock"),
     "takeover-flask-sock": ("bench.servers.flasksock_threaded:app", "takeover"),
+    "flask-echo-metrics": ("bench.servers.metrics_echo:app", None),
 }
+SCRAPE_EVERY = 1.0  # seconds between two scrapes of /metrics (flask-echo-metrics)
+
+
+def scrape_forever(port: int) -> None:
+    """GET /metrics every second, as a Prometheus server would (a daemon thread of the arbiter)."""
+    import time
+    import urllib.request
+
+    for _ in range(100_000):  # bounded: the run ends long before
+        time.sleep(SCRAPE_EVERY)  # the scrape interval itself, not a wait for an event
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                response.read()
+        except OSError:
+            continue  # not listening yet, or stopping
 
 
 def imported(app: str) -> str:
@@ -58,6 +75,13 @@ def main() -> None:
     app, which = APPS[args.app]
     if which is not None:
         os.environ["BENCH_FLASK_SOCK"] = which
+    if args.app == "flask-echo-metrics":
+        import tempfile
+        import threading
+
+        # prometheus_client's multiprocess mode, as for gunicorn -w 4 (docs/guides/operations.rst).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="takeover-bench-metrics-")
+        threading.Thread(target=scrape_forever, args=(args.port,), daemon=True).start()
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(1, cwd)  # after this file's directory; the worker imports the app from here

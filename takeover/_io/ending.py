@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Ending", "access_logger"]
 
-#: One line per upgrade and per close: path, peer, close code, duration.
+#: One line per upgrade and per close: path, peer, close code, duration; each record also
+#: carries its fields as a dict, ``record.takeover`` (written as JSON by :mod:`takeover.accesslog`).
 access_logger = logging.getLogger("takeover.access")
 
 # A closing that leaves the session running: an ending may follow it.
@@ -63,6 +64,10 @@ class Ending:
     registry: Registry
     handler: Callable[[WebSocket], object] | None
     opened_at: float
+    messages_in: int
+    messages_out: int
+    bytes_in: int
+    bytes_out: int
     _close_requested: tuple[Reason, int | None, str] | None
     _timer: TimerHandle | None
     _registered: Any
@@ -181,6 +186,14 @@ class Ending:
                 break
         self._cancel_timer()
 
+    def _log_open(self) -> None:
+        """The access log's open record (the caller checked that ``access_logger`` logs INFO)."""
+        path, peer = self.path, self.peer
+        access_logger.info(
+            "WebSocket open %s peer=%s", path, peer,
+            extra={"takeover": {"event": "open", "path": path, "peer": peer}},
+        )
+
     def _finish(self, close: CloseEvent, error: ErrorEvent | None) -> None:
         """Become CLOSED and dispatch ``error`` (if any) then ``close``, exactly once."""
         with self._state_lock:
@@ -199,10 +212,16 @@ class Ending:
         if self.opened_at:
             STATS.closed(self, close.code)  # type: ignore[arg-type]
         if self.opened_at and access_logger.isEnabledFor(logging.INFO):
+            path, peer, duration = self.path, self.peer, time.monotonic() - self.opened_at
+            fields = {
+                "event": "close", "path": path, "peer": peer, "code": close.code, "clean": close.was_clean,
+                "duration": round(duration, 6), "messages_in": self.messages_in,
+                "messages_out": self.messages_out, "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
+            }
             access_logger.info(
                 "WebSocket closed %s peer=%s code=%d%s duration=%.3fs",
-                self.path, self.peer, close.code, "" if close.was_clean else " unclean",
-                time.monotonic() - self.opened_at,
+                path, peer, close.code, "" if close.was_clean else " unclean", duration,
+                extra={"takeover": fields},
             )
         if error is not None:
             self.dispatch(error)

@@ -469,7 +469,7 @@ class Session(Ending):
             self.last_activity = self.opened_at = time.monotonic()
             STATS.opened(self)
             if access_logger.isEnabledFor(logging.INFO):
-                access_logger.info("WebSocket open %s peer=%s", self.path, self.peer)
+                self._log_open()
             self.dispatch(Event("open"))
             mailbox, ws = self.mailbox, self.ws
             if mailbox is not None and ws is not None and ws.has_listeners("open"):

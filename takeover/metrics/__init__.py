@@ -20,6 +20,7 @@ second, and whichever worker is scraped answers for all of them
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -91,6 +92,9 @@ def _setup() -> Exporter | None:
                         " server's environment (before the application is loaded)"
                     )
                 _exporter = Exporter(directory)
+                # A worker forked from a process that imported this (gunicorn --preload, uWSGI
+                # without lazy-apps) copies its own figures from its start, scraped or not.
+                os.register_at_fork(after_in_child=_exporter.ensure_running)
             _exporter.ensure_running()
             return _exporter
         if _collector is None:

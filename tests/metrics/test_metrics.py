@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import ClientConnection, connect
 
@@ -61,11 +63,11 @@ class Gunicorn:
 
 
 @contextlib.contextmanager
-def gunicorn(workers: int, env: dict[str, str]) -> Iterator[Gunicorn]:
+def gunicorn(workers: int, env: dict[str, str], *options: str) -> Iterator[Gunicorn]:
     port = free_port()
     command = [
         sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "8", "-w", str(workers),
-        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "3", APP,
+        "-b", f"127.0.0.1:{port}", "--graceful-timeout", "3", *options, APP,
     ]
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
@@ -249,10 +251,14 @@ def test_prometheus_sums_four_gunicorn_workers(tmp_path: Path) -> None:
 
 
 def test_a_worker_that_dies_leaves_the_open_count(tmp_path: Path) -> None:
-    """Its live gauge goes with it (prometheus_client's ``livesum``); its counters stay in the sums."""
+    """Its live gauge goes with it (prometheus_client's ``livesum``); its counters stay in the sums.
+
+    With ``--preload`` the app (and takeover.metrics) is imported once, before the fork: each
+    worker must still copy its own figures from its start, whether or not it is scraped.
+    """
     multiproc = tmp_path / "multiproc"
     multiproc.mkdir()
-    with gunicorn(2, {"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}) as server:
+    with gunicorn(2, {"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}, "--preload") as server:
         for _ in range(12):
             server.ws()
 
@@ -270,3 +276,57 @@ def test_a_worker_that_dies_leaves_the_open_count(tmp_path: Path) -> None:
         os.kill(victim, 9)
         eventually(lambda: value(server.metrics(), "takeover_connections_open") == 12 - counts[victim])
         assert value(server.metrics(), "takeover_connections_total") == 12
+
+
+# -- takeover serve --metrics-bind --------------------------------------------------
+
+
+def test_takeover_serve_metrics_bind_serves_metrics_and_status_on_their_own_port() -> None:
+    command = [
+        sys.executable, "-m", "takeover", "serve", "tests.metrics.apps.metrics_app:flask_app",
+        "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    output = OutputLines(process.stdout)
+    try:
+        metrics = output.wait_for(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", WAIT)
+        serving = output.wait_for(r"ws://127\.0\.0\.1:(\d+)/", WAIT)
+        assert metrics and serving, output.output
+        server = Gunicorn(process, output, int(serving.group(1)), contextlib.ExitStack())
+        scraped = Gunicorn(process, output, int(metrics.group(1)), contextlib.ExitStack())
+        with server.clients:
+            server.ws()
+            server.ws()
+
+            def two_open() -> Any:
+                samples = scraped.metrics()
+                return samples if value(samples, "takeover_connections_open") == 2 else None
+
+            samples = eventually(two_open)
+            assert value(samples, "takeover_connections_total") == 2
+            status = json.loads(scraped.get("/status?format=json"))
+            assert status["total"]["connections_open"] == 2
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            scraped.get("/elsewhere")
+        assert missing.value.code == 404
+        with pytest.raises(urllib.error.HTTPError):  # the application's port does not serve them
+            server.get("/metrics")
+    finally:
+        stop_process(process)
+
+
+def test_a_metrics_bind_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "takeover", "serve", "tests.metrics.apps.metrics_app:flask_app",
+             "--bind", "127.0.0.1:0", "--metrics-bind", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+        )
+    assert result.returncode == 2, result
+    assert f"cannot listen on 127.0.0.1:{port} for --metrics-bind: address already in use" in result.stderr
