@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -86,11 +87,17 @@ class Stats:
         self.recent_closes: deque[tuple[int, dict[int, int]]] = deque(maxlen=RECENT_MINUTES)
         self.hubs: list[HubStats] = []
 
+    #: Called (with the lock held) at each open and refused upgrade: takeover.metrics starts
+    #: its exporter there in a worker forked without Python's fork hooks (uWSGI's C fork()).
+    on_event: Callable[[], object] | None = None
+
     def _here(self) -> None:
         """A forked child starts from zero: the parent's sessions are not its own."""
         pid = os.getpid()
         if pid != self._pid:
             self.__init__()  # type: ignore[misc]
+        if self.on_event is not None:
+            self.on_event()
 
     # -- once a connection (from any thread) ---------------------------------
 

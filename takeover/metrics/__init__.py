@@ -95,6 +95,9 @@ def _setup() -> Exporter | None:
                 # A worker forked from a process that imported this (gunicorn --preload, uWSGI
                 # without lazy-apps) copies its own figures from its start, scraped or not.
                 os.register_at_fork(after_in_child=_exporter.ensure_running)
+                # uWSGI forks its workers in C, without those hooks: the first open or refused
+                # upgrade in each starts it there (a comparison of pids, once a connection).
+                STATS.on_event = _exporter.ensure_running
             _exporter.ensure_running()
             return _exporter
         if _collector is None:

@@ -330,3 +330,41 @@ def test_a_metrics_bind_in_use_is_a_clear_error() -> None:
         )
     assert result.returncode == 2, result
     assert f"cannot listen on 127.0.0.1:{port} for --metrics-bind: address already in use" in result.stderr
+
+
+def test_uwsgi_processes_are_summed_too(tmp_path: Path) -> None:
+    """The README's uWSGI line: four processes with threads, the app loaded before the fork."""
+    from tests.uwsgi_nginx import uwsgi_command
+
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    port = free_port()
+    command = uwsgi_command(
+        "--http-socket", port, "--master", "--processes", "4", "--threads", "8", module=APP
+    )
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
+        env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(multiproc), PYTHONUNBUFFERED="1"),
+    )
+    output = OutputLines(process.stdout)
+    try:
+        assert output.wait_output(lambda text: text.count("spawned uWSGI worker") >= 4, WAIT), output.output
+        with contextlib.ExitStack() as clients:
+            server = Gunicorn(process, output, port, clients)
+            eventually(lambda: server.get("/pid"))
+            for _ in range(20):
+                server.ws()
+            pids = {int(server.get("/pid")) for _ in range(20)}
+
+            def figures() -> dict[int, int] | None:
+                found = {}
+                for path in multiproc.glob("takeover-status-*.json"):
+                    snapshot = json.loads(path.read_text())
+                    found[int(snapshot["pid"])] = int(snapshot["connections_open"])
+                return found if sum(found.values()) == 20 else None
+
+            by_process = eventually(figures)  # every worker copies its own, scraped or not
+            eventually(lambda: value(server.metrics(), "takeover_connections_open") == 20)
+            assert len(pids | {pid for pid, count in by_process.items() if count}) >= 2
+    finally:
+        stop_process(process)
