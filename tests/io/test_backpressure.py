@@ -24,6 +24,7 @@ import pytest
 from werkzeug.wrappers import Request
 
 from takeover import WebSocket, broadcast, upgrade_websocket
+from takeover._io.stats import STATS
 from takeover.server import Server
 from takeover.websocket import OVERFLOW_REASON
 from tests.clients import RawClient, handshake_request
@@ -187,6 +188,7 @@ class TestHardLimit:
         stuck.add_event_listener("error", lambda event: events.append(("error", event.message)))
         stuck.add_event_listener("close", on_close)
         count = 400  # 25 MiB to each
+        closes_before = STATS.snapshot()["backpressure_closes"]
         received: list[int] = []
         reader = gevent.spawn(lambda: received.extend(read_numbered(good_client, count)))
         deliveries = []
@@ -203,6 +205,8 @@ class TestHardLimit:
             ("close", (1008, OVERFLOW_REASON, False)),
         ]
         assert deliveries[0] == 2 and deliveries[-1] == 1
+        # takeover_backpressure_closes_total counts it (takeover.metrics).
+        assert STATS.snapshot()["backpressure_closes"] == closes_before + 1
         # Bounded: the limit, the frame in flight and the one that overflowed.
         assert most <= 1024 * KIB + 2 * FRAME
         assert good.ready_state == WebSocket.OPEN

@@ -236,6 +236,14 @@ def test_prometheus_sums_four_gunicorn_workers(tmp_path: Path) -> None:
             prometheus = Prometheus(tmp_path / "prometheus", f"127.0.0.1:{server.port}")
             prometheus.wait_for("sum(takeover_connections_open)", 40)
             prometheus.wait_for("takeover_hub_healthy", 1)
+            published = urllib.request.Request(server.url("/publish?room=lobby"), data=b"hi", method="POST")
+            with urllib.request.urlopen(published, timeout=10):
+                pass
+            assert all(client.recv(timeout=10) == "hi" for client in clients)
+            prometheus.wait_for("sum(takeover_hub_deliveries_total)", 40)
+            # One observation per message per worker (the histogram is summed over them).
+            prometheus.wait_for("clamp_max(takeover_hub_delivery_lag_seconds_count, 1)", 1)
+            prometheus.wait_for('clamp_max(takeover_hub_delivery_lag_seconds_bucket{le="+Inf"}, 1)', 1)
             for client in clients[:10]:
                 client.close(code=4001)
             prometheus.wait_for('sum(takeover_closes_total{code="4001"})', 10)
