@@ -396,6 +396,9 @@ class RedisBroker:
         self._restore()
         for room in rooms:
             self._catch_up(room)
+        for room in self._rooms():
+            if room not in rooms:  # joined meanwhile: confirmed in the loop above, or not yet (then
+                self._catch_up(room)  # caught up again at its confirmation, in _handle)
         for reply in early:
             self._handle(reply)
         if not self._healthy:
@@ -533,8 +536,13 @@ class RedisBroker:
             if self.scheme.room_of(reply[1]) in self.locals.rooms:
                 self.slots_moved(f"{self.address} unsubscribed the shard channel {reply[1]!r}")
         elif kind == b"subscribe" or kind == b"ssubscribe":
-            local = self.locals.rooms.get(self.scheme.room_of(reply[1]))
+            room = self.scheme.room_of(reply[1])
+            local = self.locals.rooms.get(room)
             if local is not None and local.subscribed is not None:
+                # What was published between the join's read of the room and this
+                # confirmation came on no subscription: it is in the stream.
+                self.locals.flush()
+                self._catch_up(room)
                 local.subscribed.set()  # type: ignore[attr-defined]
 
     def _fill(self, room: str, first: int, last: int | None) -> None:

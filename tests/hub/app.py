@@ -36,6 +36,22 @@ hub = Hub(
     health_check_interval=float(os.environ.get("HUB_CHECK", "1")),
 )
 MAX_BUFFERED = int(os.environ.get("MAX_BUFFERED", 1 << 24))
+if os.environ.get("HUB_SLOW_SUBSCRIBE"):
+    # tests/hub/test_faults.py: Redis confirms the subscription of a room named "slow..." only
+    # HUB_SLOW_SUBSCRIBE seconds after the join asked for it (past the join's wait for it).
+    import gevent
+
+    from takeover.hub._resp import Subscription
+
+    _subscribe = Subscription.subscribe
+
+    def _slow_subscribe(self: Subscription, *channels: bytes) -> None:
+        slow = tuple(channel for channel in channels if b":room:slow" in channel)
+        _subscribe(self, *(channel for channel in channels if channel not in slow))
+        if slow:
+            gevent.spawn_later(float(os.environ["HUB_SLOW_SUBSCRIBE"]), _subscribe, self, *slow)
+
+    Subscription.subscribe = _slow_subscribe  # type: ignore[method-assign]
 gaps: list[list[Any]] = []
 hub.on("gap", lambda room, first, last: gaps.append([room, first, last]))
 app = Flask(__name__)

@@ -127,6 +127,26 @@ def test_a_half_open_subscription_is_detected_replaced_and_caught_up(
         serve.stop()
 
 
+def test_a_message_published_before_redis_confirms_a_new_subscription_is_delivered(
+    redis_server: RedisServer,
+) -> None:
+    """A join reads where the room is, then subscribes; a message published between the two
+    (Redis slow to confirm, past the join's wait) is read from the stream once confirmed,
+    not left until a later message shows the gap (one CI run lost such a first message)."""
+    serve = takeover_serve(redis_server.url, HUB_SLOW_SUBSCRIBE="2", **SETTINGS)
+    try:
+        eventually(lambda: serve.get("/healthy")["healthy"] or None)
+        client = serve.client("slow-first", "early")  # joined: its subscription is not confirmed yet
+        assert serve.publish("slow-first", "the only message")["remote"]
+        assert client.receive(1) == ["the only message"]  # within the client's wait, after the confirmation
+        assert serve.publish("slow-first", "then live")["remote"]
+        assert client.receive(1) == ["then live"]  # each once
+        assert serve.get("/gaps") == []
+        client.close()
+    finally:
+        serve.stop()
+
+
 def test_redis_down_at_start_the_app_starts_and_connects_when_redis_appears(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
