@@ -18,6 +18,7 @@ Bytes are counted on the wire: frame headers included, after compression.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from takeover._io.session import Session
 
-__all__ = ["LAG_BUCKETS", "RECENT_MINUTES", "STATS", "HubStats", "Stats"]
+__all__ = ["LAG_BUCKETS", "RECENT_MINUTES", "STATS", "HubStats", "Stats", "redact_url"]
 
 #: The upper bounds (seconds) of the hub's delivery-lag histogram: publish → write to the member.
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -135,6 +136,7 @@ class Stats:
     def backpressure_closed(self) -> None:
         """A session is closing with 1008: its peer stopped reading (``max_buffered_amount``)."""
         with self._lock:
+            self._here()
             self.backpressure_closes += 1
 
     def handed_over(self) -> None:
@@ -164,13 +166,14 @@ class Stats:
         from takeover._io.handlers import HANDLER_THREADS
         from takeover._io.loop import io_loop_state
 
+        now = time.time()
         with self._lock:
             self._here()
             live = list(self._live)
             figures: dict[str, Any] = {
                 "pid": self._pid,
                 "started": self.started,
-                "time": time.time(),
+                "time": now,
                 "connections_open": len(live),
                 "connections_total": self.connections_total,
                 "closes": {str(code): count for code, count in sorted(self.closes.items())},
@@ -180,6 +183,7 @@ class Stats:
                 "recent_closes": [
                     [minute, {str(code): count for code, count in counts.items()}]
                     for minute, counts in self.recent_closes
+                    if minute > now // 60 - RECENT_MINUTES  # minutes without closes have no entry
                 ],
             }
             messages_in, messages_out = self._messages_in, self._messages_out
@@ -209,7 +213,7 @@ def _hub_figures(hub: HubStats) -> dict[str, Any]:
     for name, local in list(source.locals.rooms.items()):  # copied in C: safe from another thread
         rooms[name] = len(local.members)
     return {
-        "url": getattr(source, "url", ""),
+        "url": redact_url(getattr(source, "url", "")),
         "healthy": healthy,
         "deliveries": hub.deliveries,
         "gaps": hub.gaps,
@@ -217,6 +221,16 @@ def _hub_figures(hub: HubStats) -> dict[str, Any]:
                 "count": hub.lag_count},
         "rooms": rooms,
     }
+
+
+_PASSWORD = re.compile(r"(//[^/@\s]*?:)[^@\s/]*@")
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&\s,]*", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` (a hub's: one URL or several, comma-separated) without its passwords: what a
+    snapshot carries (it goes to files in multiprocess mode, and to the status page)."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
 
 
 #: This process's figures.

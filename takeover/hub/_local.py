@@ -261,13 +261,13 @@ class Locals:
             for ws, floor in tuple(ahead.items()):
                 if floor <= offset:
                     del ahead[ws]  # caught up with the room: everything after is new to it
+        stats = self.stats
+        if stats is not None and (plain or wrapped):  # before the writes: a member that has it is counted
+            stats.delivered(len(plain) + len(wrapped), published_at)
         if plain:
             self._send(plain, data)
         if wrapped:
             self._send(wrapped, envelope(room, offset, data))  # built once for them all
-        stats = self.stats
-        if stats is not None and (plain or wrapped):
-            stats.delivered(len(plain) + len(wrapped), published_at)
 
     def gap(self, room: str, first: int, last: int) -> None:
         """Tell the members of ``room`` here that take envelopes of a loss: ``{"room", "gap"}``."""

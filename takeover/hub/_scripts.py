@@ -28,7 +28,25 @@ JavaScript too.
 
 from __future__ import annotations
 
-__all__ = ["ADVANCE", "PUBLISH", "READ", "SPUBLISH", "KeyScheme", "keys"]
+__all__ = ["ADVANCE", "PUBLISH", "READ", "SPUBLISH", "KeyScheme", "keys", "parse_message"]
+
+
+def parse_message(payload: bytes) -> tuple[bytes, int | None, bytes, bytes, float | None]:
+    """A message of a room's channel (see the module's docstring): its kind (``t`` or ``b``), its
+    offset (None without history), the publisher's token (``b""`` for none), its data, and its
+    publish time in seconds since the epoch (None from a publisher that did not stamp it)."""
+    space = payload.index(b" ")
+    kind, head, body = payload[:1], payload[1:space], payload[space + 1 :]
+    published_at = None
+    stamp = head.find(b"/")
+    if stamp >= 0:  # <offset>/<publish time in µs>
+        published_at = int(head[stamp + 1 :]) / 1e6
+        head = head[:stamp]
+    token = b""
+    if kind.isupper():  # K<offset> <token> <data>
+        token, _, body = body.partition(b" ")
+        kind = kind.lower()
+    return kind, (int(head) if head else None), token, body, published_at
 
 #: KEYS: meta, log. ARGV: channel, history, ttl in ms, kind (t or b), data, and optionally the
 #: publisher's token (publish(exclude=)). Returns the offset.

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from takeover.hub._broker import Settings
 from takeover.hub._local import LocalRoom, Locals
 from takeover.hub._resp import NOTHING, Address, BrokerError, Commands, Redirect, ReplyError, Subscription
-from takeover.hub._scripts import ADVANCE, PUBLISH, READ, SPUBLISH, KeyScheme
+from takeover.hub._scripts import ADVANCE, PUBLISH, READ, SPUBLISH, KeyScheme, parse_message
 from takeover.hub._types import Member, Message, Publication
 
 if TYPE_CHECKING:
@@ -506,25 +506,14 @@ class RedisBroker:
             raise reply
         kind = reply[0]
         if kind == b"message" or kind == b"smessage":
-            channel, payload = reply[1], reply[2]
-            room = self.scheme.room_of(channel)
-            space = payload.index(b" ")
-            kind, body, head = payload[:1], payload[space + 1 :], payload[1:space]
-            published_at = None
-            stamp = head.find(b"/")
-            if stamp >= 0:  # k<offset>/<publish time, µs> (the delivery lag's start)
-                published_at = int(head[stamp + 1 :]) / 1e6
-                head = head[:stamp]
-            exclude: tuple[WebSocket, ...] = ()
-            if kind.isupper():  # K<offset> <token> <data>: a publisher's token (publish(exclude=))
-                token, _, body = body.partition(b" ")
-                kind = kind.lower()
-                exclude = self._excluding.pop(token, ())
+            room = self.scheme.room_of(reply[1])
+            kind, offset, token, body, published_at = parse_message(reply[2])
+            # A publisher's token names the members it left out (publish(exclude=)).
+            exclude: tuple[WebSocket, ...] = self._excluding.pop(token, ()) if token else ()
             data = _decode(kind, body)
-            if not head:
+            if offset is None:
                 self.locals.deliver(room, None, data, exclude, published_at)
                 return
-            offset = int(head)
             local = self.locals.rooms.get(room)
             if local is not None and local.last is not None and offset > local.last + 1:
                 self.locals.flush()  # what came before goes first; the gap's fill waits for Redis

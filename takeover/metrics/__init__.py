@@ -136,12 +136,16 @@ class _Lazy:
     def __init__(self, make: Callable[[], WSGIApp], doc: str) -> None:
         self._make = make
         self._app: WSGIApp | None = None
+        self._lock = threading.Lock()
         self.__doc__ = doc
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         app = self._app
         if app is None:
-            app = self._app = self._make()
+            with self._lock:  # two first requests at once make one
+                app = self._app
+                if app is None:
+                    app = self._app = self._make()
         return app(environ, start_response)
 
 

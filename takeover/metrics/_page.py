@@ -34,7 +34,7 @@ footer { padding: 0 20px 16px; font-size: 12px; }
 .good { color: var(--good); } .bad { color: var(--bad); } .wait { color: var(--wait); }
 .badge.good { background: var(--good-bg); } .badge.bad { background: var(--bad-bg); }
 .badge.wait { background: var(--wait-bg); }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 10px;
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)); gap: 10px;
   margin-top: 10px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px; }
 .card.good { border-color: var(--good); background: var(--good-bg); }
@@ -94,7 +94,7 @@ SCRIPT = """
     return s + "s";
   };
   const health = (healthy) =>
-    healthy === null ? ["none", ""] : healthy ? ["healthy", "good"] : ["down", "bad"];
+    healthy === null ? ["none", ""] : healthy ? ["up", "good"] : ["down", "bad"];
   const pool = (value) => value === null ? DASH :
     value.busy + "/" + value.threads + " busy" + (value.queued ? ", " + value.queued + " queued" : "");
   const handlers = (value) => value.cap === null ? String(value.running) : value.running + "/" + value.cap;
