@@ -4,6 +4,7 @@
                               [--idle-timeout S] [--compression deflate
                               [--compression-level N] [--compression-threshold BYTES]]
                               [--allowed-origin ORIGIN ...] [--hub URL] [--reload]
+                              [--metrics-bind HOST:PORT] [--access-log-format text|json]
 
 ``python -m takeover`` is the same command. ``MODULE`` is imported with the
 current directory on ``sys.path``; ``path/to/file.py:APP`` imports a file.
@@ -20,6 +21,11 @@ exit status 2. SIGINT and SIGTERM close the server gracefully and exit 0.
 ``--hub URL`` sets the environment variable ``TAKEOVER_HUB`` to ``URL`` before
 the application is imported, for an application that makes its
 :class:`takeover.Hub` from it (as ``examples/chat`` does).
+
+``--metrics-bind HOST:PORT`` also serves :mod:`takeover.metrics` on that
+address: Prometheus metrics at ``/metrics``, the status page at ``/status``
+(its address is printed on stderr). ``--access-log-format json`` writes the
+``takeover.access`` log as one JSON object per line (:mod:`takeover.accesslog`).
 
 ``--reload`` runs the server in a child process and restarts it when a ``.py``
 file under the application's directory or the current directory changes.
@@ -171,8 +177,9 @@ def serve(
         return 0
     bound_host, bound_port = server.address
     if metrics is not None:
+        # On stderr: stdout stays the one banner line that scripts read.
         print(f"{PROG} metrics on http://{format_address(*metrics.address)}/metrics (status page: /status)",
-              flush=True)
+              file=sys.stderr, flush=True)
     print(_banner(spec, bound_host, bound_port, ssl_context is not None), flush=True)
     server.serve_forever()
     return 0
