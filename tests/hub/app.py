@@ -15,7 +15,8 @@ separated by commas: one per server), ``HUB_HISTORY``,
 * ``GET /presence?room=R``: the member names, sorted; ``GET /history?room=R[&since=N]``:
   ``[[offset, data], ...]``; ``GET /healthy``: ``{"healthy": ..., "pid": ...}``; ``GET /health``:
   ``hub.health()``; ``GET /shard?room=R``: ``hub.shard(R)``;
-  ``GET /gaps``: the ``"gap"`` events this process saw, ``[[room, first, last], ...]``.
+  ``GET /gaps``: the ``"gap"`` events this process saw, ``[[room, first, last], ...]``;
+  ``GET /metrics``: :data:`takeover.metrics.wsgi_app`.
 """
 
 from __future__ import annotations
@@ -119,3 +120,11 @@ def shard() -> Response:
 @app.get("/gaps")
 def gap_events() -> Response:
     return _json(gaps)
+
+
+@app.get("/metrics")
+def metrics() -> Any:
+    """takeover.metrics' exposition (Flask calls a WSGI app it is given)."""
+    import takeover.metrics
+
+    return takeover.metrics.wsgi_app

@@ -34,8 +34,11 @@ class AppServer:
         self.out = OutputLines(self.process.stdout)
 
     def get(self, path: str) -> Any:
+        return json.loads(self.text(path))
+
+    def text(self, path: str) -> str:
         with urllib.request.urlopen(f"http://{HOST}:{self.port}{path}", timeout=WAIT) as answer:
-            return json.loads(answer.read())
+            return str(answer.read().decode())
 
     def publish(self, room: str, data: str | bytes) -> dict[str, Any]:
         binary = "&binary=1" if isinstance(data, bytes) else ""

@@ -66,6 +66,7 @@ def test_redis_restarted_under_traffic(tmp_path: Path) -> None:
             assert client.receive(10) == [f"after{n}" for n in range(10)]  # delivery resumed, in order
         # What Redis lost cannot be told apart from what was never sent: each process reports it.
         assert [gap[0] for gap in serve.get("/gaps")] == ["t"]
+        assert "\ntakeover_hub_gaps_total 1.0\n" in serve.text("/metrics")  # and the metric counts it
         gaps: dict[int, list[list[object]]] = {}
         for _ in range(20):
             gaps.setdefault(workers.get("/healthy")["pid"], workers.get("/gaps"))
