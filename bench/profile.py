@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 if args.native:
                     command.insert(2, "--native")
+                if "gunicorn" in " ".join(spec.command(scenario.key, 0) or []):
+                    command.insert(2, "--subprocesses")  # the arbiter forks the worker that serves
                 if not args.lines:
                     command.insert(2, "--function")  # frames named by the function's first line
 
