@@ -30,6 +30,7 @@ import threading
 from typing import Any
 
 from takeover._io.stats import STATS
+from takeover._log import warn_once
 from takeover.metrics._families import FAMILIES, LAG_HELP, LAG_NAME, lag_histogram, lag_sum, le_label
 
 __all__ = ["DEFAULT_INTERVAL", "Exporter", "forget_dead", "multiprocess_directory", "snapshots"]
@@ -100,10 +101,13 @@ class Exporter:
         while not stop.wait(self.interval):
             try:
                 self.sync()
-            except Exception:  # never take the worker down for a figure
-                import logging
-
-                logging.getLogger("takeover").exception("takeover.metrics: copying the figures failed")
+            except Exception as error:  # never take the worker down for a figure; say it once
+                warn_once(
+                    f"metrics-copy-{type(error).__name__}",
+                    "takeover.metrics: cannot copy this worker's figures to PROMETHEUS_MULTIPROC_DIR=%s"
+                    " (%s); scrapes miss them until it is a writable directory",
+                    self.directory, error,
+                )
 
     def _exit(self, pid: int) -> None:
         if pid != os.getpid():
