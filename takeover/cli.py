@@ -292,10 +292,11 @@ def _origin(text: str) -> str:
 
 
 def _hub_url(text: str) -> str:
-    from takeover.hub._broker import check_url
+    from takeover.hub._broker import check_urls
 
     try:
-        return check_url(text)
+        check_urls(text)  # one URL, or several separated by commas (one per Redis server)
+        return text
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -373,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         type=_hub_url,
         help=f"set {HUB_VARIABLE}=URL for the application before it is imported: the URL of its "
-        "takeover.Hub, memory:// or redis://HOST:PORT/DB, for apps that read it (as examples/chat does)",
+        "takeover.Hub, memory:// or redis://HOST:PORT/DB (several Redis servers: their URLs separated "
+        "by commas), for apps that read it (as examples/chat does)",
     )
     serve_parser.add_argument(
         "--metrics-bind",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -86,9 +87,19 @@ def make_broker(
 
 
 def check_urls(url: object) -> tuple[str, ...]:
-    """The broker URLs in ``url``: one URL, or a list of Redis URLs (one per server); else an error."""
+    """The broker URLs in ``url``: one URL, or a list of Redis URLs (one per server); else an error.
+
+    A string of several URLs separated by commas, each with its scheme (``redis://a:6379/0,
+    redis://b:6379/0``; what :attr:`Hub.url` shows), is the same as their list: one setting
+    (``TAKEOVER_HUB``, ``takeover serve --hub``) can name several servers. A Redis Cluster's
+    seed nodes (``redis+cluster://h1:1,h2:2``) stay one URL: their commas are not followed by
+    a scheme.
+    """
     if isinstance(url, str):
-        return (check_url(url),)
+        parts = _SEVERAL.split(url.strip())
+        if len(parts) == 1:
+            return (check_url(url),)
+        url = parts
     if not isinstance(url, (list, tuple)):
         raise TypeError(f"url must be a str or a list of str, not {type(url).__name__}")
     if not url:
@@ -109,6 +120,9 @@ def check_urls(url: object) -> tuple[str, ...]:
 
         ShardMap([parse_url(item) for item in urls])  # the same server twice: ValueError
     return urls
+
+
+_SEVERAL = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 
 
 def check_url(url: object) -> str:

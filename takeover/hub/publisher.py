@@ -17,7 +17,8 @@ from takeover.hub._types import Publication, check_data, check_room
 __all__ = ["publish"]
 
 _clients: dict[tuple[str, int], tuple[Any, Any]] = {}
-_maps: dict[tuple[str, ...], Any] = {}  # checked URLs: their ShardMap (None for one server)
+#: Checked URLs: their ShardMap (None for one server) and the URLs (a str of several, split).
+_maps: dict[tuple[str, ...], tuple[Any, tuple[str, ...]]] = {}
 _lock = threading.Lock()
 
 
@@ -55,7 +56,7 @@ def _server(url: str | Sequence[str], room: str) -> str:
     key = (url,) if isinstance(url, str) else tuple(url)
     with _lock:
         checked = key in _maps
-        shards = _maps.get(key)
+        shards, urls = _maps.get(key, (None, key))
     if not checked:
         from takeover.hub._broker import check_urls
         from takeover.hub._resp import parse_url
@@ -66,8 +67,8 @@ def _server(url: str | Sequence[str], room: str) -> str:
             raise ValueError("publish() reaches hubs of other processes through Redis: memory:// has none")
         shards = None if len(urls) == 1 else ShardMap([parse_url(item) for item in urls])
         with _lock:
-            _maps[key] = shards
-    return key[0] if shards is None else key[shards.index(room)]
+            _maps[key] = (shards, urls)  # a str of several URLs is split into them (check_urls)
+    return urls[0] if shards is None else urls[shards.index(room)]
 
 
 def publish(

@@ -31,7 +31,7 @@ from takeover import Hub, MessageEvent, upgrade_websocket
 
 URL = os.environ.get("TAKEOVER_HUB", "memory://")
 hub = Hub(
-    URL.split(",") if "," in URL and "+cluster:" not in URL else URL,
+    URL,  # several Redis URLs joined with commas are the list of them (tests/hub/test_shards.py)
     history=int(os.environ.get("HUB_HISTORY", "100")),
     presence_ttl=float(os.environ.get("HUB_PRESENCE_TTL", "30")),
     health_check_interval=float(os.environ.get("HUB_CHECK", "1")),

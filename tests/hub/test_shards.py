@@ -88,6 +88,17 @@ def test_the_hash_is_the_documented_one() -> None:
         assert urls.index(shard_of(urls, room)) == reached_otherwise.index(shard_of(reached_otherwise, room))
 
 
+def test_one_string_of_several_urls_is_their_list() -> None:
+    urls = addresses(3)
+    assert Hub(",".join(urls)).urls == Hub(urls).urls == tuple(urls)
+    assert Hub(" , ".join(urls)).shard("lobby") == Hub(list(reversed(urls))).shard("lobby")
+    assert Hub(Hub(urls).url).urls == tuple(urls)  # what hub.url shows reads back
+    cluster = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+    assert Hub(cluster).urls == (cluster,)  # a cluster's seed nodes are one URL
+    with pytest.raises(ValueError, match="memory:// is one process's broker"):
+        Hub(f"{urls[0]},memory://")
+
+
 @pytest.mark.parametrize(
     ("urls", "message"),
     [
@@ -171,7 +182,9 @@ def test_since_presence_and_takeover_publish_on_every_server(
     for rooms in rooms_on_each(shards, 1, "since").values():
         room = rooms[0]
         present = serve.client(room, "here")
-        offsets = [publish(list(reversed(urls)), room, f"p{n}", history=50).offset for n in range(4)]
+        # The list, or the same URLs in one string separated by commas (as TAKEOVER_HUB gives them).
+        targets = [list(reversed(urls)), ", ".join(urls)]
+        offsets = [publish(targets[n % 2], room, f"p{n}", history=50).offset for n in range(4)]
         assert present.receive(4) == [f"p{n}" for n in range(4)]
         late = workers.client(room, "late", since=offsets[0])
         assert late.joined and late.replayed == ["p1", "p2", "p3"]

@@ -249,12 +249,18 @@ def app(environ, start_response):
 """
 
 
-@pytest.mark.parametrize("reload", [False, True])
+@pytest.mark.parametrize(
+    ("reload", "url"),
+    [
+        (False, "redis://127.0.0.1:6390/2"),
+        (True, "redis://127.0.0.1:6390/2"),
+        (False, "redis://127.0.0.1:6390/2,redis://127.0.0.1:6391/2"),  # several servers, one setting
+    ],
+)
 def test_hub_sets_takeover_hub_before_the_app_is_imported(
-    tmp_path: Path, start: Callable[..., Served], reload: bool
+    tmp_path: Path, start: Callable[..., Served], reload: bool, url: str
 ) -> None:
     (tmp_path / "hubapp.py").write_text(HUB_APP)
-    url = "redis://127.0.0.1:6390/2"
     args = ["serve", "hubapp:app", "--bind", "127.0.0.1:0", "--hub", url, *(["--reload"] if reload else [])]
     served = start(*args)
     assert get(f"http://127.0.0.1:{served.wait_serving().group(3)}/") == url.encode()
@@ -369,7 +375,12 @@ def test_bad_allowed_origin(tmp_path: Path, origin: str, why: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "why"), [("http://127.0.0.1:6379", "a hub URL is memory://, redis://"), ("memory://x", "memory://")]
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:6379", "a hub URL is memory://, redis://"),
+        ("memory://x", "memory://"),
+        ("redis://127.0.0.1:6379/0,memory://", "memory:// is one process's broker"),
+    ],
 )
 def test_bad_hub(tmp_path: Path, url: str, why: str) -> None:
     line = run_error(tmp_path, "serve", "hello:app", "--hub", url)
