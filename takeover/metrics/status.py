@@ -24,7 +24,7 @@ and a ROW has ``pid``, ``started``, ``uptime``, ``updated`` (when its figures
 were taken), ``connections_open``, ``connections_total``,
 ``messages_in_per_second``, ``messages_out_per_second``,
 ``bytes_in_per_second``, ``bytes_out_per_second`` (rates are measured here,
-between two snapshots of the process at least :data:`RATE_WINDOW` seconds
+between two snapshots of the process at least half a second (``RATE_WINDOW``)
 apart, and are 0 the first time a process is seen), ``closes_recent`` (``{code:
 closes}`` over the last 15 minutes), ``closes_by_minute`` (``[[minute since the
 epoch, {code: closes}], ...]``, each of those minutes, oldest first),
@@ -71,10 +71,9 @@ if TYPE_CHECKING:
 
 __all__ = ["StatusApp", "same_host"]
 
-Snapshot = dict[str, Any]
-Row = dict[str, Any]
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
+
 
 def same_host(origin: str | None, host: str | None) -> bool:
     """Whether a browser page of ``origin`` is on ``host`` (a ``Host`` header), over http or https.
