@@ -137,6 +137,8 @@ def serve(
         logging.logThreads = False
         logging.logProcesses = False
         logging.logMultiprocessing = False
+        # Nor a file and line: no stack walk per record (the logging HOWTO's "Optimization").
+        logging._srcfile = None
     if access_log_format == "json":
         from takeover.accesslog import use_json
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from takeover._io.waiting import real_lock
 
 if TYPE_CHECKING:
     from takeover._io.session import Session
@@ -73,7 +74,8 @@ class Stats:
     """The process's figures (see the module's docstring); one instance, :data:`STATS`."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # A lock of the OS even under gevent's patching: it is held for a few dict operations.
+        self._lock = real_lock()
         self._pid = os.getpid()
         self.started = time.time()
         self._live: set[Session] = set()
@@ -93,12 +95,18 @@ class Stats:
     on_event: Callable[[], object] | None = None
 
     def _here(self) -> None:
-        """A forked child starts from zero: the parent's sessions are not its own."""
-        pid = os.getpid()
-        if pid != self._pid:
-            self.__init__()  # type: ignore[misc]
+        """A forked child starts from zero: the parent's sessions are not its own.
+
+        ``os.fork()`` resets it at once (a fork hook); a child forked in C (uWSGI's
+        workers) is noticed here, at its first event, before anything is counted.
+        """
+        if os.getpid() != self._pid:
+            self._forked()
         if self.on_event is not None:
             self.on_event()
+
+    def _forked(self) -> None:
+        self.__init__()  # type: ignore[misc]
 
     # -- once a connection (from any thread) ---------------------------------
 
@@ -136,13 +144,12 @@ class Stats:
     def backpressure_closed(self) -> None:
         """A session is closing with 1008: its peer stopped reading (``max_buffered_amount``)."""
         with self._lock:
-            self._here()
             self.backpressure_closes += 1
 
     def handed_over(self) -> None:
         """A threaded server handed a connection over to the I/O loop."""
         with self._lock:
-            self._here()
+            self._here()  # a worker's first event
             self.handovers += 1
 
     def add_hub(self, source: Any) -> HubStats:
@@ -235,3 +242,4 @@ def redact_url(url: str) -> str:
 
 #: This process's figures.
 STATS = Stats()
+os.register_at_fork(after_in_child=STATS._forked)
