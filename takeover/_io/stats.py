@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from takeover._io.waiting import real_lock
 
 if TYPE_CHECKING:
     from takeover._io.session import Session
@@ -74,8 +73,9 @@ class Stats:
     """The process's figures (see the module's docstring); one instance, :data:`STATS`."""
 
     def __init__(self) -> None:
-        # A lock of the OS even under gevent's patching: it is held for a few dict operations.
-        self._lock = real_lock()
+        # gevent's lock where threading is patched: an OS lock held by a greenlet that a
+        # finalizer run by the garbage collector switched away from would block the hub.
+        self._lock = threading.Lock()
         self._pid = os.getpid()
         self.started = time.time()
         self._live: set[Session] = set()
@@ -90,8 +90,8 @@ class Stats:
         self.recent_closes: deque[tuple[int, dict[int, int]]] = deque(maxlen=RECENT_MINUTES)
         self.hubs: list[HubStats] = []
 
-    #: Called (with the lock held) at each open and refused upgrade: takeover.metrics starts
-    #: its exporter there in a worker forked without Python's fork hooks (uWSGI's C fork()).
+    #: Called (without the lock) at each open, refused upgrade and hand-over: takeover.metrics
+    #: starts its exporter there in a worker forked without Python's fork hooks (uWSGI's C fork()).
     on_event: Callable[[], object] | None = None
 
     def _here(self) -> None:
@@ -102,16 +102,20 @@ class Stats:
         """
         if os.getpid() != self._pid:
             self._forked()
-        if self.on_event is not None:
-            self.on_event()
 
     def _forked(self) -> None:
         self.__init__()  # type: ignore[misc]
+
+    def _event(self) -> None:
+        on_event = self.on_event
+        if on_event is not None:  # may switch greenlets (it may start a thread): not under the lock
+            on_event()
 
     # -- once a connection (from any thread) ---------------------------------
 
     def opened(self, session: Session) -> None:
         """``session`` wrote its 101 and is open."""
+        self._event()
         with self._lock:
             self._here()
             self._live.add(session)
@@ -137,6 +141,7 @@ class Stats:
 
     def rejected(self, status: int) -> None:
         """A handshake was refused with HTTP ``status``."""
+        self._event()
         with self._lock:
             self._here()
             self.rejections[status] = self.rejections.get(status, 0) + 1
@@ -148,6 +153,7 @@ class Stats:
 
     def handed_over(self) -> None:
         """A threaded server handed a connection over to the I/O loop."""
+        self._event()
         with self._lock:
             self._here()  # a worker's first event
             self.handovers += 1
