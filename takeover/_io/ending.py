@@ -47,8 +47,8 @@ class Ending:
     """The closing routine (see the module's docstring); the state it reads is the session's."""
 
     __slots__ = (
-        "_close_requested", "_registered", "_timer", "close_event", "closing", "dispatched_close", "finished",
-        "handler", "ws",
+        "_close_requested", "_registered", "_timer", "_where", "close_event", "closing", "dispatched_close",
+        "finished", "handler", "ws",
     )
 
     ws: WebSocket | None
@@ -142,7 +142,8 @@ class Ending:
         self._set_timer(self.options.close_timeout, self._on_close_timeout)
 
     def _end(self, row: Closing, code: int | None, text: str, cause: BaseException | None) -> None:
-        self._cancel_timer()
+        if self._timer is not None:  # (tested here: a call saved on every close)
+            self._cancel_timer()
         if row.code is not None:
             code = row.code
         if row.text is not None:
@@ -188,7 +189,7 @@ class Ending:
 
     def _log_open(self) -> None:
         """The access log's open record (the caller checked that ``access_logger`` logs INFO)."""
-        path, peer = self.path, self.peer
+        path, peer = self._where = (self.path, self.peer)  # kept for the close's record
         access_logger.info(
             "WebSocket open %s peer=%s", path, peer,
             extra={"takeover": {"event": "open", "path": path, "peer": peer}},
@@ -200,7 +201,8 @@ class Ending:
             if self.finished:
                 return
             self.finished = True
-        self._cancel_timer()
+        if self._timer is not None:
+            self._cancel_timer()
         if self.handler is not None and self.loop.listener_pool is not None:
             from takeover._io.handlers import HANDLER_THREADS
 
@@ -212,7 +214,8 @@ class Ending:
         if self.opened_at:
             STATS.closed(self, close.code)  # type: ignore[arg-type]
         if self.opened_at and access_logger.isEnabledFor(logging.INFO):
-            path, peer, duration = self.path, self.peer, time.monotonic() - self.opened_at
+            path, peer = getattr(self, "_where", None) or (self.path, self.peer)
+            duration = time.monotonic() - self.opened_at
             fields = {
                 "event": "close", "path": path, "peer": peer, "code": close.code, "clean": close.was_clean,
                 "duration": round(duration, 6), "messages_in": self.messages_in,

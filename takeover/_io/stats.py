@@ -17,6 +17,7 @@ Bytes are counted on the wire: frame headers included, after compression.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -79,11 +80,14 @@ class Stats:
         self._pid = os.getpid()
         self.started = time.time()
         self._live: set[Session] = set()
-        self.connections_total = 0
+        # Counted with next(): one C call, atomic under the GIL, no lock (read with _value()).
+        self._connections = itertools.count()
+        self._handovers = itertools.count()
+        #: A server handed a connection over (a C call per hand-over: no Python frame, no lock).
+        self.handed_over: Callable[[], int] = self._handovers.__next__
         self.closes: dict[int, int] = {}
         self.rejections: dict[int, int] = {}
         self.backpressure_closes = 0
-        self.handovers = 0
         # What the closed sessions had counted.
         self._messages_in = self._messages_out = self._bytes_in = self._bytes_out = 0
         #: (minute since the epoch, {code: closes}) for the last :data:`RECENT_MINUTES` minutes.
@@ -114,12 +118,13 @@ class Stats:
     # -- once a connection (from any thread) ---------------------------------
 
     def opened(self, session: Session) -> None:
-        """``session`` wrote its 101 and is open."""
-        self._event()
-        with self._lock:
-            self._here()
-            self._live.add(session)
-            self.connections_total += 1
+        """``session`` wrote its 101 and is open (no lock: ``set.add`` and ``next`` are atomic)."""
+        if self.on_event is not None:
+            self.on_event()
+        if os.getpid() != self._pid:
+            self._forked()  # a worker's first event (a C fork: uWSGI)
+        self._live.add(session)
+        next(self._connections)
 
     def closed(self, session: Session, code: int) -> None:
         """``session`` is CLOSED with ``code`` (1006 for a connection lost): its counts are kept."""
@@ -151,13 +156,6 @@ class Stats:
         with self._lock:
             self.backpressure_closes += 1
 
-    def handed_over(self) -> None:
-        """A threaded server handed a connection over to the I/O loop."""
-        self._event()
-        with self._lock:
-            self._here()  # a worker's first event
-            self.handovers += 1
-
     def add_hub(self, source: Any) -> HubStats:
         """The figures of a hub starting in this process (``source`` has ``healthy`` and ``locals``)."""
         hub = HubStats(source)
@@ -188,11 +186,11 @@ class Stats:
                 "started": self.started,
                 "time": now,
                 "connections_open": len(live),
-                "connections_total": self.connections_total,
+                "connections_total": _value(self._connections),
                 "closes": {str(code): count for code, count in sorted(self.closes.items())},
                 "rejections": {str(status): count for status, count in sorted(self.rejections.items())},
                 "backpressure_closes": self.backpressure_closes,
-                "handovers": self.handovers,
+                "handovers": _value(self._handovers),
                 "recent_closes": [
                     [minute, {str(code): count for code, count in counts.items()}]
                     for minute, counts in self.recent_closes
@@ -214,6 +212,11 @@ class Stats:
             hubs=[_hub_figures(hub) for hub in hubs],
         )
         return figures
+
+
+def _value(counter: itertools.count[int]) -> int:
+    """How many times ``next(counter)`` was called: its repr is ``count(N)``, the only way it says."""
+    return int(repr(counter)[6:-1])
 
 
 def _hub_figures(hub: HubStats) -> dict[str, Any]:
