@@ -537,6 +537,40 @@ def test_the_hubs_install_line_gives_the_hub_and_publish(
     assert result.stdout.strip() == "the hub works", result.stdout + result.stderr
 
 
+METRICS_HEADING = "## Metrics, a status page, access logs"
+METRICS_CHECK = """
+import json
+import takeover.accesslog
+import takeover.metrics
+
+def call(app, query=""):
+    answer = {}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": query, "SERVER_NAME": "x",
+               "SERVER_PORT": "80", "wsgi.url_scheme": "http", "HTTP_HOST": "x"}
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: answer.update(status=status)))
+    assert answer["status"].startswith("200"), answer
+    return body.decode()
+
+assert "takeover_connections_open 0.0" in call(takeover.metrics.wsgi_app)
+assert json.loads(call(takeover.metrics.status_app, "format=json"))["total"]["connections_open"] == 0
+assert "<html" in call(takeover.metrics.status_app)
+takeover.accesslog.JSONFormatter()
+print("metrics work")
+"""
+
+
+def test_the_metrics_install_line_gives_metrics_and_the_status_page(venv_for: Callable[[str], Venv]) -> None:
+    """The README's `pip install 'takeover[metrics]'` (under its heading): metrics and the page installed."""
+    lines = re.findall(r"`(pip install [^`]+)`", section(README.read_text(encoding="utf-8"), METRICS_HEADING))
+    assert len(lines) == 1, f"README's metrics section should name one pip line, not {lines}"
+    venv = venv_for(lines[0])
+    result = subprocess.run(
+        [str(venv.bin / "python"), "-c", METRICS_CHECK], env=venv.env(), capture_output=True, text=True,
+        timeout=60,
+    )
+    assert result.stdout.strip() == "metrics work", result.stdout + result.stderr
+
+
 def test_the_table_reader_fails_loudly() -> None:
     """No heading, no table, no rows: errors; a row without a pip line or port 8000: its problem."""
     table = "| server | install | run |\n|---|---|---|\n"
