@@ -110,11 +110,6 @@ class Stats:
     def _forked(self) -> None:
         self.__init__()  # type: ignore[misc]
 
-    def _event(self) -> None:
-        on_event = self.on_event
-        if on_event is not None:  # may switch greenlets (it may start a thread): not under the lock
-            on_event()
-
     # -- once a connection (from any thread) ---------------------------------
 
     def opened(self, session: Session) -> None:
@@ -146,7 +141,8 @@ class Stats:
 
     def rejected(self, status: int) -> None:
         """A handshake was refused with HTTP ``status``."""
-        self._event()
+        if self.on_event is not None:  # may switch greenlets (it may start a thread): not under the lock
+            self.on_event()
         with self._lock:
             self._here()
             self.rejections[status] = self.rejections.get(status, 0) + 1

@@ -166,8 +166,7 @@ def snapshots(exporter: Exporter | None) -> list[dict[str, Any]]:
     """Each live process's latest figures, this one's fresh (one process: just its own)."""
     if exporter is None:
         return [STATS.snapshot()]
-    exporter.ensure_running()
-    own = exporter.sync()
+    own = exporter.sync()  # (the caller, takeover.metrics._setup, has it running)
     forget_dead(exporter.directory)
     found = [own]
     for path in sorted(glob.glob(os.path.join(exporter.directory, "takeover-status-*.json"))):

@@ -2,7 +2,7 @@
 
 The pure functions behind the page's JSON (rates, the lag's p99, the totals)
 are tested with made-up snapshots. Then on real servers, running
-tests/metrics/apps/status_page_app.py: ``takeover serve`` with the page open in
+tests/metrics/apps/metrics_app.py: ``takeover serve`` with the page open in
 headless Chromium, whose numbers must follow WebSocket clients as they connect
 and close, without a reload and without a JavaScript error; plain HTTP for
 ``authorize``, ``?format=json`` and the page's feed; and gunicorn with two
@@ -53,7 +53,7 @@ from tests.processes import OutputLines, free_port, stop_process
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-APP = "tests.metrics.apps.status_page_app:app"
+APP = "tests.metrics.apps.metrics_app:app"
 HOST = "127.0.0.1"
 WAIT = 20.0  # seconds: a server starting, a figure showing up
 ROW_KEYS = {
@@ -233,7 +233,7 @@ def test_status_app_checks_its_arguments() -> None:
 
 
 class Served:
-    """``takeover serve`` (or gunicorn) running status_page_app.py on 127.0.0.1, and its clients."""
+    """``takeover serve`` (or gunicorn) running metrics_app.py on 127.0.0.1, and its clients."""
 
     def __init__(self, command: list[str], ready: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
