@@ -311,13 +311,15 @@ class Locals:
             ws.close(POLICY_VIOLATION, "too many messages queued before the WebSocket opened")
             return
         room = member.local.name
+        delivered = 0
         for offset, data in member.queue:
             if isinstance(data, Gap):
                 broadcast((ws,), gap_notice(room, data.first, data.last))
-            elif member.envelope:
-                broadcast((ws,), envelope(room, offset, data))
-            else:
-                broadcast((ws,), data)
+                continue
+            delivered += 1
+            broadcast((ws,), envelope(room, offset, data) if member.envelope else data)
+        if delivered and self.stats is not None:  # replays, and what came before it opened
+            self.stats.delivered(delivered, None)
         member.queue = []
         member.queued = 0
         member.live = True
