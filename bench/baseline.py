@@ -22,10 +22,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.config import PY, ROOT
-from bench.specs import SERVERS, ServerSpec
+from bench.specs import SERVERS, FanoutSpec, ServerSpec
 
 #: The rows that get a ``takeover@REV`` twin: (key, what the twin's label says).
 BASELINE_OF = {
@@ -158,6 +158,25 @@ class Baseline:
             )
         return twins
 
+    def fanout_servers(self, current: list[FanoutSpec]) -> list[FanoutSpec]:
+        """The ``takeover@REV`` twins of the fan-out rows among ``current`` that REV can run: takeover's
+        Hub on one Redis or memory:// (gunicorn started in the worktree, so that REV's
+        bench/servers/hub_fanout.py and takeover are the ones imported)."""
+        assert self.path is not None, "create() the worktree first"
+        return [
+            dataclasses.replace(
+                spec,
+                key=f"{spec.key}@{self.short}",
+                label=f"takeover@{self.short} ({spec.label})",
+                notes=f"{spec.notes}; run from a git worktree of {self.commit}",
+                takeover_root=self.path,
+                cwd=self.path,
+                baseline_of=spec.key,
+            )
+            for spec in current
+            if spec.client == "ws" and spec.brokers == "one" and spec.app == "bench.servers.hub_fanout:app"
+        ]
+
     def describe(self) -> dict[str, Any]:
         return {
             "rev": self.rev,
@@ -169,7 +188,10 @@ class Baseline:
         }
 
 
-def interleave(servers: list[ServerSpec], twins: list[ServerSpec]) -> list[ServerSpec]:
+Row = TypeVar("Row", ServerSpec, FanoutSpec)
+
+
+def interleave(servers: list[Row], twins: list[Row]) -> list[Row]:
     """``servers`` with each baseline twin right after its current-code row."""
     out = []
     for spec in servers:

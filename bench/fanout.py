@@ -10,6 +10,11 @@ publisher, and publishes at each rate in turn on the same connections. The drive
 each message with its send time and computes latency on receipt with the same clock.
 
 Nothing is pinned: the workers, redis-server and the driver share the machine's CPUs.
+The second scenario, ``fan-out-saturated`` (issue 21), runs the same rows at saturation: the
+server and its redis-server on one CPU, the driver on another (the takeover rows' driver is
+then bench/native/fanout_driver.c, far cheaper per delivery than Node, so that the server is
+what saturates), several publishers taking turns, and rates past what one core delivers; its
+target compares each takeover row's CPU per delivery with its ``--baseline`` twin's.
 The harness reads the CPU time of the server (gunicorn and its workers), of
 redis-server and of the driver over each counted window, and everyone else's as
 "other". The order of the rows rotates from round to round; figures are medians over the
@@ -18,6 +23,7 @@ rounds (bench/fanout_report.py).
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import statistics
@@ -26,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.fanout_report import evaluate_fanout_targets
+from bench import native_driver
+from bench.fanout_report import evaluate_fanout_targets, evaluate_saturation_targets
 from bench.loadgen import READY_TIMEOUT, ServerProcess, run_loadgen
 from bench.measure import QUIET, RETRIES, wait_for_quiet
 from bench.proc import cpu_seconds, machine_busy_seconds
@@ -34,6 +41,7 @@ from bench.redisproc import Brokers
 from bench.specs import SCENARIO_BY_KEY, FanoutSpec, check_available, describe_scenario
 
 FANOUT = "fan-out"
+FANOUT_SATURATED = "fan-out-saturated"
 #: What each worker prints once it has loaded the app (bench/servers/fanout_gunicorn.py).
 WORKER_READY = "fanout-worker-ready"
 WORKER_LINE = re.compile(WORKER_READY + r" pid=(\d+)")
@@ -44,9 +52,9 @@ FIGURES = ("deliveries_per_second", "p50_ms", "p99_ms", "publish_rate", "max_pub
 SHARES = ("server_cpu", "redis_cpu", "client_cpu", "foreign_cpu")
 
 
-def fanout_params(quick: bool, duration: float, warmup: float) -> dict[str, Any]:
+def fanout_params(quick: bool, duration: float, warmup: float, scenario: str = FANOUT) -> dict[str, Any]:
     """The driver's parameters for this run (the scenario's, with the run's durations)."""
-    params = SCENARIO_BY_KEY[FANOUT].params(quick)
+    params = SCENARIO_BY_KEY[scenario].params(quick)
     params.update(duration=duration, warmup=warmup, timeout=OPEN_TIMEOUT, pause=PAUSE)
     per_rate = params["warmup"] + params["duration"] + params["drain"] + 2 * PAUSE
     params["budget"] = 2 * OPEN_TIMEOUT + len(params["rates"]) * per_rate + 30
@@ -75,16 +83,23 @@ Observer = Callable[[dict[str, Any], ServerProcess, Any], None]
 
 
 def measure_fanout(
-    spec: FanoutSpec, params: dict[str, Any], log: Any, observe: Observer | None = None
+    spec: FanoutSpec, params: dict[str, Any], log: Any, observe: Observer | None = None,
+    pin: tuple[set[int], set[int]] | None = None, native: bool = False,
 ) -> dict[str, Any]:
     """One row, every rate: start Redis (if the row has it) and the server, run the driver, stop
     both. Returns the driver's result with CPU shares per rate and the worker pids.
-    ``observe`` sees the driver's events as they come (bench/profile.py starts py-spy so)."""
+    ``observe`` sees the driver's events as they come (bench/profile.py starts py-spy so).
+    ``pin``: (the server's and its Redis's CPUs, the driver's). ``native``: a "ws" row's members
+    are bench/native/fanout_driver.c's (when it builds) instead of bench/node/fanout.js's."""
     redis = Brokers(spec.brokers, log) if spec.redis else None
     try:
         if redis is not None:
             redis.wait_ready()
-        server = ServerProcess(spec.server(redis.url if redis else None), FANOUT, None, log)
+            if pin is not None:
+                for pid in redis.pids:
+                    os.sched_setaffinity(pid, pin[0])
+        server_cpus, driver_cpus = pin if pin is not None else (None, None)
+        server = ServerProcess(spec.server(redis.url if redis else None), FANOUT, server_cpus, log)
         try:
             server.wait_ready()
             workers = wait_workers(server, spec.workers)
@@ -104,7 +119,9 @@ def measure_fanout(
                     }
 
             budget = params["budget"] + 30
-            result = run_loadgen(run, server, None, on_event, script="fanout.js", budget=budget)
+            binary = native_driver.build() if native and spec.client == "ws" else None
+            command = native_driver.command(binary, run) if binary is not None else None
+            result = run_loadgen(run, server, driver_cpus, on_event, "fanout.js", budget, command)
         finally:
             server.stop()
     finally:
@@ -144,11 +161,26 @@ def rate_problems(row: dict[str, Any]) -> list[str]:
     return problems
 
 
+def saturation_pin() -> tuple[set[int], set[int]] | None:
+    """The saturated scenario's CPUs: (the server and its Redis, the driver); None on one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return ({cpus[0]}, {cpus[1]}) if len(cpus) >= 2 else None
+
+
 def run_fanout(
-    specs: list[FanoutSpec], quick: bool, rounds: int, duration: float, warmup: float, logs: Path
+    specs: list[FanoutSpec], quick: bool, rounds: int, duration: float, warmup: float, logs: Path,
+    scenario: str = FANOUT,
 ) -> dict[str, Any]:
-    """Every row, ``rounds`` times (the order rotating); the report's "fanout" part."""
-    params = fanout_params(quick, duration, warmup)
+    """Every row, ``rounds`` times (the order rotating); the report's "fanout" part (or, for
+    ``fan-out-saturated``, its "fanout_saturated" part)."""
+    params = fanout_params(quick, duration, warmup, scenario)
+    saturated = scenario == FANOUT_SATURATED
+    pin = saturation_pin() if saturated else None
+    if saturated and pin is None:
+        print("  note: fan-out at saturation needs two CPUs to pin the server and the driver apart")
+    native = saturated and native_driver.build() is not None
+    if saturated and not native:
+        print("  note: no C compiler (cc): the takeover rows' driver is Node's", flush=True)
     unavailable = {spec.key: check_available(spec) for spec in specs}
     for key, reason in unavailable.items():
         if reason:
@@ -157,17 +189,17 @@ def run_fanout(
     details: dict[str, list[dict[str, Any]]] = {spec.key: [] for spec in specs}
     errors: dict[str, list[str]] = {spec.key: [] for spec in specs}
     logs.mkdir(parents=True, exist_ok=True)
-    files = {spec.key: open(logs / f"fanout-{spec.key}.log", "w") for spec in runnable}
+    files = {spec.key: open(logs / f"{scenario}-{spec.key}.log", "w") for spec in runnable}
     try:
         for round_index in range(rounds):
             shift = round_index % max(len(runnable), 1)
             for spec in runnable[shift:] + runnable[:shift]:
-                label = f"[round {round_index + 1}/{rounds}] {FANOUT:9} {spec.key:16}"
+                label = f"[round {round_index + 1}/{rounds}] {scenario:9} {spec.key:16}"
                 result = None
                 for attempt in range(1 + RETRIES):
                     wait_for_quiet(label)
                     try:
-                        result = measure_fanout(spec, params, files[spec.key])
+                        result = measure_fanout(spec, params, files[spec.key], pin=pin, native=native)
                     except Exception as error:  # one failure must not end the run
                         errors[spec.key].append(f"round {round_index + 1}: {error}")
                         print(f"{label} ERROR {error}", flush=True)
@@ -188,16 +220,28 @@ def run_fanout(
     summary = {
         spec.key: summarise(details[spec.key], errors[spec.key], unavailable[spec.key]) for spec in specs
     }
+    baseline_of = {spec.key: spec.baseline_of for spec in specs if spec.baseline_of}
+    targets = (
+        evaluate_saturation_targets(summary, params["rates"], baseline_of)
+        if saturated
+        else evaluate_fanout_targets(summary, params["rates"])
+    )
     return {
+        "scenario": scenario,
+        "pinned": f"server and redis-server on CPU {min(pin[0])}, driver on CPU {min(pin[1])}"
+        if pin
+        else "not pinned",
+        "driver": "bench/native/fanout_driver.c for takeover's rows" if native else "bench/node/fanout.js",
+        "baseline_of": baseline_of,
         "params": params,
-        "description": describe_scenario(SCENARIO_BY_KEY[FANOUT], params, duration),
+        "description": describe_scenario(SCENARIO_BY_KEY[scenario], params, duration),
         "rows": [spec.key for spec in specs],
         "labels": {spec.key: spec.label for spec in specs},
         "notes": {spec.key: spec.notes for spec in specs},
         "workers": {spec.key: spec.workers for spec in specs},
         "summary": summary,
         "details": details,
-        "targets": evaluate_fanout_targets(summary, params["rates"]),
+        "targets": targets,
     }
 
 

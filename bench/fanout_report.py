@@ -1,4 +1,4 @@
-"""The fan-out scenario's report: its table, clients per worker, and its targets (PASS/FAIL)."""
+"""The fan-out scenarios' report: their table, clients per worker, and their targets (PASS/FAIL)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,65 @@ def evaluate_fanout_targets(summary: dict[str, Any], rates: list[float]) -> list
     return out
 
 
+#: Issue 21: at saturation, a delivery costs at most this share of the server CPU it cost before
+#: (3.0 -> 1.5 µs in the issue's run), at an equal or lower p99.
+SATURATION_COST = 0.5
+#: ... and, against Flask-SocketIO in the same run, at most 1.5 of its 5.8 µs (the issue's figures).
+SATURATION_PEER_COST = 1.5 / 5.8
+#: The rows the saturation targets are for: the issue's 3.0 µs was the Redis Hub's.
+SATURATION_ROWS = ("hub-redis",)
+#: A server below this share of its one core is not saturated: no verdict there.
+SATURATED_SHARE = 0.9
+
+
+def _cost_verdict(
+    mine: dict[str, Any] | None, theirs: dict[str, Any] | None, maximum: float
+) -> dict[str, Any]:
+    """µs per delivery of ``mine`` over ``theirs`` (PASS at ``maximum`` or less), p99s compared."""
+    mine_cost = micros_per_delivery(mine) if mine else None
+    their_cost = micros_per_delivery(theirs) if theirs else None
+    if mine is None or theirs is None or mine_cost is None or not their_cost:
+        return {"ratio": None, "pass": None}
+    ratio = mine_cost / their_cost
+    p99, peer_p99 = mine["p99_ms"], theirs["p99_ms"]
+    if min(mine.get("server_cpu") or 0.0, theirs.get("server_cpu") or 0.0) < SATURATED_SHARE:
+        return {"ratio": ratio, "pass": None, "p99": p99, "peer_p99": peer_p99, "why": "not saturated"}
+    no_worse = p99 is not None and peer_p99 is not None and p99 <= peer_p99
+    return {"ratio": ratio, "pass": ratio <= maximum and no_worse, "p99": p99, "peer_p99": peer_p99}
+
+
+def evaluate_saturation_targets(
+    summary: dict[str, Any], rates: list[float], baseline_of: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Issue 21's fan-out targets at saturation, at each rate: each takeover row's CPU per delivery
+    against its ``--baseline`` twin's (``baseline_of``: twin key -> row key), and takeover on Redis
+    against Flask-SocketIO."""
+    pairs = [
+        (
+            f"fan-out at saturation: {row} CPU µs/delivery <= {SATURATION_COST:g}x {twin}'s at an equal "
+            "or lower p99",
+            row, twin, SATURATION_COST,
+        )
+        for twin, row in baseline_of.items()
+        if row in SATURATION_ROWS
+    ]
+    pairs.append(
+        (
+            f"fan-out at saturation: hub-redis CPU µs/delivery <= {SATURATION_PEER_COST:.2f}x "
+            "Flask-SocketIO's (1.5 of 5.8 µs) at an equal or lower p99",
+            "hub-redis", "flask-socketio", SATURATION_PEER_COST,
+        )
+    )
+    out = []
+    for label, key, peer, maximum in pairs:
+        target: dict[str, Any] = {"target": label, "row": key, "peer": peer, "rates": {}}
+        for rate in rates:
+            mine, theirs = _cell(summary, key, rate), _cell(summary, peer, rate)
+            target["rates"][str(rate)] = _cost_verdict(mine, theirs, maximum)
+        out.append(target)
+    return out
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
@@ -64,6 +123,8 @@ def _ms(value: float | None) -> str:
 
 def _verdict(cell: dict[str, Any]) -> str:
     if cell.get("pass") is None:
+        if cell.get("why") and cell.get("ratio") is not None:
+            return f"{cell['why']} ({cell['ratio']:.2f}x)"
         return "not measured"
     text = f"{'PASS' if cell['pass'] else 'FAIL'} ({cell['ratio']:.2f}x"
     if "p99" in cell:
@@ -71,9 +132,11 @@ def _verdict(cell: dict[str, Any]) -> str:
     return text + ")"
 
 
-def micros_per_delivery(cell: dict[str, Any]) -> float | None:
+def micros_per_delivery(cell: dict[str, Any] | None) -> float | None:
     """The server's CPU time per delivery, in µs: its share of a core over the counted window
     (all its workers together) / deliveries per second."""
+    if cell is None:
+        return None
     share, rate = cell.get("server_cpu"), cell.get("deliveries_per_second")
     if share is None or not rate:
         return None
@@ -86,10 +149,20 @@ def fanout_markdown(fanout: dict[str, Any]) -> str:
     summary = fanout["summary"]
     labels = fanout["labels"]
     rates = params["rates"]
+    if fanout.get("scenario") == "fan-out-saturated":
+        how = (
+            f"Fan-out at saturation: {fanout['description']}. One driver process holds every client and "
+            f"the publishers ({fanout['driver']}; Flask-SocketIO's: bench/node/fanout.js); "
+            f"{fanout['pinned']}."
+        )
+    else:
+        how = (
+            "Fan-out: " + fanout["description"] + ". One Node process (bench/node/fanout.js) holds "
+            "every client and the publisher; nothing is pinned (the workers, redis-server and the "
+            "driver share the CPUs)."
+        )
     out = [
-        "Fan-out: " + fanout["description"] + ". One Node process (bench/node/fanout.js) holds "
-        "every client and the publisher; nothing is pinned (the workers, redis-server and the "
-        "driver share the CPUs). deliveries/s: messages received by all clients together in the "
+        how + " deliveries/s: messages received by all clients together in the "
         "counted window; latency: from the publisher's send to a client's receipt, both on the "
         "driver's clock, over the counted messages; lost: counted publishes x clients - received "
         f"by the end of the drain (at most {params['drain']:g} s); µs/delivery: the server's CPU "

@@ -199,19 +199,15 @@ def run_loadgen(
     on_event: Callable[[dict[str, Any], Any], None],
     script: str = "loadgen.js",
     budget: float | None = None,
+    native: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run bench/node/``script`` with ``params``; call ``on_event(event, process)`` for each
-    progress line. It is killed after ``budget`` seconds (by default loadgen.js's own limit
-    plus 30 s)."""
+    """Run bench/node/``script`` with ``params`` (or the ``native`` command, which prints the same
+    lines); call ``on_event(event, process)`` for each progress line. It is killed after
+    ``budget`` seconds (by default loadgen.js's own limit plus 30 s)."""
     if budget is None:
         budget = params["duration"] + params["warmup"] + params["timeout"] + params.get("hold", 0) + 30
-    command = [
-        "bash",
-        "-c",
-        f'ulimit -n {NOFILE}; exec node bench/node/{script} "$1"',
-        "loadgen",
-        json.dumps(params),
-    ]
+    driver = native if native is not None else ["node", f"bench/node/{script}", json.dumps(params)]
+    command = ["bash", "-c", f'ulimit -n {NOFILE}; exec "$@"', "loadgen", *driver]
     process = subprocess.Popen(
         command,
         cwd=ROOT,

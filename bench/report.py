@@ -351,6 +351,8 @@ def markdown(report: dict[str, Any]) -> str:
     parts = [servers_markdown(report)] if report["config"]["scenarios"] else []
     if report.get("fanout"):
         parts.append(fanout_markdown(report["fanout"]))
+    if report.get("fanout_saturated"):
+        parts.append(fanout_markdown(report["fanout_saturated"]))
     if report.get("drops"):
         parts.append(drops_markdown(report["drops"]))
     if report.get("redis"):
@@ -496,7 +498,7 @@ def machine_markdown(report: dict[str, Any]) -> str:
                 f"python-socketio {info['python-socketio']}, python-engineio {info['python-engineio']}, "
                 f"socket.io-client {info['socket.io-client']}"
             ]
-            if report.get("fanout") or report.get("drops")
+            if report.get("fanout") or report.get("fanout_saturated") or report.get("drops")
             else []
         ),
         f"- command: `{config['command']}`; {config['rounds']} round(s), {config['duration']:g} s per "
@@ -507,6 +509,8 @@ def machine_markdown(report: dict[str, Any]) -> str:
         lines.append(f"  - {SCENARIO_BY_KEY[key].title}: {config['scenario_descriptions'][key]}")
     if report.get("fanout"):
         lines.append(f"  - fan-out: {report['fanout']['description']}")
+    if report.get("fanout_saturated"):
+        lines.append(f"  - fan-out at saturation: {report['fanout_saturated']['description']}")
     if report.get("drops"):
         lines.append(f"  - drops: {report['drops']['description']}")
     return "\n".join(lines) + "\n"

@@ -49,7 +49,7 @@ from bench.baseline import Baseline, interleave
 from bench.capacity import REDIS, run_redis
 from bench.config import LOGS, RESULTS, ROOT
 from bench.drops import DROPS, run_drops
-from bench.fanout import FANOUT, run_fanout
+from bench.fanout import FANOUT, FANOUT_SATURATED, run_fanout
 from bench.loadgen import raise_nofile
 from bench.machine import git_commit, machine, takeover_fingerprint
 from bench.measure import QUIET, RETRIES, measure, wait_for_quiet
@@ -116,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.key in args.scenarios.split(",")]
     fanout = [s for s in FANOUT_SERVERS if not args.servers or s.key in args.servers.split(",")]
     drops = [s for s in DROPS_SERVERS if not args.servers or s.key in args.servers.split(",")]
-    if any(s.key == FANOUT for s in scenarios) and not fanout:
+    if any(s.key in (FANOUT, FANOUT_SATURATED) for s in scenarios) and not fanout:
         print("note: no fan-out rows among the servers, so the fan-out scenario has none", file=sys.stderr)
     if any(s.key == DROPS for s in scenarios) and not drops:
         print("note: no drops rows among the servers, so the drops scenario has none", file=sys.stderr)
-    if any(s.key not in (FANOUT, DROPS, REDIS) for s in scenarios) and not any(
+    if any(s.key not in (FANOUT, FANOUT_SATURATED, DROPS, REDIS) for s in scenarios) and not any(
         s.key == REFERENCE for s in servers
     ):
         print(
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             if not twins:
                 print("note: no takeover rows among the servers, so the baseline adds none", file=sys.stderr)
             servers = interleave(servers, twins)
+            fanout = interleave(fanout, baseline.fanout_servers(fanout))
             print(
                 f"baseline: takeover@{baseline.short} ({baseline.commit}) in a git worktree at "
                 f"{baseline.path}; C speedups {baseline.speedups}",
@@ -203,9 +204,11 @@ def _run(
     """The rounds, then the report."""
     argv = args.argv
     with_fanout = any(s.key == FANOUT for s in scenarios) and bool(fanout_rows)
+    with_saturated = any(s.key == FANOUT_SATURATED for s in scenarios) and bool(fanout_rows)
     with_drops = any(s.key == DROPS for s in scenarios) and bool(drops_rows)
     with_redis = any(s.key == REDIS for s in scenarios)
-    scenarios = [s for s in scenarios if s.key not in (FANOUT, DROPS, REDIS)]  # the server loop's scenarios
+    own = (FANOUT, FANOUT_SATURATED, DROPS, REDIS)
+    scenarios = [s for s in scenarios if s.key not in own]  # the server loop's scenarios
     if not scenarios:
         servers = []
     for server in servers:
@@ -229,6 +232,7 @@ def _run(
         f"bench: {len(servers)} servers x {len(scenarios)} scenarios x {rounds} round(s), "
         f"{duration:g} s each ({'quick' if quick else 'full'}); pinning: {pinning if scenarios else '-'}"
         + (f"; then fan-out: {len(fanout_rows)} rows x {rounds} round(s), not pinned" if with_fanout else "")
+        + (f"; then fan-out saturated: {len(fanout_rows)} rows x {rounds} round(s)" if with_saturated else "")
         + (f"; then drops: {len(drops_rows)} rows x {rounds} round(s), not pinned" if with_drops else ""),
         flush=True,
     )
@@ -289,7 +293,12 @@ def _run(
     finally:
         for log in logs.values():
             log.close()
-    fanout = run_fanout(fanout_rows, quick, rounds, duration, warmup, LOGS) if with_fanout else None
+    # The baseline's twins only in the saturated scenario, whose target compares with them.
+    plain_rows = [row for row in fanout_rows if not row.baseline_of]
+    fanout = run_fanout(plain_rows, quick, rounds, duration, warmup, LOGS) if with_fanout else None
+    saturated = None
+    if with_saturated:
+        saturated = run_fanout(fanout_rows, quick, rounds, duration, warmup, LOGS, FANOUT_SATURATED)
     drops = run_drops(drops_rows, quick, rounds, LOGS) if with_drops else None
     capacity = run_redis(rounds, LOGS) if with_redis else None
     runtime = time.monotonic() - started
@@ -361,6 +370,7 @@ def _run(
         },
         "baseline": baseline.describe() if baseline is not None else None,
         "fanout": fanout,
+        "fanout_saturated": saturated,
         "drops": drops,
         "redis": capacity,
         "runtime_seconds": runtime,

@@ -88,6 +88,16 @@ SCENARIOS = [
         {"clients": 4000, "rates": [25, 50, 100], "openConcurrency": 64, "drain": 10.0},
         {"clients": 1000, "rates": [25, 50, 100], "openConcurrency": 64, "drain": 5.0},
     ),
+    # The same rows at saturation (issue 21): the server and its Redis on one CPU, the C driver
+    # (bench/native/fanout_driver.c) on another, four publishers, rates past what one core delivers.
+    Scenario(
+        "fan-out-saturated",
+        "fan-out at saturation",
+        "deliveries/s",
+        True,
+        {"clients": 1000, "rates": [100, 400, 1600], "publishers": 4, "openConcurrency": 64, "drain": 5.0},
+        {"clients": 500, "rates": [100, 800], "publishers": 4, "openConcurrency": 64, "drain": 3.0},
+    ),
 ]
 SCENARIO_BY_KEY = {scenario.key: scenario for scenario in SCENARIOS}
 
@@ -122,6 +132,15 @@ def describe_scenario(scenario: Scenario, params: dict[str, Any], duration: floa
             f"{params['rate']:g}/s for {params['duration']:g} s, then up to {params['drain']:g} s to "
             f"catch up: messages delivered (distinct, of published x clients), duplicates, out of "
             f"order, reconnects, gaps reported"
+        )
+    if scenario.key == "fan-out-saturated":
+        rates = ", ".join(f"{rate:g}" for rate in params["rates"])
+        return (
+            f"{params['clients']:,} WebSocket clients in one room over the server's workers, "
+            f"{params['publishers']} publishers taking turns, 100-byte text messages at {rates} "
+            f"publishes/s, each for {duration:g} s after warm-up; the server and its redis-server on "
+            f"one CPU, the driver on another: deliveries/s, the server's CPU µs per delivery, "
+            f"publish-to-receive latency p50/p99, messages not received by the end of the drain"
         )
     if scenario.key == "fan-out":
         rates = ", ".join(f"{rate:g}" for rate in params["rates"])
@@ -415,6 +434,8 @@ class FanoutSpec:
     takeover_root: Path | None
     history: int = 100  # the Hub's history=, on Redis (BENCH_HUB_HISTORY)
     brokers: str = "one"  # one redis-server, "shards" (three, Hub([...])) or "cluster" (3 masters)
+    cwd: Path = ROOT  # where gunicorn starts (a baseline twin: its worktree, to import REV's takeover)
+    baseline_of: str = ""  # a baseline twin: the key of the row it is the REV of
 
     def server(self, redis_url: str | None) -> ServerSpec:
         """The ServerSpec that starts this row's gunicorn (bench/loadgen.py's ServerProcess runs
@@ -434,6 +455,7 @@ class FanoutSpec:
             needs=self.needs,
             notes=self.notes,
             takeover_root=self.takeover_root,
+            cwd=self.cwd,
             env=env,
         )
 

@@ -14,6 +14,7 @@
 //               transports ["websocket"]; a member emits "join" (acknowledged with the
 //               server's pid) and receives "msg" events; the publisher emits "publish".
 //   clients, openConcurrency   members, and how many of them connect at a time
+//   publishers  how many publishers take turns at publishing (default 1)
 //   rates       publishes per second, one after the other on the same connections
 //   warmup, duration, drain    per rate: publishing not counted, then counted, then at
 //               most `drain` seconds more for the counted messages to arrive
@@ -50,6 +51,7 @@ const params = Object.assign(
     timeout: 60,
     budget: 300,
     size: 100,
+    publishers: 1,
   },
   JSON.parse(process.argv[2] || "{}"),
 );
@@ -473,16 +475,24 @@ async function main() {
   }
   const perPid = {};
   for (const member of members) perPid[member.pid] = (perPid[member.pid] || 0) + 1;
-  const publisher = new kind.Publisher(kind.pubUrl());
+  // Several publishers take turns: each publish goes to the next one.
+  const publishers = Array.from({ length: params.publishers }, () => new kind.Publisher(kind.pubUrl()));
   try {
-    await publisher.opened();
+    await Promise.all(publishers.map((each) => each.opened()));
   } catch (error) {
-    await closeAll(members, 5);
-    return fail(`the publisher did not connect: ${error && error.message ? error.message : error}`);
+    await closeAll([...publishers, ...members], 5);
+    return fail(`a publisher did not connect: ${error && error.message ? error.message : error}`);
   }
+  let turn = 0;
+  const publisher = {
+    publish(text) {
+      publishers[turn].publish(text);
+      turn = (turn + 1) % publishers.length;
+    },
+  };
   emit({ event: "open", members: members.length, per_pid: perPid, open_seconds: openSeconds });
   if (!(await probe(publisher, members))) {
-    await closeAll([publisher, ...members], 5);
+    await closeAll([...publishers, ...members], 5);
     return fail(`only ${probed} of ${members.length} members received a probe within ${params.timeout} s`);
   }
   await sleep(params.pause);
@@ -516,7 +526,7 @@ async function main() {
     await sleep(params.pause);
   }
   current = null;
-  const cleanClose = await closeAll([publisher, ...members]);
+  const cleanClose = await closeAll([...publishers, ...members]);
   finish({
     client: params.client,
     members: members.length,
