@@ -13,7 +13,8 @@ Nothing is pinned: the workers, redis-server and the driver share the machine's 
 The second scenario, ``fan-out-saturated`` (issue 21), runs the same rows at saturation: the
 server and its redis-server on one CPU, the driver on another (the takeover rows' driver is
 then bench/native/fanout_driver.c, far cheaper per delivery than Node, so that the server is
-what saturates), several publishers taking turns, and rates past what one core delivers; its
+what saturates), several publishers taking turns, and rates past what one core delivers, each
+rate on a server of its own (a backlog past saturation outlives any drain); its
 target compares each takeover row's CPU per delivery with its ``--baseline`` twin's.
 The harness reads the CPU time of the server (gunicorn and its workers), of
 redis-server and of the driver over each counted window, and everyone else's as
@@ -149,6 +150,25 @@ def measure_fanout(
     return result
 
 
+def measure_each_rate(
+    spec: FanoutSpec, params: dict[str, Any], log: Any, pin: tuple[set[int], set[int]] | None, native: bool
+) -> dict[str, Any]:
+    """:func:`measure_fanout` once per rate, each on a server (and Redis) of its own: past
+    saturation a backlog outlives any drain, and would be delivered in the next rate's window.
+    The clients per worker are the first rate's."""
+    merged: dict[str, Any] | None = None
+    for rate in params["rates"]:
+        result = measure_fanout(spec, dict(params, rates=[rate]), log, pin=pin, native=native)
+        if merged is None:
+            merged = result
+        else:
+            merged["rates"] += result["rates"]
+            merged["problems"] += [p for p in result["problems"] if p not in merged["problems"]]
+            merged["wrong_messages"] = merged.get("wrong_messages", 0) + result.get("wrong_messages", 0)
+    assert merged is not None, "a scenario has rates"
+    return merged
+
+
 def rate_problems(row: dict[str, Any]) -> list[str]:
     """What is wrong with one rate's figures, in words."""
     problems = []
@@ -199,7 +219,10 @@ def run_fanout(
                 for attempt in range(1 + RETRIES):
                     wait_for_quiet(label)
                     try:
-                        result = measure_fanout(spec, params, files[spec.key], pin=pin, native=native)
+                        if saturated:
+                            result = measure_each_rate(spec, params, files[spec.key], pin, native)
+                        else:
+                            result = measure_fanout(spec, params, files[spec.key])
                     except Exception as error:  # one failure must not end the run
                         errors[spec.key].append(f"round {round_index + 1}: {error}")
                         print(f"{label} ERROR {error}", flush=True)

@@ -9,7 +9,6 @@ driver results.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -26,18 +25,6 @@ from bench.drops import drops_markdown, drops_params, measure_drops, summarise
 from bench.specs import DROPS_SERVERS
 
 SPECS = {spec.key: spec for spec in DROPS_SERVERS}
-
-
-@pytest.fixture
-def node_ws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The driver needs Node's ``ws``: bench/node's when ``make bench`` installed it, else the tests'."""
-    if shutil.which("node") is None:
-        pytest.fail("node is not installed (.ci/run installs nodejs)")
-    if not (ROOT / "bench" / "node" / "node_modules" / "ws").is_dir():
-        tests_ws = ROOT / "tests" / "node" / "node_modules"
-        assert (tests_ws / "ws").is_dir(), "tests/node/node_modules/ws is missing (make test installs it)"
-        paths = [str(tests_ws), os.environ.get("NODE_PATH")]
-        monkeypatch.setenv("NODE_PATH", os.pathsep.join(filter(None, paths)))
 
 
 def test_a_round_on_gthread_delivers_everything_once_in_order_across_the_cuts(

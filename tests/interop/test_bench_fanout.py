@@ -1,26 +1,89 @@
-"""``python -m bench --scenarios fan-out``'s parts that need no run (bench/fanout.py, bench/fanout_report.py).
+"""``python -m bench --scenarios fan-out`` and ``fan-out-saturated`` (bench/fanout.py, bench/fanout_report.py,
+bench/native/fanout_driver.c, bench/node/fanout.js).
 
-The workers' ready lines, one round's figures summarised over rounds, the targets
-(3x Flask-SocketIO at an equal or lower p99; the Redis Hub at 0.7x memory://) and
-the table, from made-up driver results.
+Two short real rounds on the memory:// hub, one per driver (C and Node), several
+publishers taking turns: every publish reaches every member. The C driver's
+answer when it cannot connect. Then, from made-up driver results: the workers'
+ready lines, one round's figures summarised over rounds, the targets (3x
+Flask-SocketIO at an equal or lower p99; the Redis Hub at 0.7x memory://; at
+saturation, CPU per delivery against the baseline and Flask-SocketIO) and the table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.paths import ROOT
+from tests.processes import free_port
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.fanout import WORKER_LINE, fanout_params, rate_problems, summarise
-from bench.fanout_report import evaluate_fanout_targets, fanout_markdown
+from bench import native_driver
+from bench.fanout import (
+    FANOUT_SATURATED,
+    WORKER_LINE,
+    fanout_params,
+    measure_fanout,
+    rate_problems,
+    summarise,
+)
+from bench.fanout_report import evaluate_fanout_targets, evaluate_saturation_targets, fanout_markdown
 from bench.specs import FANOUT_SERVERS, check_available
+
+SPECS = {spec.key: spec for spec in FANOUT_SERVERS}
+
+
+def built_driver() -> Path:
+    binary = native_driver.build()
+    if binary is None:
+        pytest.fail("no C compiler: cc (.ci/run installs build-essential)")
+    return binary
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c-driver", "node-driver"])
+def test_a_short_round_delivers_every_publish_to_every_member(
+    node_ws: None, tmp_path: Path, native: bool
+) -> None:
+    if native:
+        built_driver()
+    params = fanout_params(quick=True, duration=0.5, warmup=0.1, scenario=FANOUT_SATURATED)
+    params.update(clients=30, rates=[40, 80], publishers=3, drain=5.0)
+    with open(tmp_path / "fanout.log", "w") as log:  # the processes' output goes to a real file
+        result = measure_fanout(SPECS["hub-memory"], params, log, native=native)
+    output = (tmp_path / "fanout.log").read_text()
+    assert result.get("driver") == ("c" if native else None), output
+    assert result["members"] == 30 and result["per_pid"] == {str(result["workers"][0]): 30}, output
+    assert result["wrong_messages"] == 0 and result["clean_close"] is True
+    for row, rate in zip(result["rates"], [40, 80], strict=True):
+        # Publishes due in [0.1, 0.6) s at `rate`/s, each to all 30 members, none lost or late.
+        assert row["rate"] == rate and row["published"] == rate // 2, row
+        assert row["expected"] == row["received"] == 30 * rate // 2 and row["lost"] == 0, row
+        assert row["stale"] == 0 and row["closed_members"] == 0, row
+        assert row["p50_ms"] is not None and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] + 1, row
+        assert row["server_cpu"] > 0 and row["client_cpu"] > 0, row
+
+
+def test_the_c_driver_says_why_when_it_cannot_connect() -> None:
+    binary = built_driver()
+    port = free_port()  # nothing listens there
+    done = subprocess.run(
+        [str(binary), "--port", str(port), "--clients", "3", "--timeout", "5", "--budget", "20"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert done.returncode == 1
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["event"] == "result"
+    assert result["error"] == "opened 0 of 3 members (first failure: Connection refused)"
+    bad = subprocess.run([str(binary), "--clients", "3"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "needs --port" in bad.stderr
 
 
 def rate(rate: float, dps: float, p99: float, lost: int = 0, members: int = 4000) -> dict[str, Any]:
@@ -157,3 +220,54 @@ def test_a_need_may_be_a_name_in_a_module_or_a_node_package() -> None:
     assert "failed" in check_available(dataclasses.replace(spec, needs=["json:no_such_name"]))
     missing = check_available(dataclasses.replace(spec, needs=["node:no-such-package"]))
     assert "bench/node/node_modules/no-such-package is missing" in missing
+
+
+def saturated_summary(rows: dict[str, list[tuple[float, float, float, float]]]) -> dict[str, Any]:
+    """(rate, deliveries/s, p99, the server's share of a core) per row, one round each."""
+    out = {}
+    for key, cells in rows.items():
+        rates = [dict(rate(r, dps, p99, members=1000), server_cpu=cpu) for r, dps, p99, cpu in cells]
+        out[key] = summarise([result(rates, {"1": 1000})], [], "")
+    return out
+
+
+def test_at_saturation_the_cost_per_delivery_is_compared_with_the_baseline_and_flask_socketio() -> None:
+    summary = saturated_summary(
+        {
+            "hub-redis": [(100, 100_000, 9.0, 0.6), (1600, 420_000, 6000.0, 0.97)],
+            "hub-redis@abc": [(100, 100_000, 8.0, 0.7), (1600, 110_000, 7700.0, 0.99)],
+            "flask-socketio": [(100, 50_000, 60.0, 1.0), (1600, 70_000, 9000.0, 0.98)],
+        }
+    )
+    baseline, peer = evaluate_saturation_targets(summary, [100, 1600], {"hub-redis@abc": "hub-redis"})
+    # 0.97 / 420,000 against 0.99 / 110,000 of a core per delivery: 0.26x, at a lower p99.
+    assert baseline["rates"]["1600"]["ratio"] == pytest.approx((0.97 / 420_000) / (0.99 / 110_000))
+    assert baseline["rates"]["1600"]["pass"] is True
+    # Below 90% of its core a server is not saturated: a ratio, no verdict.
+    assert baseline["rates"]["100"]["pass"] is None and baseline["rates"]["100"]["why"] == "not saturated"
+    assert peer["row"] == "hub-redis" and peer["peer"] == "flask-socketio"
+    assert peer["rates"]["1600"]["pass"] is True  # 0.16x, at or below 1.5/5.8
+    # Cheaper, but a worse p99: FAIL; and a row without its twin has no baseline target.
+    worse = saturated_summary(
+        {"hub-redis": [(1600, 420_000, 9000.0, 0.97)], "hub-redis@abc": [(1600, 110_000, 7700.0, 0.99)]}
+    )
+    assert evaluate_saturation_targets(worse, [1600], {"hub-redis@abc": "hub-redis"})[0]["rates"]["1600"][
+        "pass"
+    ] is False
+    assert len(evaluate_saturation_targets(summary, [1600], {"hub-memory@abc": "hub-memory"})) == 1
+    table = fanout_markdown(
+        {
+            "scenario": FANOUT_SATURATED,
+            "description": "1,000 clients",
+            "driver": "bench/native/fanout_driver.c for takeover's rows",
+            "pinned": "server and redis-server on CPU 0, driver on CPU 1",
+            "params": {"rates": [100, 1600], "drain": 5.0},
+            "rows": ["hub-redis", "hub-redis@abc", "flask-socketio"],
+            "labels": {"hub-redis": "now", "hub-redis@abc": "before", "flask-socketio": "FSIO"},
+            "summary": summary,
+            "targets": [baseline, peer],
+        }
+    )
+    assert table.startswith("Fan-out at saturation: 1,000 clients. One driver process")
+    assert "server and redis-server on CPU 0, driver on CPU 1." in table
+    assert "| not saturated (0.86x) | PASS (0.26x; p99 6,000 vs 7,700 ms) |" in table
