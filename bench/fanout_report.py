@@ -63,8 +63,15 @@ SATURATION_COST = 0.5
 SATURATION_PEER_COST = 1.5 / 5.8
 #: The rows the saturation targets are for: the issue's 3.0 µs was the Redis Hub's.
 SATURATION_ROWS = ("hub-redis",)
-#: A server below this share of its one core is not saturated: no verdict there.
+#: A server is saturated when it uses this share of its core or more and delivers less than
+#: ``BEHIND`` of what the publishers sent (it fell behind); elsewhere no verdict.
 SATURATED_SHARE = 0.9
+BEHIND = 0.95
+
+
+def _saturated(cell: dict[str, Any]) -> bool:
+    busy = (cell.get("server_cpu") or 0.0) >= SATURATED_SHARE
+    return busy and cell["deliveries_per_second"] < BEHIND * cell["target_deliveries_per_second"]
 
 
 def _cost_verdict(
@@ -77,7 +84,7 @@ def _cost_verdict(
         return {"ratio": None, "pass": None}
     ratio = mine_cost / their_cost
     p99, peer_p99 = mine["p99_ms"], theirs["p99_ms"]
-    if min(mine.get("server_cpu") or 0.0, theirs.get("server_cpu") or 0.0) < SATURATED_SHARE:
+    if not (_saturated(mine) and _saturated(theirs)):
         return {"ratio": ratio, "pass": None, "p99": p99, "peer_p99": peer_p99, "why": "not saturated"}
     # A peer none of whose counted messages arrived by the drain's end is later than any p99.
     no_worse = p99 is not None and (peer_p99 is None or p99 <= peer_p99)

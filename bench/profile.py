@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import RESULTS
-from bench.fanout import FANOUT, fanout_params, measure_fanout, print_result
+from bench.fanout import FANOUT, FANOUT_SATURATED, fanout_params, measure_fanout, print_result, saturation_pin
 from bench.loadgen import ServerProcess, raise_nofile, run_loadgen
 from bench.specs import FANOUT_SERVERS, SCENARIO_BY_KEY, SERVERS, ServerSpec
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.access(py_spy, os.X_OK):
         print("python -m bench.profile needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
-    if args.scenario == FANOUT:
+    if args.scenario in (FANOUT, FANOUT_SATURATED):
         return profile_fanout(args, py_spy)
     specs = {s.key: s for s in SERVERS}
     if args.server not in specs:
@@ -161,17 +161,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile_fanout(args: argparse.Namespace, py_spy: str) -> int:
-    """py-spy on a fan-out row's gunicorn and workers during one rate's counted window."""
+    """py-spy on a fan-out row's gunicorn and workers during one rate's counted window (``fan-out-saturated``:
+    pinned, with the C driver and the scenario's publishers)."""
     specs = {s.key: s for s in FANOUT_SERVERS}
     if args.server not in specs:
         print(f"--scenario fan-out: --server is one of {', '.join(specs)}", file=sys.stderr)
         return 2
     spec = specs[args.server]
     raise_nofile()
-    params = dict(fanout_params(False, args.seconds + 0.5, 1.0), rates=[args.publishes])
+    saturated = args.scenario == FANOUT_SATURATED
+    params = dict(fanout_params(False, args.seconds + 0.5, 1.0, args.scenario), rates=[args.publishes])
     args.out.mkdir(parents=True, exist_ok=True)
-    raw = args.out / f"{spec.key}-{FANOUT}{'-lines' if args.lines else ''}.txt"
-    log_path = args.out / f"{spec.key}-{FANOUT}.log"
+    raw = args.out / f"{spec.key}-{args.scenario}{'-lines' if args.lines else ''}.txt"
+    log_path = args.out / f"{spec.key}-{args.scenario}.log"
     recorder: dict[str, Any] = {}
     with open(log_path, "w") as log:
         command = [
@@ -190,7 +192,8 @@ def profile_fanout(args: argparse.Namespace, py_spy: str) -> int:
                     stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
                 )
 
-        result = measure_fanout(spec, params, log, observe)
+        pin = saturation_pin() if saturated else None
+        result = measure_fanout(spec, params, log, observe, pin=pin, native=saturated)
         process = recorder.get("process")
         if process is not None:
             process.wait(args.seconds + 20)

@@ -157,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"make bench: cannot set up the baseline {baseline_rev!r}: {error}", file=sys.stderr)
                 return 2
             twins = baseline.servers(servers)
-            if not twins:
+            fanout_twins = baseline.fanout_servers(fanout)
+            if not twins and not fanout_twins:
                 print("note: no takeover rows among the servers, so the baseline adds none", file=sys.stderr)
             servers = interleave(servers, twins)
-            fanout = interleave(fanout, baseline.fanout_servers(fanout))
+            fanout = interleave(fanout, fanout_twins)
             print(
                 f"baseline: takeover@{baseline.short} ({baseline.commit}) in a git worktree at "
                 f"{baseline.path}; C speedups {baseline.speedups}",

@@ -68,7 +68,8 @@ def test_a_short_round_delivers_every_publish_to_every_member(
         assert row["expected"] == row["received"] == 30 * rate // 2 and row["lost"] == 0, row
         assert row["stale"] == 0 and row["closed_members"] == 0, row
         assert row["p50_ms"] is not None and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] + 1, row
-        assert row["server_cpu"] > 0 and row["client_cpu"] > 0, row
+        # CPU shares are read over the window (in clock ticks: a short light window may read 0).
+        assert row["server_cpu"] >= 0 and row["client_cpu"] >= 0 and row["foreign_cpu"] >= 0, row
 
 
 def test_the_c_driver_says_why_when_it_cannot_connect() -> None:
