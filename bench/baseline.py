@@ -37,6 +37,8 @@ SPEEDUPS_SOURCE = "takeover/protocol/_speedups.c"
 COMPARED = ("takeover", "examples")  # the code the baseline rows run from REV
 BUILD_TIMEOUT = 300.0  # seconds for build_ext
 GIT_TIMEOUT = 120.0
+#: A bench row of either kind: the server loop's or the fan-out scenarios'.
+Row = TypeVar("Row", ServerSpec, FanoutSpec)
 
 
 def _git(*args: str, cwd: Path = ROOT) -> str:
@@ -138,44 +140,36 @@ class Baseline:
 
     def servers(self, current: list[ServerSpec] | None = None) -> list[ServerSpec]:
         """The ``takeover@REV`` twins of the takeover rows among ``current`` (default: all)."""
-        assert self.path is not None, "create() the worktree first"
         keys = {spec.key for spec in (current if current is not None else SERVERS)}
-        twins = []
-        for spec in SERVERS:
-            if spec.key not in BASELINE_OF or spec.key not in keys:
-                continue
-            twins.append(
-                dataclasses.replace(
-                    spec,
-                    key=f"{spec.key}@{self.short}",
-                    label=f"takeover@{self.short} ({BASELINE_OF[spec.key]})",
-                    notes=f"{spec.notes}; run from a git worktree of {self.commit}",
-                    takeover_root=self.path,
-                    cwd=self.path,
-                    baseline_of=spec.key,
-                    env={},
-                )
-            )
-        return twins
+        return [
+            self._twin(spec, BASELINE_OF[spec.key], env={})
+            for spec in SERVERS
+            if spec.key in BASELINE_OF and spec.key in keys
+        ]
 
     def fanout_servers(self, current: list[FanoutSpec]) -> list[FanoutSpec]:
         """The ``takeover@REV`` twins of the fan-out rows among ``current`` that REV can run: takeover's
         Hub on one Redis or memory:// (gunicorn started in the worktree, so that REV's
         bench/servers/hub_fanout.py and takeover are the ones imported)."""
-        assert self.path is not None, "create() the worktree first"
         return [
-            dataclasses.replace(
-                spec,
-                key=f"{spec.key}@{self.short}",
-                label=f"takeover@{self.short} ({spec.label})",
-                notes=f"{spec.notes}; run from a git worktree of {self.commit}",
-                takeover_root=self.path,
-                cwd=self.path,
-                baseline_of=spec.key,
-            )
+            self._twin(spec, spec.label)
             for spec in current
             if spec.client == "ws" and spec.brokers == "one" and spec.app == "bench.servers.hub_fanout:app"
         ]
+
+    def _twin(self, spec: Row, what: str, **changes: Any) -> Row:
+        """``spec`` run from the worktree (its takeover first on PYTHONPATH, its cwd there)."""
+        assert self.path is not None, "create() the worktree first"
+        return dataclasses.replace(
+            spec,
+            key=f"{spec.key}@{self.short}",
+            label=f"takeover@{self.short} ({what})",
+            notes=f"{spec.notes}; run from a git worktree of {self.commit}",
+            takeover_root=self.path,
+            cwd=self.path,
+            baseline_of=spec.key,
+            **changes,
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -186,9 +180,6 @@ class Baseline:
             "speedups": self.speedups,
             "same_code": self.same_code,
         }
-
-
-Row = TypeVar("Row", ServerSpec, FanoutSpec)
 
 
 def interleave(servers: list[Row], twins: list[Row]) -> list[Row]:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.config import ROOT
 
@@ -42,11 +43,10 @@ def build() -> Path | None:
 
 def command(binary: Path, params: dict[str, Any]) -> list[str]:
     """The driver's command line for fanout.js's ``params`` (a "ws" row's: ``url`` and ``pubUrl``)."""
-    host_port, _, path = params["url"].removeprefix("ws://").partition("/")
-    host, _, port = host_port.rpartition(":")
-    pub_path = "/" + params["pubUrl"].removeprefix("ws://").partition("/")[2]
+    members, publishers = urlsplit(params["url"]), urlsplit(params["pubUrl"])
     options = {
-        "--host": host, "--port": port, "--path": "/" + path, "--pub-path": pub_path,
+        "--host": members.hostname, "--port": members.port, "--path": members.path or "/",
+        "--pub-path": publishers.path or "/",
         "--clients": params["clients"], "--concurrency": params["openConcurrency"],
         "--rates": ",".join(f"{rate:g}" for rate in params["rates"]), "--warmup": params["warmup"],
         "--duration": params["duration"], "--drain": params["drain"], "--pause": params["pause"],

@@ -21,7 +21,7 @@ import takeover
 from takeover import Hub
 from takeover._io.session import Session
 from takeover.websocket import WebSocket
-from tests.io.test_batch import member, received
+from tests.io.test_batch import count_writes, member, received
 from tests.redis_server import RedisServer
 
 ROOM = "batched"
@@ -35,17 +35,7 @@ def frames(*texts: str) -> bytes:
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> dict[Session, list[int]]:
     """Each session's writes through its one send path: how many messages each carried."""
-    counted: dict[Session, list[int]] = {}
-    write = Session.write
-
-    def counting(
-        self: Session, opcode: int, payload: bytes, frame: bytes | None = None, messages: int = 1
-    ) -> bool:
-        counted.setdefault(self, []).append(messages)
-        return write(self, opcode, payload, frame, messages)
-
-    monkeypatch.setattr(Session, "write", counting)
-    return counted
+    return count_writes(monkeypatch, lambda data, messages: messages)
 
 
 @pytest.fixture

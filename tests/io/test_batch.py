@@ -8,6 +8,8 @@ a member with its own compressor (context takeover) is written at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import gevent
 import gevent.socket
 import pytest
@@ -26,20 +28,28 @@ HEADERS = {
 }
 
 
-@pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> dict[Session, list[int]]:
-    """Each session's writes through its one send path (the sizes), counted on the class."""
+def count_writes(
+    monkeypatch: pytest.MonkeyPatch, measure: Callable[[bytes, int], int]
+) -> dict[Session, list[int]]:
+    """Each session's writes through its one send path, counted on the class: ``measure(the
+    bytes written or the payload to frame, how many messages)`` of each, in order."""
     counted: dict[Session, list[int]] = {}
     write = Session.write
 
     def counting(
         self: Session, opcode: int, payload: bytes, frame: bytes | None = None, messages: int = 1
     ) -> bool:
-        counted.setdefault(self, []).append(len(frame or payload))
+        counted.setdefault(self, []).append(measure(frame or payload, messages))
         return write(self, opcode, payload, frame, messages)
 
     monkeypatch.setattr(Session, "write", counting)
     return counted
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> dict[Session, list[int]]:
+    """Each session's writes through its one send path: their sizes."""
+    return count_writes(monkeypatch, lambda data, messages: len(data))
 
 
 def member(extensions: str | None = None) -> tuple[WebSocket, gevent.socket.socket]:

@@ -105,6 +105,16 @@ def eventually(check: Callable[[], Any], timeout: float = WAIT) -> Any:
     raise AssertionError("unreachable")
 
 
+def open_by_process(multiproc: Path, total: int) -> dict[int, int] | None:
+    """Each worker's open sockets, from the figures it copies into ``multiproc`` every second,
+    once they add up to ``total``."""
+    found = {}
+    for path in multiproc.glob("takeover-status-*.json"):
+        figures = json.loads(path.read_text())
+        found[int(figures["pid"])] = int(figures["connections_open"])
+    return found if sum(found.values()) == total else None
+
+
 def refused_upgrade(port: int) -> bytes:
     """An upgrade with version 12: answered 426 (RFC 6455 §4.4)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
@@ -274,15 +284,7 @@ def test_a_worker_that_dies_leaves_the_open_count(tmp_path: Path) -> None:
         for _ in range(12):
             server.ws()
 
-        def by_worker() -> dict[int, int] | None:
-            """Each worker's open sockets, from the figures it copies into the directory every second."""
-            found = {}
-            for path in multiproc.glob("takeover-status-*.json"):
-                figures = json.loads(path.read_text())
-                found[int(figures["pid"])] = int(figures["connections_open"])
-            return found if sum(found.values()) == 12 else None
-
-        counts = eventually(by_worker)
+        counts = eventually(lambda: open_by_process(multiproc, 12))
         assert value(server.metrics(), "takeover_connections_open") == 12
         victim = max(counts, key=lambda pid: counts[pid])
         os.kill(victim, 9)
@@ -368,14 +370,8 @@ def test_uwsgi_processes_are_summed_too(tmp_path: Path) -> None:
                 server.ws()
             pids = {int(server.get("/pid")) for _ in range(20)}
 
-            def figures() -> dict[int, int] | None:
-                found = {}
-                for path in multiproc.glob("takeover-status-*.json"):
-                    snapshot = json.loads(path.read_text())
-                    found[int(snapshot["pid"])] = int(snapshot["connections_open"])
-                return found if sum(found.values()) == 20 else None
-
-            by_process = eventually(figures)  # every worker copies its own, scraped or not
+            # Every worker copies its own figures, scraped or not.
+            by_process = eventually(lambda: open_by_process(multiproc, 20))
             eventually(lambda: value(server.metrics(), "takeover_connections_open") == 20)
             assert len(pids | {pid for pid, count in by_process.items() if count}) >= 2
     finally:
